@@ -1,0 +1,62 @@
+"""The ``qc-stream`` entry point.
+
+Each command lives in its own module under ``qc_stream.cli`` and exposes ``register(app)``. Those
+modules import only light things at import time (typer, settings); torch, open_clip, faust and
+SQLAlchemy engines are imported inside the command bodies so ``qc-stream --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+
+from qc_stream.errors import QcError
+
+app = typer.Typer(
+    name="qc-stream",
+    help="Streaming visual quality control: cameras -> Kafka -> DAPO workers -> Postgres/Redis -> Grafana.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Order is the order of `qc-stream --help`.
+COMMAND_MODULES = [
+    "demo",
+    "broker",
+    "camera",
+    "worker",
+    "predict",
+    "db",
+    "defects",
+    "retrain",
+    "models",
+    "dashboards",
+    "eval",
+    "bench",
+]
+
+for _name in COMMAND_MODULES:
+    try:
+        _module = importlib.import_module(f"qc_stream.cli.cmd_{_name}")
+    except ModuleNotFoundError as _e:
+        if _e.name != f"qc_stream.cli.cmd_{_name}":
+            raise
+        continue
+    _module.register(app)
+
+
+def run() -> None:
+    """Console-script entry: user errors become one line on stderr and exit code 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except QcError as e:
+        typer.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,172 @@
+"""The one settings object, read from ``QC_*`` environment variables and validated at start-up.
+
+Entry points call :func:`load_settings`; a bad value becomes a one-line ``ConfigError`` naming the
+variable, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from qc_stream.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODELS_DIR = REPO_ROOT / "models"
+
+# Kafka record overhead we reserve on top of the frame bytes (headers, key, batch framing).
+KAFKA_OVERHEAD_BYTES = 64 * 1024
+
+BrokerProfile = Literal["production", "embedded"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="QC_", extra="ignore", frozen=True)
+
+    # --- connections ---
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    database_url: str = "sqlite:///qc-stream.db"
+    redis_url: str | None = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = "qc:"
+    cache_ttl_s: int = Field(60, ge=1, le=86_400)
+
+    # --- model ---
+    models_dir: Path = DEFAULT_MODELS_DIR
+    # open_clip architecture name, or the name of a config under models/backbones/.
+    backbone: str = "qc-clip-tiny"
+    # open_clip pretrained tag, a local checkpoint path, "none" (random weights), or None: the
+    # weights shipped with the backbone under models/backbones/<name>/.
+    pretrained: str | None = None
+    image_size: int | None = Field(None, ge=32, le=1024)
+    prompt_version: str | None = None  # None: the active version
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+
+    # --- streaming ---
+    app_id: str = "qc-stream"
+    topic_partitions: int = Field(4, ge=1, le=1024)
+    batch_size: int = Field(16, ge=1, le=1024)
+    batch_timeout_s: float = Field(0.05, gt=0, le=10)
+    max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    # Client-side Kafka limits; must carry a whole frame plus record overhead.
+    kafka_max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    broker_profile: BrokerProfile = "production"
+    broker_session_timeout_s: float | None = Field(None, gt=0)
+    broker_heartbeat_interval_s: float | None = Field(None, gt=0)
+    broker_rebalance_timeout_s: float | None = Field(None, gt=0)
+    worker_web_port: int = Field(6066, ge=0, le=65535)
+
+    # --- verdicts ---
+    warn_threshold: float = Field(0.5, ge=0, le=1)
+    reject_threshold: float = Field(0.8, ge=0, le=1)
+    # JSON object product -> [warn, reject], e.g. {"pill": [0.4, 0.7]}
+    thresholds: str = "{}"
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, v: str) -> str:
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(v)
+        except ArgumentError:
+            raise ValueError(f"not a database URL: {v!r} (e.g. postgresql+psycopg://user@host/db)")
+        if url.get_backend_name() not in ("postgresql", "sqlite"):
+            raise ValueError(f"unsupported database {url.get_backend_name()!r}: use postgresql or sqlite")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, v: str | None) -> str | None:
+        if v in (None, "", "none", "off"):
+            return None
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"not a Redis URL: {v!r} (e.g. redis://127.0.0.1:6379/0, or 'off')")
+        return v
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _check_bootstrap(cls, v: str) -> str:
+        for hostport in v.split(","):
+            host, _, port = hostport.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"not host:port: {hostport!r} (e.g. 127.0.0.1:9092)")
+        return v
+
+    @field_validator("thresholds")
+    @classmethod
+    def _check_thresholds(cls, v: str) -> str:
+        try:
+            data = json.loads(v)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not JSON: {e.msg}")
+        if not isinstance(data, dict):
+            raise ValueError('expected a JSON object like {"pill": [0.4, 0.7]}')
+        for product, pair in data.items():
+            if (
+                not isinstance(pair, list)
+                or len(pair) != 2
+                or not all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in pair)
+                or pair[0] > pair[1]
+            ):
+                raise ValueError(f"{product!r}: expected [warn, reject] with 0 <= warn <= reject <= 1")
+        return v
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "Settings":
+        if self.warn_threshold > self.reject_threshold:
+            raise ValueError("QC_WARN_THRESHOLD must not exceed QC_REJECT_THRESHOLD")
+        if self.kafka_max_request_bytes < self.max_frame_bytes + KAFKA_OVERHEAD_BYTES:
+            raise ValueError(
+                f"QC_KAFKA_MAX_REQUEST_BYTES={self.kafka_max_request_bytes} cannot carry a frame of "
+                f"QC_MAX_FRAME_BYTES={self.max_frame_bytes} plus {KAFKA_OVERHEAD_BYTES} bytes of "
+                "record overhead; raise the request limit or lower the frame limit"
+            )
+        return self
+
+    # --- derived ---
+    @cached_property
+    def product_thresholds(self) -> dict[str, tuple[float, float]]:
+        return {p: (float(w), float(r)) for p, (w, r) in json.loads(self.thresholds).items()}
+
+    def thresholds_for(self, product: str) -> tuple[float, float]:
+        return self.product_thresholds.get(product, (self.warn_threshold, self.reject_threshold))
+
+    @property
+    def group_timeouts(self) -> tuple[float, float, float]:
+        """(session, heartbeat, rebalance) seconds: short on the embedded broker, Kafka-sane otherwise."""
+        if self.broker_profile == "embedded":
+            defaults = (3.0, 0.5, 3.0)
+        else:
+            defaults = (45.0, 3.0, 60.0)
+        return (
+            self.broker_session_timeout_s or defaults[0],
+            self.broker_heartbeat_interval_s or defaults[1],
+            self.broker_rebalance_timeout_s or defaults[2],
+        )
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        loc = "_".join(str(x) for x in e["loc"]).upper()
+        name = f"QC_{loc}" if loc else "settings"
+        msg = e["msg"].removeprefix("Value error, ")
+        parts.append(f"{name}: {msg}")
+    return "invalid settings: " + "; ".join(parts)
+
+
+def load_settings(**overrides) -> Settings:
+    """Read and validate settings; raise ``ConfigError`` with a readable message."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None

@@ -1,0 +1,94 @@
+"""Shared fixtures: real Postgres, Redis and the embedded Kafka-protocol broker of this machine.
+
+Each test session gets its own Postgres database and Redis key prefix, so runs never see each
+other's data. Set QC_TEST_PG_ADMIN_URL / QC_TEST_REDIS_URL to point elsewhere.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+
+PG_ADMIN_URL = os.environ.get("QC_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("QC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+# Small models on 2 cores: keep torch from oversubscribing.
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.fixture(scope="session")
+def run_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def _create_pg_database(name: str) -> str:
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+
+def _drop_pg_database(name: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_url(run_id: str):
+    """A fresh, empty Postgres database for one test (dropped afterwards)."""
+    name = f"qc_test_{run_id}_{uuid.uuid4().hex[:6]}"
+    url = _create_pg_database(name)
+    yield url
+    _drop_pg_database(name)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'qc.db'}"
+
+
+@pytest.fixture
+def redis_url() -> str:
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_prefix(run_id: str):
+    """A unique key prefix; every key under it is deleted after the test."""
+    import redis
+
+    prefix = f"qctest:{run_id}:{uuid.uuid4().hex[:6]}:"
+    yield prefix
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=prefix + "*"))
+    if keys:
+        client.delete(*keys)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def broker():
+    """One embedded tansu broker for the whole test session (memory storage).
+
+    tansu keeps a group's first session timeout for its lifetime, so tests must use a unique app id
+    (consumer group) each: see ``unique_app_id``.
+    """
+    from qc_stream.broker.embedded import EmbeddedBroker
+
+    with EmbeddedBroker() as b:
+        yield b
+
+
+@pytest.fixture
+def unique_app_id() -> str:
+    return f"qc-test-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,45 @@
+import pytest
+
+from qc_stream.errors import ConfigError
+from qc_stream.settings import load_settings
+
+
+def test_defaults_validate(monkeypatch):
+    s = load_settings()
+    assert s.thresholds_for("anything") == (s.warn_threshold, s.reject_threshold)
+
+
+@pytest.mark.parametrize(
+    "env, fragment",
+    [
+        ({"QC_KAFKA_BOOTSTRAP": "nohost"}, "QC_KAFKA_BOOTSTRAP"),
+        ({"QC_DATABASE_URL": "mysql://x/y"}, "unsupported database"),
+        ({"QC_DATABASE_URL": "::::"}, "QC_DATABASE_URL"),
+        ({"QC_REDIS_URL": "http://x"}, "not a Redis URL"),
+        ({"QC_BATCH_SIZE": "0"}, "QC_BATCH_SIZE"),
+        ({"QC_THRESHOLDS": '{"pill": [0.9, 0.1]}'}, "warn <= reject"),
+        ({"QC_THRESHOLDS": "{bad"}, "not JSON"),
+        ({"QC_WARN_THRESHOLD": "0.9", "QC_REJECT_THRESHOLD": "0.5"}, "must not exceed"),
+        ({"QC_MAX_FRAME_BYTES": "33554432"}, "cannot carry a frame"),
+    ],
+)
+def test_bad_settings_give_one_readable_line(monkeypatch, env, fragment):
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError) as e:
+        load_settings()
+    msg = str(e.value)
+    assert fragment in msg and "\n" not in msg
+
+
+def test_per_product_thresholds(monkeypatch):
+    monkeypatch.setenv("QC_THRESHOLDS", '{"pill": [0.3, 0.6]}')
+    s = load_settings()
+    assert s.thresholds_for("pill") == (0.3, 0.6)
+
+
+def test_embedded_profile_has_short_group_timeouts(monkeypatch):
+    monkeypatch.setenv("QC_BROKER_PROFILE", "embedded")
+    assert load_settings().group_timeouts == (3.0, 0.5, 3.0)
+    monkeypatch.setenv("QC_BROKER_PROFILE", "production")
+    assert load_settings().group_timeouts[0] >= 30
