@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     broker_heartbeat_interval_s: float | None = Field(None, gt=0)
     broker_rebalance_timeout_s: float | None = Field(None, gt=0)
     worker_web_port: int = Field(6066, ge=0, le=65535)
+    # /healthz, /readyz, /metrics of a worker; 0 picks a free port, -1 disables.
+    health_port: int = Field(8000, ge=-1, le=65535)
 
     # --- verdicts ---
     warn_threshold: float = Field(0.5, ge=0, le=1)

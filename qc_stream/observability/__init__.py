@@ -1,1 +1,1 @@
-
+"""Worker health/readiness and Prometheus metrics."""

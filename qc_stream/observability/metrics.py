@@ -1,0 +1,16 @@
+"""Prometheus metrics of a worker. Import and update these; the health server exposes them."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+FRAMES_PROCESSED = Counter(
+    "qc_frames_processed_total", "Frames inspected and stored", ["product", "verdict"]
+)
+DEAD_LETTERS = Counter("qc_dead_letters_total", "Frames sent to qc.deadletter", ["reason"])
+BATCH_LATENCY = Histogram(
+    "qc_batch_latency_seconds",
+    "Wall time of one inference micro-batch (decode + model + post-processing)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+BATCH_SIZE = Histogram("qc_batch_size_frames", "Frames per micro-batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+CONSUMER_LAG = Gauge("qc_consumer_lag_records", "Records behind the end of qc.frames", ["partition"])
+PROMPT_VERSION = Gauge("qc_prompt_version_info", "Active prompt version (value 1)", ["prompt_version"])
