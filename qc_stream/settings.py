@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     prompt_version: str | None = None  # None: the active version
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    # Defect regions: connected pixels whose anomaly value reaches this, of at least this many pixels
+    # (pixels of the original image).
+    region_threshold: float = Field(0.5, gt=0, le=1)
+    region_min_area_px: int = Field(16, ge=1)
 
     # --- streaming ---
     app_id: str = "qc-stream"
@@ -56,18 +60,44 @@ class Settings(BaseSettings):
     # Client-side Kafka limits; must carry a whole frame plus record overhead.
     kafka_max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     broker_profile: BrokerProfile = "production"
+    # Camera producers: how long to retry an unreachable broker before giving up, and the record
+    # compression ("none" suits JPEG/PNG frames, which are already compressed).
+    producer_connect_timeout_s: float = Field(30.0, ge=0, le=3600)
+    kafka_compression: Literal["none", "gzip"] = "none"
+    # Workers write an overlay PNG (heat map + labels) of every rejected frame here; None: off.
+    overlay_dir: Path | None = None
     broker_session_timeout_s: float | None = Field(None, gt=0)
     broker_heartbeat_interval_s: float | None = Field(None, gt=0)
     broker_rebalance_timeout_s: float | None = Field(None, gt=0)
     worker_web_port: int = Field(6066, ge=0, le=65535)
     # /healthz, /readyz, /metrics of a worker; 0 picks a free port, -1 disables.
     health_port: int = Field(8000, ge=-1, le=65535)
+    # Kafka static group membership (group.instance.id), unique per worker; Kubernetes sets it to
+    # the pod name. A worker that restarts within the session timeout gets its partitions back
+    # without a rebalance. None: dynamic membership.
+    group_instance_id: str | None = Field(None, min_length=1, max_length=249)
 
     # --- verdicts ---
     warn_threshold: float = Field(0.5, ge=0, le=1)
     reject_threshold: float = Field(0.8, ge=0, le=1)
     # JSON object product -> [warn, reject], e.g. {"pill": [0.4, 0.7]}
     thresholds: str = "{}"
+
+    # --- registry ---
+    # Comma list of products defect types may be registered for; empty: any product.
+    products: str = ""
+    # The qc.defect-types listener waits this long after the last change before refreshing.
+    registry_debounce_s: float = Field(2.0, ge=0, le=3600)
+    # Retrain gate: a candidate is refused when a holdout metric drops more than this (absolute).
+    retrain_tolerance: float = Field(0.02, ge=0, le=1)
+
+    # --- dashboards (Grafana) ---
+    grafana_url: str | None = None  # e.g. http://grafana:3000
+    grafana_token: str | None = None  # service-account token (Admin: it creates the datasource)
+    grafana_folder: str = "qc-stream"
+    # Postgres URL Grafana's datasource logs in with (the read-only role); default: QC_DATABASE_URL.
+    grafana_db_url: str | None = None
+    grafana_timeout_s: float = Field(10.0, gt=0, le=300)
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -138,6 +168,12 @@ class Settings(BaseSettings):
     @cached_property
     def product_thresholds(self) -> dict[str, tuple[float, float]]:
         return {p: (float(w), float(r)) for p, (w, r) in json.loads(self.thresholds).items()}
+
+    @cached_property
+    def allowed_products(self) -> frozenset[str] | None:
+        """Products the registry accepts, or None when any product is allowed (QC_PRODUCTS empty)."""
+        names = [p.strip() for p in self.products.split(",") if p.strip()]
+        return frozenset(names) if names else None
 
     def thresholds_for(self, product: str) -> tuple[float, float]:
         return self.product_thresholds.get(product, (self.warn_threshold, self.reject_threshold))

@@ -1,8 +1,63 @@
-"""`qc-stream db upgrade|downgrade` (implemented by the storage work)."""
+"""`qc-stream db upgrade|downgrade|current`: schema migrations through Alembic.
+
+Only typer is imported here at load time; SQLAlchemy and Alembic load inside the commands.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
 
 import typer
+
+URL_HELP = "Database URL (default: QC_DATABASE_URL, else sqlite:///qc-stream.db)."
+
+
+def _url(url: Optional[str]) -> str:
+    if url:
+        return url
+    from qc_stream.settings import load_settings
+
+    return load_settings().database_url
+
+
+def _where(url: str) -> str:
+    from qc_stream.storage.db import safe_url
+
+    return safe_url(url)
 
 
 def register(app: typer.Typer) -> None:
     db = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=True)
     app.add_typer(db, name="db")
+
+    @db.command("upgrade")
+    def upgrade(
+        revision: str = typer.Option("head", "--revision", "-r", help="Target revision."),
+        url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+    ) -> None:
+        """Upgrade the schema (default: to the newest revision)."""
+        from qc_stream.storage import migrate
+
+        target = _url(url)
+        migrate.upgrade(target, revision)
+        typer.echo(f"database {_where(target)} at revision {migrate.current(target) or 'base'}")
+
+    @db.command("downgrade")
+    def downgrade(
+        revision: str = typer.Argument(..., help="Target revision ('base' removes every table, '-1' steps back)."),
+        url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+    ) -> None:
+        """Downgrade the schema to REVISION."""
+        from qc_stream.storage import migrate
+
+        target = _url(url)
+        migrate.downgrade(target, revision)
+        typer.echo(f"database {_where(target)} at revision {migrate.current(target) or 'base'}")
+
+    @db.command("current")
+    def current(url: Optional[str] = typer.Option(None, "--url", help=URL_HELP)) -> None:
+        """Print the revision the database is at and the newest one available."""
+        from qc_stream.storage import migrate
+
+        target = _url(url)
+        typer.echo(f"database {_where(target)} at revision {migrate.current(target) or 'base'} (head {migrate.head()})")

@@ -14,3 +14,4 @@ BATCH_LATENCY = Histogram(
 BATCH_SIZE = Histogram("qc_batch_size_frames", "Frames per micro-batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 CONSUMER_LAG = Gauge("qc_consumer_lag_records", "Records behind the end of qc.frames", ["partition"])
 PROMPT_VERSION = Gauge("qc_prompt_version_info", "Active prompt version (value 1)", ["prompt_version"])
+WORKER_READY = Gauge("qc_worker_ready", "1 while the worker is ready (partitions assigned, model loaded)")

@@ -1,0 +1,104 @@
+"""Image side: deep visual prompts, tapped patch tokens and per-layer adapters over the frozen ViT.
+
+Layer 0: ``n`` learned tokens are inserted right after CLS (after the patch/positional embedding and
+``ln_pre``). Before every later block the same slots become ``alpha * previous + (1 - alpha) * learned_i``.
+Patch tokens are read after 4 evenly spaced blocks (6/12/18/24 of ViT-L), prompt tokens stripped,
+passed through the backbone's frozen ``ln_post`` and then a trainable ``Linear(width -> embed_dim)``
+adapter per tapped layer. The adapters start as a copy of CLIP's visual projection, so an untrained
+model scores patches exactly like CLIP's own dense features; training moves them from there.
+The global feature is CLS after ``ln_post`` and the (frozen) projection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from qc_stream.dapo.backbone import Backbone
+
+
+@dataclass
+class VisualFeatures:
+    global_feature: torch.Tensor  # [B, E] (not normalised)
+    patch_features: list[torch.Tensor]  # per tapped layer [B, gh*gw, E] (not normalised)
+    grid: tuple[int, int]
+
+
+class VisualEncoder(nn.Module):
+    """Frozen ViT + optional deep visual prompts (``n_prompts``) + optional trainable adapters.
+
+    With ``n_prompts=0`` and ``adapters=False`` it is plain CLIP: tapped patch tokens go through the
+    frozen ``ln_post`` and projection (what the baselines use).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        n_prompts: int = 4,
+        alpha: float = 0.01,
+        n_taps: int = 4,
+        adapters: bool = True,
+        taps: list[int] | None = None,
+    ):
+        super().__init__()
+        self.backbone = backbone  # plain attribute: the backbone is not part of the prompt weights
+        self.alpha = alpha
+        self.taps = list(taps) if taps is not None else backbone.tap_layers(n_taps)
+        width, embed = backbone.vision_width, backbone.embed_dim
+        if n_prompts:
+            self.deep_visual = nn.Parameter(torch.randn(backbone.vision_layers, n_prompts, width) * 0.02)
+        else:
+            self.register_parameter("deep_visual", None)
+        if adapters:
+            proj = backbone.visual.proj.detach().float()  # [width, embed]
+            self.adapters = nn.ModuleList()
+            for _ in self.taps:
+                lin = nn.Linear(width, embed)
+                with torch.no_grad():
+                    lin.weight.copy_(proj.t())
+                    lin.bias.zero_()
+                self.adapters.append(lin)
+        else:
+            self.adapters = None
+
+    @property
+    def n_prompts(self) -> int:
+        return 0 if self.deep_visual is None else self.deep_visual.shape[1]
+
+    def prompt_parameters(self) -> list[nn.Parameter]:
+        return [] if self.deep_visual is None else [self.deep_visual]
+
+    def adapter_parameters(self) -> list[nn.Parameter]:
+        return [] if self.adapters is None else list(self.adapters.parameters())
+
+    def forward(self, images: torch.Tensor) -> VisualFeatures:
+        """``images`` [B, 3, S, S], normalised, S = backbone image size."""
+        vis = self.backbone.visual
+        b = images.shape[0]
+        gh, gw = images.shape[-2] // vis.patch_size[0], images.shape[-1] // vis.patch_size[1]
+        x = vis._embeds(images)  # conv patches + CLS + positional embedding + ln_pre: [B, 1+HW, W]
+        n = self.n_prompts
+        if n:
+            x = torch.cat([x[:, :1], self.deep_visual[0].to(x.dtype).unsqueeze(0).expand(b, -1, -1), x[:, 1:]], dim=1)
+        transformer = vis.transformer
+        if not transformer.batch_first:
+            x = x.transpose(0, 1)
+        taps = {layer: j for j, layer in enumerate(self.taps)}
+        patches: list[torch.Tensor] = [None] * len(self.taps)  # type: ignore[list-item]
+        for i, block in enumerate(transformer.resblocks):
+            if i > 0 and n:
+                xb = x if transformer.batch_first else x.transpose(0, 1)
+                blended = self.alpha * xb[:, 1 : 1 + n] + (1 - self.alpha) * self.deep_visual[i].to(xb.dtype)
+                xb = torch.cat([xb[:, :1], blended, xb[:, 1 + n :]], dim=1)
+                x = xb if transformer.batch_first else xb.transpose(0, 1)
+            x = block(x)
+            if i in taps:
+                xb = x if transformer.batch_first else x.transpose(0, 1)
+                tokens = vis.ln_post(xb[:, 1 + n :])
+                j = taps[i]
+                patches[j] = self.adapters[j](tokens) if self.adapters is not None else tokens @ vis.proj
+        xb = x if transformer.batch_first else x.transpose(0, 1)
+        global_feature = vis.ln_post(xb[:, 0]) @ vis.proj
+        return VisualFeatures(global_feature=global_feature, patch_features=patches, grid=(gh, gw))

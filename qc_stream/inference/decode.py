@@ -1,0 +1,118 @@
+"""Image bytes -> RGB picture, and a batch of pictures -> the backbone's input tensor.
+
+Every bad input becomes an ``InputError`` whose message says what is wrong (not an image, truncated,
+too small, too large), so a worker can dead-letter it and ``predict`` can print it per file.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from qc_stream.errors import InputError
+
+MIN_SIDE_PX = 16
+# 50 megapixels: far above any line camera, far below what would exhaust a worker's memory.
+MAX_PIXELS = 50_000_000
+
+
+def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE_PX) -> Image.Image:
+    """Decode JPEG/PNG/BMP/TIFF/WebP bytes into an 8-bit RGB ``PIL.Image``.
+
+    Grayscale, palette, RGBA/LA (alpha dropped), CMYK and 16-bit/32-bit images are converted; EXIF
+    orientation is applied. Raises ``InputError`` for empty or undecodable data, images with a side
+    below ``min_side`` pixels, and images above ``max_pixels`` pixels (checked from the header, before
+    the pixels are decoded, so a decompression bomb costs nothing).
+    """
+    if not data:
+        raise InputError("empty image data")
+    try:
+        with warnings.catch_warnings():
+            # We apply our own size limit below; PIL's bomb warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as e:
+        raise InputError(f"image too large: {e}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise InputError(f"not a decodable image ({type(e).__name__}: {e})") from None
+
+    w, h = img.size
+    if w * h > max_pixels:
+        raise InputError(f"image too large: {w}x{h} = {w * h / 1e6:.1f} MP (limit {max_pixels / 1e6:.0f} MP)")
+    if min(w, h) < min_side:
+        raise InputError(f"image too small: {w}x{h} (each side must be at least {min_side} px)")
+
+    try:
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return to_rgb(img)
+    except (OSError, ValueError, SyntaxError) as e:
+        raise InputError(f"corrupt or truncated image ({type(e).__name__}: {e})") from None
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode -> 8-bit RGB (high bit depths scaled down, not clipped)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        if img.mode.startswith("I;16"):
+            scale = 65535.0
+        else:
+            # 32-bit int / float: no fixed range; stretch the actual range (common for depth/thermal).
+            lo, hi = float(a.min()), float(a.max())
+            a, scale = a - lo, (hi - lo) or 1.0
+        gray = np.clip(np.rint(a * (255.0 / scale)), 0, 255).astype(np.uint8)
+        return Image.fromarray(gray, mode="L").convert("RGB")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+# ---------------------------------------------------------------- batch preprocessing
+
+
+def resize_rgb(img: Image.Image, size: int) -> np.ndarray:
+    """RGB picture -> uint8 [size, size, 3], the whole frame (no crop), bicubic.
+
+    No centre crop: the anomaly map must cover the whole frame so regions map back to it exactly.
+    OpenCV's resize is several times faster than PIL's on large frames; INTER_AREA for shrinking
+    avoids aliasing, bicubic for enlarging.
+    """
+    import cv2
+
+    a = np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
+    h, w = a.shape[:2]
+    if (h, w) == (size, size):
+        return np.ascontiguousarray(a)
+    interp = cv2.INTER_AREA if h > size and w > size else cv2.INTER_CUBIC
+    return cv2.resize(a, (size, size), interpolation=interp)
+
+
+def preprocess_batch(
+    images: Sequence[Image.Image],
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device="cpu",
+    dtype=None,
+):
+    """Pictures -> normalised float tensor [B, 3, size, size] on ``device``.
+
+    Resizing happens on the CPU in uint8; the batch travels to the device as uint8 (4x fewer bytes
+    than float) and is converted and normalised there.
+    """
+    import torch
+
+    if not images:
+        raise ValueError("empty batch")
+    batch = np.stack([resize_rgb(im, size) for im in images])  # [B, S, S, 3] uint8
+    t = torch.from_numpy(batch).to(device, non_blocking=True).permute(0, 3, 1, 2)
+    t = t.to(dtype or torch.float32).div_(255.0)
+    m = torch.tensor(mean, device=device, dtype=t.dtype).view(1, 3, 1, 1)
+    s = torch.tensor(std, device=device, dtype=t.dtype).view(1, 3, 1, 1)
+    return t.sub_(m).div_(s).contiguous()

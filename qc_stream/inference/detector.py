@@ -1,0 +1,226 @@
+"""The batch inference API: pictures in, ``Detection``s (score, type, regions) and maps out.
+
+One ``Detector`` per process holds the frozen backbone and one prompt version. ``detect`` runs a
+batch under ``torch.inference_mode`` (and autocast when ``QC_PRECISION`` asks for it); the model's
+text features are cached per prompt version, so a batch costs one image forward. ``swap_prompts``
+loads another prompt version and switches to it atomically between batches.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from qc_stream.domain.inspection import Detection
+from qc_stream.errors import ConfigError
+from qc_stream.inference.regions import find_regions
+from qc_stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+UNTRAINED = "untrained"
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """Defect words of a prompt version, and which of them each known product can show."""
+
+    words: tuple[str, ...]
+    products: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def from_manifest(cls, vocab: dict) -> "Vocabulary":
+        words = tuple(vocab.get("words") or ())
+        products = {p: tuple(w for w in ws if w in words) for p, ws in (vocab.get("products") or {}).items()}
+        if not words:
+            raise ConfigError("the prompt version has an empty vocabulary: no defect words to score")
+        return cls(words, products)
+
+    @classmethod
+    def synthetic_default(cls) -> "Vocabulary":
+        from qc_stream.synth.catalog import DEFECT_TYPES, PRODUCTS
+
+        return cls(tuple(DEFECT_TYPES), {name: tuple(p.defects) for name, p in PRODUCTS.items()})
+
+    def words_for(self, product: str | None) -> tuple[str, ...]:
+        """The product's registered words; every word when the product is unknown or not given."""
+        if product is not None and self.products.get(product):
+            return self.products[product]
+        return self.words
+
+
+@dataclass(frozen=True)
+class _Prompts:
+    """What one prompt version brings; swapped as a whole so a batch never sees a mix."""
+
+    version: str
+    model: object  # a PromptDetector: DapoModel, or a baseline saved as a version
+    vocab: Vocabulary
+
+
+@dataclass(frozen=True, eq=False)
+class DetectorOutput:
+    detection: Detection
+    anomaly_map: np.ndarray  # [h, w] float32 in 0..1, the original image size
+    type_map: np.ndarray | None  # [h, w] int16 index into ``words`` (argmax over the candidates)
+    words: tuple[str, ...]
+
+
+class Detector:
+    def __init__(self, backbone, prompts: _Prompts, settings: Settings):
+        self.backbone = backbone
+        self.settings = settings
+        self._prompts = prompts
+        self._lock = threading.Lock()  # guards the swap of ``_prompts``; a batch takes one snapshot
+        self._device = backbone.device
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Detector":
+        """Backbone from ``QC_BACKBONE``/``QC_PRETRAINED``/``QC_IMAGE_SIZE`` on ``QC_DEVICE``; prompts from
+        ``QC_PROMPT_VERSION`` or ``models/prompts/ACTIVE`` (an untrained model, with a warning, if none)."""
+        from qc_stream.dapo.backbone import load_backbone, resolve_device
+
+        device = resolve_device(settings.device)
+        if settings.precision == "fp16" and device.type == "cpu":
+            raise ConfigError("QC_PRECISION=fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+        backbone = load_backbone(
+            settings.backbone,
+            pretrained=settings.pretrained,
+            image_size=settings.image_size,
+            models_dir=settings.models_dir,
+            device=device,
+        )
+        version = settings.prompt_version or _active_version(settings.models_dir)
+        prompts = _load_prompts(version, backbone, settings.models_dir) if version else _untrained(backbone)
+        return cls(backbone, prompts, settings)
+
+    # ------------------------------------------------------------------ identity
+    @property
+    def backbone_id(self) -> str:
+        return self.backbone.backbone_id
+
+    @property
+    def model_version(self) -> str:
+        """The backbone that decided (``<name>@<weights hash>``); prompts are versioned separately."""
+        return self.backbone.backbone_id
+
+    @property
+    def prompt_version(self) -> str:
+        return self._prompts.version
+
+    def words_for(self, product: str | None) -> tuple[str, ...]:
+        return self._prompts.vocab.words_for(product)
+
+    # ------------------------------------------------------------------ prompts
+    def swap_prompts(self, version: str) -> None:
+        """Load ``version`` (name under models/prompts/ or a folder) and use it from the next batch.
+
+        Loading happens outside the lock, so a concurrent ``detect`` finishes on the old version;
+        a version that fails to load raises and leaves the current one in place.
+        """
+        prompts = _load_prompts(version, self.backbone, self.settings.models_dir)
+        with self._lock:
+            self._prompts = prompts
+
+    # ------------------------------------------------------------------ inference
+    def detect(self, images: Sequence[Image.Image], products: Sequence[str | None]) -> list[DetectorOutput]:
+        """One batched forward for ``images`` (RGB pictures of any size); one output per image."""
+        import torch
+
+        from qc_stream.dapo.backbone import autocast
+        from qc_stream.inference.decode import preprocess_batch
+
+        if len(images) != len(products):
+            raise ValueError(f"{len(images)} images but {len(products)} products")
+        if not images:
+            return []
+        with self._lock:
+            prompts = self._prompts
+        words = list(prompts.vocab.words)
+        allowed = [set(prompts.vocab.words_for(p)) for p in products]
+        candidates = torch.tensor([[w in a for w in words] for a in allowed], dtype=torch.bool, device=self._device)
+
+        bb = self.backbone
+        x = preprocess_batch(images, bb.image_size, bb.mean, bb.std, device=self._device)
+        with torch.inference_mode(), autocast(self._device, self.settings.precision):
+            out = prompts.model(x, words, candidates)
+        score = out.image_score.float().clamp(0, 1)
+        amap = out.anomaly_map.float().clamp(0, 1)  # [B, S, S]
+        # Non-candidates get -1 so a pixel where every type has probability 0 still names a candidate.
+        type_probs = out.type_map_probs.float().masked_fill(~candidates[:, :, None, None], -1.0)
+        type_idx = type_probs.argmax(dim=1).to(torch.int16)  # [B, S, S]
+        # The model's per-image type distribution (anomalous-region evidence blended with the CLS one).
+        image_types = out.image_type_probs.float().masked_fill(~candidates, 0.0)
+
+        score, amap, type_idx = score.cpu().numpy(), amap.cpu().numpy(), type_idx.cpu().numpy()
+        image_types, cand = image_types.cpu().numpy(), candidates.cpu().numpy()
+        return [
+            self._postprocess(images[i], products[i], float(score[i]), amap[i], type_idx[i], image_types[i], cand[i], prompts)
+            for i in range(len(images))
+        ]
+
+    def _postprocess(self, image, product, score, amap, type_idx, image_types, candidates, prompts):
+        import cv2
+
+        words = prompts.vocab.words
+        w, h = image.size
+        if amap.shape != (h, w):  # back to the frame's own size (the model saw a square resize of it)
+            amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
+            type_idx = cv2.resize(type_idx, (w, h), interpolation=cv2.INTER_NEAREST)
+
+        total = float(image_types.sum())
+        probs = image_types / total if total > 0 else candidates / max(int(candidates.sum()), 1)
+        defect_probs = {words[j]: float(probs[j]) for j in np.flatnonzero(candidates)}
+        warn = self.settings.thresholds_for(product)[0] if product else self.settings.warn_threshold
+        if score >= warn:
+            defect_type = words[int(np.argmax(probs))]
+            regions = find_regions(
+                amap, self.settings.region_threshold, min_area=self.settings.region_min_area_px,
+                type_map=type_idx, words=words,
+            )
+        else:  # judged normal: no defect to name, no region to report
+            defect_type, regions = None, []
+        detection = Detection(
+            anomaly_score=float(np.clip(score, 0.0, 1.0)),
+            defect_type=defect_type,
+            defect_probs=defect_probs,
+            regions=regions,
+        )
+        return DetectorOutput(detection, amap.astype(np.float32, copy=False), type_idx, words)
+
+
+# ---------------------------------------------------------------------- prompt versions
+
+
+def _active_version(models_dir: Path) -> str | None:
+    from qc_stream.dapo.checkpoint import active_version
+
+    return active_version(models_dir)
+
+
+def _load_prompts(version: str, backbone, models_dir: Path) -> _Prompts:
+    from qc_stream.dapo.checkpoint import load_prompt_version
+
+    loaded = load_prompt_version(version, backbone, models_dir=models_dir)
+    vocab = Vocabulary.from_manifest(loaded.manifest.get("vocabulary") or {})
+    return _Prompts(loaded.version, loaded.model.eval(), vocab)
+
+
+def _untrained(backbone) -> _Prompts:
+    from qc_stream.dapo.model import DapoModel
+
+    log.warning(
+        "NO PROMPT VERSION: no QC_PROMPT_VERSION and no models/prompts/ACTIVE; running an UNTRAINED DAPO "
+        "model (random prompts): scores and defect types are meaningless until a version is trained"
+    )
+    vocab = Vocabulary.synthetic_default()
+    model = DapoModel(backbone, vocabulary=vocab.words)
+    model.product_words = {p: list(ws) for p, ws in vocab.products.items()}
+    return _Prompts(UNTRAINED, model.eval(), vocab)

@@ -1,0 +1,105 @@
+"""Frame sources for a camera producer. Each yields ``SourceFrame``s (encoded bytes + a little context).
+
+- ``synthetic``: generated product images (``qc_stream.synth``) with a defect rate, JPEG-encoded.
+- ``directory``: every file of a folder once, sorted, sent as-is (non-images too: the worker must
+  dead-letter them, which is the point).
+- ``video``: a video file, an RTSP/HTTP URL or a USB camera index, read with OpenCV.
+"""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from qc_stream.errors import InputError
+
+
+@dataclass(frozen=True)
+class SourceFrame:
+    data: bytes
+    content_type: str
+    product: str | None = None  # known only for synthetic frames
+    defect_type: str | None = None  # ground truth, synthetic frames only (not sent)
+    name: str | None = None  # file name for directory sources
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def synthetic(product: str, *, count: int | None, defect_rate: float = 0.2, seed: int = 0, size: int = 256) -> Iterator[SourceFrame]:
+    """Generated frames of ``product`` (``qc_stream.synth``); endless when ``count`` is None."""
+    from qc_stream import synth
+
+    if product not in synth.PRODUCTS:
+        raise InputError(f"unknown synthetic product {product!r}; known: {', '.join(sorted(synth.PRODUCTS))}")
+    for i, sample in enumerate(synth.frames(product, seed=seed, size=size, defect_rate=defect_rate)):
+        if count is not None and i >= count:
+            return
+        yield SourceFrame(encode_jpeg(sample.image), "image/jpeg", sample.product, sample.defect_type)
+
+
+def directory(path: Path) -> Iterator[SourceFrame]:
+    """Every regular file of ``path`` (not recursive), sorted by name, sent once."""
+    if not path.is_dir():
+        raise InputError(f"not a directory: {path}")
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise InputError(f"no files in {path}")
+    for p in files:
+        ctype = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
+        yield SourceFrame(p.read_bytes(), ctype, name=p.name)
+
+
+def video(spec: str, *, count: int | None = None, quality: int = 90) -> Iterator[SourceFrame]:
+    """Frames of a video file, an ``rtsp://``/``http://`` stream, or a USB camera (``usb:0`` or ``0``)."""
+    import cv2
+
+    target: str | int = spec
+    if spec.startswith("usb:"):
+        target = spec.removeprefix("usb:")
+    if isinstance(target, str) and target.isdigit():
+        target = int(target)
+    elif isinstance(target, str) and "://" not in target and not Path(target).is_file():
+        raise InputError(f"no such video file: {target}")
+    cap = cv2.VideoCapture(target)
+    if not cap.isOpened():
+        raise InputError(f"cannot open video source {spec!r}")
+    try:
+        n = 0
+        while count is None or n < count:
+            ok, frame = cap.read()
+            if not ok:
+                return  # end of file or stream closed
+            ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
+            if not ok:
+                raise InputError(f"could not JPEG-encode frame {n} of {spec!r}")
+            yield SourceFrame(buf.tobytes(), "image/jpeg")
+            n += 1
+    finally:
+        cap.release()
+
+
+def open_source(spec: str, *, product: str | None, count: int | None, defect_rate: float, seed: int, size: int) -> Iterator[SourceFrame]:
+    """``--source`` -> frames: ``synthetic``, a directory, a video file, ``rtsp://…``, ``usb:N``."""
+    if spec == "synthetic":
+        if not product:
+            raise InputError("--source synthetic needs --product")
+        return synthetic(product, count=count, defect_rate=defect_rate, seed=seed, size=size)
+    if "://" in spec or spec.startswith("usb:") or spec.isdigit():
+        return video(spec, count=count)
+    p = Path(spec)
+    if p.is_dir():
+        return directory(p)
+    if p.is_file():
+        return video(spec, count=count)
+    raise InputError(f"--source {spec!r}: not 'synthetic', a directory, a video file, rtsp://… or usb:N")

@@ -1,0 +1,34 @@
+"""Build the Faust app from settings: broker, group timeouts, size limits. No agents here."""
+
+from __future__ import annotations
+
+import faust
+
+from qc_stream.settings import Settings
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    return [f"kafka://{hp.strip()}" for hp in bootstrap.split(",") if hp.strip()]
+
+
+def build_app(settings: Settings, *, broker: str | None = None) -> faust.App:
+    """A Faust app for ``settings``; ``broker`` overrides the URL (``memory://`` in unit tests)."""
+    session, heartbeat, rebalance = settings.group_timeouts
+    return faust.App(
+        settings.app_id,
+        broker=broker or broker_urls(settings.kafka_bootstrap),
+        store="memory://",
+        autodiscover=False,
+        web_enabled=False,
+        topic_partitions=settings.topic_partitions,
+        broker_session_timeout=session,
+        broker_heartbeat_interval=heartbeat,
+        broker_rebalance_timeout=rebalance,
+        # A frame of max_frame_bytes plus record overhead must pass both ways.
+        producer_max_request_size=settings.kafka_max_request_bytes,
+        consumer_max_fetch_size=settings.kafka_max_request_bytes,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        # Commit often: a crash then replays little (replays are harmless, sinks are idempotent).
+        broker_commit_interval=1.0,
+    )

@@ -1,0 +1,164 @@
+"""The one service function of a worker: a micro-batch of raw frame records -> results + dead letters.
+
+Pure of Kafka and of the database: it decodes and validates each record, runs the detector once on
+the valid frames of the batch and turns each detection into an ``InspectionResult``. Records that
+cannot be inspected become ``DeadLetter``s with a reason; nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Protocol, Sequence
+
+from qc_stream.domain.inspection import FrameMeta, InspectionResult
+from qc_stream.errors import QcError
+from qc_stream.settings import Settings
+from qc_stream.stream.codec import Headers, headers_to_meta, normalize_headers
+
+log = logging.getLogger(__name__)
+
+
+class DetectorLike(Protocol):
+    model_version: str
+    prompt_version: str
+
+    def detect(self, images: list, products: list[str | None]) -> list: ...
+
+
+@dataclass(frozen=True)
+class RawFrame:
+    """One ``qc.frames`` record as it came off the broker."""
+
+    value: bytes | None
+    headers: Headers
+    key: bytes | None = None
+
+    @classmethod
+    def of(cls, value: Any, headers: Any, key: Any = None) -> "RawFrame":
+        return cls(value=value if value is None else bytes(value), headers=normalize_headers(headers), key=key)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    frame: RawFrame
+    reason: str
+    stage: str  # "headers" | "decode" | "inference"
+
+
+@dataclass
+class BatchOutcome:
+    results: list[InspectionResult] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    # (result, picture, anomaly map) of rejected frames, kept only when overlays are asked for.
+    rejects: list[tuple[InspectionResult, Any, Any]] = field(default_factory=list)
+    # Wall seconds spent in decode and in the model, for metrics and the benchmark.
+    decode_s: float = 0.0
+    model_s: float = 0.0
+
+
+def _default_decoder() -> Callable[[bytes], Any]:
+    from qc_stream.inference.decode import decode_image
+
+    return decode_image
+
+
+def inspect_batch(
+    frames: Sequence[RawFrame],
+    detector: DetectorLike,
+    settings: Settings,
+    *,
+    decode: Callable[[bytes], Any] | None = None,
+) -> BatchOutcome:
+    """Decode + validate a micro-batch, run one batched ``detect`` and build the results."""
+    decode = decode or _default_decoder()
+    out = BatchOutcome()
+    t0 = time.perf_counter()
+    metas: list[FrameMeta] = []
+    images: list[Any] = []
+    valid: list[RawFrame] = []
+    for frame in frames:
+        try:
+            meta = headers_to_meta(frame.headers)
+        except QcError as e:
+            out.dead.append(DeadLetter(frame, str(e), "headers"))
+            continue
+        allowed = settings.allowed_products
+        if allowed is not None and meta.product not in allowed:
+            out.dead.append(DeadLetter(frame, f"unknown product {meta.product!r} (QC_PRODUCTS lists the known ones)", "headers"))
+            continue
+        if not frame.value:
+            out.dead.append(DeadLetter(frame, "empty frame (no image bytes)", "decode"))
+            continue
+        if len(frame.value) > settings.max_frame_bytes:
+            out.dead.append(
+                DeadLetter(frame, f"frame of {len(frame.value)} bytes exceeds QC_MAX_FRAME_BYTES={settings.max_frame_bytes}", "decode")
+            )
+            continue
+        try:
+            images.append(decode(frame.value))
+        except QcError as e:
+            out.dead.append(DeadLetter(frame, f"undecodable image: {e}", "decode"))
+            continue
+        except Exception as e:  # a decoder bug must not stop the line either
+            out.dead.append(DeadLetter(frame, f"undecodable image: {type(e).__name__}: {e}", "decode"))
+            continue
+        metas.append(meta)
+        valid.append(frame)
+    t1 = time.perf_counter()
+    out.decode_s = t1 - t0
+    if not images:
+        return out
+
+    # Versions are read once per batch: swaps happen between batches, so one batch = one version.
+    model_version, prompt_version = detector.model_version, detector.prompt_version
+    products = [m.product for m in metas]
+    triples = _detect_isolating_failures(detector, images, products, metas, valid, out)
+    out.model_s = time.perf_counter() - t1
+    processed_at = datetime.now(timezone.utc)
+    for meta, output, image in triples:
+        detection = _detection_of(output)
+        latency_ms = max(0.0, (processed_at - meta.captured_at).total_seconds() * 1000.0)
+        out.results.append(
+            InspectionResult.from_detection(
+                meta,
+                detection,
+                thresholds=settings.thresholds_for(meta.product),
+                model_version=model_version,
+                prompt_version=prompt_version,
+                latency_ms=latency_ms,
+                processed_at=processed_at,
+            )
+        )
+        result = out.results[-1]
+        if settings.overlay_dir is not None and result.verdict.value == "reject" and hasattr(output, "anomaly_map"):
+            out.rejects.append((result, image, output.anomaly_map))
+    return out
+
+
+def _detection_of(output: Any):
+    # DetectorOutput carries .detection; accept a bare Detection too.
+    return getattr(output, "detection", output)
+
+
+def _detect_isolating_failures(detector, images, products, metas, frames, out: BatchOutcome):
+    """One batched call; if it fails, retry frame by frame so only the culprit is dead-lettered."""
+    try:
+        outputs = detector.detect(images, products)
+        return list(zip(metas, outputs, images, strict=True))
+    except Exception as batch_error:
+        if len(images) > 1:
+            log.warning("batch inference failed (%s); retrying frame by frame", batch_error)
+        pairs = []
+        for image, product, meta, frame in zip(images, products, metas, frames):
+            error: Exception = batch_error
+            if len(images) > 1:
+                try:
+                    pairs.append((meta, detector.detect([image], [product])[0], image))
+                    continue
+                except Exception as e:
+                    error = e
+            out.dead.append(DeadLetter(frame, f"inference failed: {type(error).__name__}: {error}", "inference"))
+        return pairs

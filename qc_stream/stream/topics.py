@@ -1,0 +1,54 @@
+"""Topic names (the public contract) and their creation with the intended partition count.
+
+The embedded broker auto-creates unknown topics with 4 partitions; we create ours explicitly so the
+partition count is a setting, and so producers and workers agree on it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+FRAMES = "qc.frames"
+RESULTS = "qc.results"
+DEADLETTER = "qc.deadletter"
+DEFECT_TYPES = "qc.defect-types"
+MODEL_UPDATES = "qc.model-updates"
+
+ALL = (FRAMES, RESULTS, DEADLETTER, DEFECT_TYPES, MODEL_UPDATES)
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(bootstrap: str, partitions: int, *, timeout_s: float = 10.0) -> None:
+    """Create the qc.* topics that do not exist yet (idempotent; safe with concurrent callers)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    try:
+        existing = set(admin.list_topics())
+        wanted = []
+        for name in ALL:
+            if name in existing:
+                continue
+            # Frames are spread over partitions by camera; the small control topics need one.
+            n = partitions if name in (FRAMES, RESULTS, DEADLETTER) else 1
+            configs = {"cleanup.policy": "compact"} if name == DEFECT_TYPES else {}
+            wanted.append(NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=configs))
+        for topic in wanted:  # one by one: an "already exists" from a racing creator is fine
+            try:
+                admin.create_topics([topic])
+            except TopicAlreadyExistsError:
+                pass
+    finally:
+        admin.close()
+
+
+class AppTopics:
+    """The Faust topic objects of one app: raw bytes in and out (no serializer overhead)."""
+
+    def __init__(self, app, partitions: int):
+        raw = dict(key_serializer="raw", value_serializer="raw")
+        self.frames = app.topic(FRAMES, partitions=partitions, **raw)
+        self.results = app.topic(RESULTS, partitions=partitions, **raw)
+        self.deadletter = app.topic(DEADLETTER, partitions=partitions, **raw)

@@ -1,0 +1,98 @@
+"""Run a worker: detector + sinks + Faust app + agents + health server, until SIGINT/SIGTERM.
+
+Faust runs programmatically (``faust.Worker``), so no web server is bound; the observability
+``HealthServer`` answers /healthz, /readyz (ready once partitions are assigned) and /metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from qc_stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_runtime(settings: Settings):
+    """Load the detector and open the sinks (database, Redis)."""
+    from qc_stream.inference.detector import Detector
+    from qc_stream.storage.db import make_engine
+    from qc_stream.storage.inspections import InspectionRepository
+    from qc_stream.stream.runtime import WorkerRuntime, live_updater
+
+    engine = make_engine(settings.database_url)
+    repo = InspectionRepository(engine)
+    live = None
+    if settings.redis_url:
+        from qc_stream.storage.cache import Cache
+
+        live = live_updater(Cache(settings.redis_url, settings.redis_prefix, settings.cache_ttl_s))
+    detector = Detector.from_settings(settings)
+    return WorkerRuntime(settings=settings, detector=detector, store=repo.record_many, live=live)
+
+
+def build_worker_app(settings: Settings, rt, update_offsets: dict[int, int], health=None):
+    from qc_stream.stream.agents import inspect, model_updates
+    from qc_stream.stream.app import build_app
+    from qc_stream.stream.topics import AppTopics
+
+    app = build_app(settings)
+    topics = AppTopics(app, settings.topic_partitions)
+    inspect.register(app, topics, rt)
+    model_updates.register(app, rt, update_offsets)
+
+    if health is not None:
+
+        @app.on_partitions_assigned.connect
+        async def _ready(sender, assigned, **kwargs) -> None:
+            health.set_ready(True)
+
+        @app.on_partitions_revoked.connect
+        async def _revoked(sender, revoked, **kwargs) -> None:
+            health.set_ready(False)
+
+    return app
+
+
+def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
+    """Blocks until the worker is stopped (Ctrl-C / SIGTERM); finishes the batch in flight."""
+    import faust
+
+    from qc_stream.observability import metrics
+    from qc_stream.observability.server import HealthServer
+    from qc_stream.stream.agents.model_updates import end_offsets
+    from qc_stream.stream.topics import ensure_topics
+
+    ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
+    # Noted before the detector loads: an update published while we load is still applied.
+    offsets = end_offsets(settings.kafka_bootstrap)
+    rt = build_runtime(settings)
+    metrics.PROMPT_VERSION.labels(prompt_version=rt.detector.prompt_version).set(1)
+    health = None
+    if settings.health_port >= 0:
+        health = HealthServer(port=settings.health_port).start()
+        log.warning("health server on :%d (/healthz /readyz /metrics)", health.port)
+    app = build_worker_app(settings, rt, offsets, health)
+    worker = faust.Worker(app, loglevel=(loglevel or settings.log_level).lower(), quiet=True)
+    try:
+        worker.execute_from_commandline()
+    except SystemExit:
+        pass
+    finally:
+        rt.close()
+        if health:
+            health.stop()
+
+
+if __name__ == "__main__":  # `python -m qc_stream.stream.worker`: what the demo, bench and tests spawn
+    import sys
+
+    from qc_stream.errors import QcError
+    from qc_stream.settings import load_settings
+
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        run_worker(load_settings())
+    except QcError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(e.exit_code)

@@ -1,0 +1,118 @@
+"""Seeded synthetic samples: `generate(product, n, seed, ...)` and the endless `frames(...)` stream.
+
+Sample i of (product, seed) depends only on those three values (its own RNG is seeded with
+[seed, product id, i]), so a list and a stream with the same seed agree, and any subset can be
+regenerated exactly.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from qc_stream.errors import InputError
+from qc_stream.synth.catalog import PRODUCTS, product as lookup_product
+from qc_stream.synth.defects import PAINTERS
+from qc_stream.synth.noise import grid, mul, white_noise
+from qc_stream.synth.products import RENDERERS
+
+MIN_MASK_FRACTION = 2e-4  # a defect must change at least this share of the image
+
+
+@dataclass(frozen=True, eq=False)
+class Sample:
+    image: np.ndarray  # uint8 HxWx3 RGB
+    mask: np.ndarray  # uint8 HxW, 1 = defect pixel
+    defect_type: str | None  # None = normal
+    product: str
+    strength: float = 0.0  # defect contrast in (0, 1]; 0 for normal samples
+
+    @property
+    def is_defective(self) -> bool:
+        return self.defect_type is not None
+
+
+def _strength(rng: np.random.Generator) -> float:
+    # Mostly clear defects, a fat tail of subtle ones (real lines see both).
+    if rng.random() < 0.25:
+        return float(rng.uniform(0.15, 0.35))
+    return float(rng.uniform(0.35, 1.0))
+
+
+def _finish(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Camera effects: uneven lighting, exposure, blur, sensor noise; then 8-bit RGB."""
+    size = img.shape[0]
+    yy, xx = grid(size)
+    ang = rng.uniform(0, 2 * np.pi)
+    ramp = ((xx - size / 2) * np.float32(np.cos(ang)) + (yy - size / 2) * np.float32(np.sin(ang))) / np.float32(size)
+    light = np.float32(rng.uniform(0.8, 1.15)) * (1 + np.float32(rng.uniform(0, 0.3)) * ramp)
+    mul(img, light)
+    sigma = rng.uniform(0, 1.0) * size / 256
+    if sigma > 0.35:
+        img = cv2.GaussianBlur(img, (0, 0), sigma)
+    grain = white_noise(rng, size) * np.float32(rng.uniform(0.004, 0.025))
+    img += cv2.merge([grain, np.roll(grain, 1, 0), np.roll(grain, 1, 1)])
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def _product_id(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+def render_sample(product: str, seed: int, index: int, size: int = 256, defect_rate: float = 0.5,
+                  defect_types: Sequence[str] | None = None) -> Sample:
+    """Draw sample number `index` of the (product, seed) stream."""
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, _product_id(product), index])
+    scene = RENDERERS[product](rng, size)
+    kinds = list(defect_types) if defect_types is not None else list(PRODUCTS[product].defects)
+    if not kinds or rng.random() >= defect_rate:
+        return Sample(_finish(scene.img, rng), np.zeros((size, size), np.uint8), None, product)
+    kind = kinds[int(rng.integers(len(kinds)))]
+    s = _strength(rng)
+    min_px = max(4, int(MIN_MASK_FRACTION * size * size))
+    for attempt in range(6):
+        img = scene.img.copy()
+        mask = PAINTERS[kind](img, scene, rng, s) & scene.region
+        if int(mask.sum()) >= min_px:
+            break
+        s = max(s, 0.5)  # retry a clearer, new draw; geometry can make a defect vanish
+    else:  # fall back to a visible hole-free mark of the same type at full strength
+        img = scene.img.copy()
+        mask = PAINTERS[kind](img, scene, rng, 1.0) & scene.region
+        if not mask.any():
+            y, x = np.argwhere(scene.region)[0]
+            mask[y, x] = True
+    return Sample(_finish(img, rng), mask.astype(np.uint8), kind, product, s)
+
+
+def _check(product: str, size: int, defect_rate: float, defect_types: Sequence[str] | None) -> None:
+    lookup_product(product)
+    if not 32 <= size <= 2048:
+        raise InputError(f"image size must be in 32..2048, got {size}")
+    if not 0.0 <= defect_rate <= 1.0:
+        raise InputError(f"defect rate must be in 0..1, got {defect_rate}")
+    for t in defect_types or ():
+        if t not in PAINTERS:
+            raise InputError(f"unknown synthetic defect type {t!r}; choose from: {', '.join(PAINTERS)}")
+
+
+def generate(product: str, n: int, seed: int = 0, size: int = 256, defect_rate: float = 0.5,
+             defect_types: Sequence[str] | None = None, start: int = 0) -> list[Sample]:
+    """n samples of `product`; a share `defect_rate` defective, types drawn from the product's subset
+    (or from `defect_types` when given). Same arguments -> identical arrays."""
+    _check(product, size, defect_rate, defect_types)
+    return [render_sample(product, seed, start + i, size, defect_rate, defect_types) for i in range(n)]
+
+
+def frames(product: str, seed: int = 0, size: int = 256, defect_rate: float = 0.1,
+           defect_types: Sequence[str] | None = None) -> Iterator[Sample]:
+    """Endless camera-like stream of samples of one product (the `camera --source synthetic` feed)."""
+    _check(product, size, defect_rate, defect_types)
+    i = 0
+    while True:
+        yield render_sample(product, seed, i, size, defect_rate, defect_types)
+        i += 1

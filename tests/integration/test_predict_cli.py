@@ -1,0 +1,130 @@
+"""`qc-stream predict` end to end (a real subprocess) on the tiny random-weight test backbone.
+
+No prompt version exists in the temporary models folder, so the detector runs an untrained DAPO
+model: the numbers are meaningless, the shape of every line is what is checked.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+CONTRACT_KEYS = {"image", "anomaly_score", "verdict", "defect_type", "defect_probs", "regions",
+                 "model_version", "prompt_version"}
+
+
+@pytest.fixture
+def tiny_env(tmp_path):
+    models = tmp_path / "models"
+    shutil.copytree(REPO / "models" / "backbones" / "qc-test-tiny", models / "backbones" / "qc-test-tiny")
+    env = dict(os.environ)
+    env.update({
+        "QC_BACKBONE": "qc-test-tiny",
+        "QC_MODELS_DIR": str(models),
+        "QC_DEVICE": "cpu",
+        # Every image counts as suspicious and every warm pixel as a region, so regions are exercised.
+        "QC_WARN_THRESHOLD": "0",
+        "QC_REGION_THRESHOLD": "0.01",
+        "QC_REGION_MIN_AREA_PX": "4",
+        "OMP_NUM_THREADS": "2",
+    })
+    env.pop("QC_PROMPT_VERSION", None)
+    return env
+
+
+def _write_images(d: Path) -> list[Path]:
+    rng = np.random.default_rng(0)
+    paths = []
+    p = d / "rgb.jpg"
+    Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(p)
+    paths.append(p)
+    p = d / "gray16.png"
+    Image.fromarray((rng.random((64, 64)) * 65535).astype(np.uint16)).save(p)
+    paths.append(p)
+    p = d / "rgba.png"
+    Image.fromarray(rng.integers(0, 255, (48, 80, 4), dtype=np.uint8), mode="RGBA").save(p)
+    paths.append(p)
+    junk = d / "junk.jpg"
+    junk.write_bytes(b"this is not a JPEG")
+    tiny = d / "tiny.png"
+    Image.new("RGB", (8, 8)).save(tiny)
+    return paths, junk, tiny
+
+
+def _run(args, env):
+    qc_stream = Path(sys.executable).parent / "qc-stream"  # the installed console script
+    return subprocess.run([str(qc_stream), *args], env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_predict_prints_contract_lines_and_per_file_errors(tmp_path, tiny_env):
+    good, junk, tiny = _write_images(tmp_path)
+    missing = tmp_path / "nope.png"
+    overlays = tmp_path / "overlays"
+    order = [good[0], junk, good[1], missing, good[2], tiny]
+    proc = _run(["predict", *map(str, order), "--product", "pill", "--overlay-dir", str(overlays),
+                 "--batch-size", "2"], tiny_env)
+    assert proc.returncode == 1, proc.stderr  # some files failed
+    lines = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert [x["image"] for x in lines] == [str(p) for p in order]  # input order, errors in place
+
+    by_image = {x["image"]: x for x in lines}
+    for p in (junk, missing, tiny):
+        assert set(by_image[str(p)]) == {"image", "error"}
+    assert "not a decodable image" in by_image[str(junk)]["error"]
+    assert by_image[str(missing)]["error"] == "no such file"
+    assert "too small" in by_image[str(tiny)]["error"]
+    for p in (junk, missing, tiny):
+        assert f"error: {p}:" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+    from qc_stream.synth.catalog import PRODUCTS
+
+    for p in good:
+        line = by_image[str(p)]
+        assert CONTRACT_KEYS <= set(line)
+        assert 0.0 <= line["anomaly_score"] <= 1.0
+        assert line["verdict"] in ("warn", "reject")  # warn threshold 0
+        assert line["prompt_version"] == "untrained"
+        assert line["model_version"].startswith("qc-test-tiny@")
+        # --product pill restricts the defect types to pill's
+        assert set(line["defect_probs"]) == set(PRODUCTS["pill"].defects)
+        assert sum(line["defect_probs"].values()) == pytest.approx(1.0, abs=1e-3)
+        assert line["defect_type"] in PRODUCTS["pill"].defects
+        w, h = Image.open(p).size
+        assert line["regions"], "a region threshold of 0.01 must find some region"
+        for r in line["regions"]:
+            assert set(r) == {"defect_type", "area_px", "bbox", "score"}
+            x0, y0, x1, y1 = r["bbox"]
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            assert 4 <= r["area_px"] <= (x1 - x0) * (y1 - y0)
+            assert r["defect_type"] in PRODUCTS["pill"].defects
+        overlay = Image.open(line["overlay"])
+        assert overlay.size == (w, h) and Path(line["overlay"]).parent == overlays
+    assert "UNTRAINED" in proc.stderr  # the loud warning
+
+
+def test_predict_all_good_exits_zero_and_unknown_product_uses_all_words(tmp_path, tiny_env):
+    good, _, _ = _write_images(tmp_path)
+    proc = _run(["predict", str(good[0]), "--product", "no-such-product"], tiny_env)
+    assert proc.returncode == 0, proc.stderr
+    (line,) = [json.loads(x) for x in proc.stdout.splitlines()]
+    from qc_stream.synth.catalog import DEFECT_TYPES
+
+    assert set(line["defect_probs"]) == set(DEFECT_TYPES)
+    assert "overlay" not in line
+
+
+def test_predict_bad_settings_is_one_line_error(tmp_path, tiny_env):
+    good, _, _ = _write_images(tmp_path)
+    env = dict(tiny_env, QC_BACKBONE="no-such-backbone")
+    proc = _run(["predict", str(good[0])], env)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: unknown backbone")
+    assert "Traceback" not in proc.stderr

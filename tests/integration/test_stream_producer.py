@@ -1,0 +1,97 @@
+"""Camera producers against the real embedded broker: headers/key per the contract, the size limit
+enforced at the producer, and retries-then-a-clear-error when no broker is listening.
+
+Each test that reads ``qc.frames`` gets its own broker (``own_broker``): the topic names are a
+contract, so isolation comes from the broker, not from renamed topics.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from kafka import KafkaConsumer
+from PIL import Image
+
+from qc_stream.broker.embedded import EmbeddedBroker, free_port
+from qc_stream.errors import QcError
+from qc_stream.producers.camera import run_camera
+from qc_stream.producers.producer import FrameProducer
+from qc_stream.producers.sources import directory, synthetic
+from qc_stream.settings import load_settings
+from qc_stream.stream.codec import headers_to_meta
+from qc_stream.stream.topics import FRAMES, ensure_topics
+
+
+@pytest.fixture
+def own_broker():
+    with EmbeddedBroker() as b:
+        yield b
+
+
+def read_frames(bootstrap: str, expected: int, timeout_ms: int = 8000):
+    consumer = KafkaConsumer(FRAMES, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=timeout_ms)
+    records = []
+    for r in consumer:
+        records.append(r)
+        if len(records) >= expected:
+            break
+    consumer.close()
+    return records
+
+
+def cli(*args, env=None, timeout=60):
+    return subprocess.run(
+        [sys.executable, "-c", "from qc_stream.cli.main import run; run()", *args],
+        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+
+
+def test_synthetic_camera_sends_keyed_frames_with_metadata_headers(own_broker):
+    settings = load_settings(kafka_bootstrap=own_broker.bootstrap, topic_partitions=2)
+    ensure_topics(own_broker.bootstrap, 2)
+    producer = FrameProducer(settings)
+    stats = run_camera(producer, synthetic("pill", count=5, defect_rate=0.5, seed=3), camera_id="cam-7", line_id="line-2", product="pill")
+    producer.close()
+    assert stats.sent == 5
+    records = read_frames(own_broker.bootstrap, 5)
+    assert len(records) == 5
+    metas = [headers_to_meta(r.headers) for r in records]
+    assert {r.key for r in records} == {b"cam-7"}
+    assert {(m.camera_id, m.line_id, m.product, m.content_type) for m in metas} == {("cam-7", "line-2", "pill", "image/jpeg")}
+    assert len({m.frame_id for m in metas}) == 5
+    assert all(Image.open(io.BytesIO(r.value)).size == (256, 256) for r in records)
+
+
+def test_frame_over_the_size_limit_is_refused_at_the_producer(own_broker, tmp_path):
+    small = io.BytesIO()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(small, format="PNG")
+    (tmp_path / "a-small.png").write_bytes(small.getvalue())
+    (tmp_path / "b-huge.bin").write_bytes(os.urandom(4096))
+    env = {"QC_KAFKA_BOOTSTRAP": own_broker.bootstrap, "QC_MAX_FRAME_BYTES": "2048"}
+    out = cli("camera", "--source", str(tmp_path), "--camera-id", "cam-x", env=env)
+    assert out.returncode == 0, out.stderr
+    assert "b-huge.bin is 4,096 bytes, over the frame limit QC_MAX_FRAME_BYTES=2,048" in out.stderr
+    assert "1 frame(s) delivered" in out.stdout and "1 refused" in out.stdout
+    records = read_frames(own_broker.bootstrap, 2, timeout_ms=4000)
+    assert [r.value for r in records] == [small.getvalue()]
+
+
+def test_broker_down_retries_with_backoff_then_a_clear_error():
+    dead = f"127.0.0.1:{free_port()}"
+    settings = load_settings(kafka_bootstrap=dead, producer_connect_timeout_s=4.0)
+    retries = []
+    with pytest.raises(QcError, match=rf"cannot reach the Kafka broker at {dead} after \d+ attempt"):
+        FrameProducer(settings, on_retry=lambda attempt, wait, why: retries.append(wait))
+    assert len(retries) >= 2 and retries[1] >= retries[0]  # backoff grows
+
+    out = cli("camera", "--source", "synthetic", "--product", "pill", "--count", "1",
+              env={"QC_KAFKA_BOOTSTRAP": dead, "QC_PRODUCER_CONNECT_TIMEOUT_S": "3"})
+    assert out.returncode == 2
+    assert "retry 1" in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith(f"error: cannot reach the Kafka broker at {dead}")
+    assert "Traceback" not in out.stderr

@@ -1,0 +1,118 @@
+"""Training DAPO and the learned baseline on a small synthetic masked set (tiny random backbone)."""
+
+import numpy as np
+import pytest
+import torch
+
+from qc_stream.dapo import (
+    AgnosticBaseline,
+    DapoConfig,
+    DapoModel,
+    HandcraftedBaseline,
+    TrainConfig,
+    evaluate_loss,
+    load_backbone,
+    train,
+)
+from qc_stream.errors import QcError
+
+WORDS = ["scratch", "hole"]
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return load_backbone("qc-test-tiny")
+
+
+def _dataset(n=16, masks=True, seed=0):
+    """Noise images; every other one has a bright square (the defect) with its mask and word."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for i in range(n):
+        img = (rng.random((64, 64, 3)) * 120).astype(np.uint8)
+        mask = np.zeros((64, 64), np.uint8)
+        word = None
+        if i % 2:
+            y, x = rng.integers(0, 40, size=2)
+            mask[y : y + 20, x : x + 20] = 1
+            img[mask > 0] = 250 if (i // 2) % 2 else 10
+            word = WORDS[(i // 2) % 2]
+        items.append({"image": img, "mask": mask if masks else None, "defect_type": word})
+    return items
+
+
+def _model(backbone):
+    torch.manual_seed(0)
+    return DapoModel(backbone, DapoConfig(n_copies=2))
+
+
+def test_training_lowers_loss_and_keeps_backbone_frozen(backbone):
+    model = _model(backbone)
+    data = _dataset()
+    frozen = {k: v.clone() for k, v in backbone.model.state_dict().items()}
+    prompts_before = {k: v.clone() for k, v in model.trainable_state_dict().items()}
+    cfg = TrainConfig(stage_epochs=(2, 2, 2), progress=False)
+    before = evaluate_loss(model, data, cfg)
+    history = train(model, data, cfg)
+    after = evaluate_loss(model, data, cfg)
+    assert after < 0.9 * before, (before, after)
+    assert [e["stage"] for e in history.epoch_means()] == ["text"] * 2 + ["deep_text+adapters"] * 2 + ["deep_visual"] * 2
+    # backbone: bit-identical tensors, still frozen and in eval mode
+    state = backbone.model.state_dict()
+    assert all(torch.equal(frozen[k], state[k]) for k in frozen)
+    assert not any(p.requires_grad for p in backbone.model.parameters())
+    assert not backbone.model.training
+    # every trainable group moved
+    changed = {k for k, v in model.trainable_state_dict().items() if not torch.equal(v, prompts_before[k])}
+    assert {"prompts.ctx_abnormal", "prompts.deep_text", "visual.deep_visual", "visual.adapters.0.weight"} <= changed
+    assert model.vocabulary == sorted(WORDS)
+
+
+def test_staged_first_stage_trains_only_text_contexts(backbone):
+    model = _model(backbone)
+    before = {k: v.clone() for k, v in model.trainable_state_dict().items()}
+    train(model, _dataset(8), TrainConfig(stage_epochs=(1, 0, 0), progress=False))
+    changed = {k for k, v in model.trainable_state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"prompts.ctx_normal", "prompts.ctx_abnormal"}
+
+
+def test_joint_schedule_runs(backbone):
+    model = _model(backbone)
+    history = train(model, _dataset(8), TrainConfig(joint_epochs=2, progress=False), schedule="joint")
+    assert {s["stage"] for s in history.steps} == {"joint"}
+    assert len(history.steps) == 2
+    with pytest.raises(QcError):
+        train(model, _dataset(8), TrainConfig(progress=False), schedule="sideways")
+
+
+def test_mask_free_training_uses_the_image_loss_only(backbone):
+    model = _model(backbone)
+    history = train(model, _dataset(8, masks=False), TrainConfig(stage_epochs=(1, 1, 1), progress=False))
+    assert len(history.steps) == 3
+    assert all(s["pixel_loss"] == 0 and s["loss"] == s["image_loss"] for s in history.steps)
+
+
+def test_sample_objects_and_tuples_are_accepted(backbone):
+    class Sample:  # the shape of qc_stream.synth.Sample
+        def __init__(self, image, mask, defect_type):
+            self.image, self.mask, self.defect_type, self.product = image, mask, defect_type, "tile"
+
+    items = _dataset(4)
+    samples = [Sample(d["image"], d["mask"], d["defect_type"]) for d in items]
+    tuples = [(d["image"], d["mask"], d["defect_type"]) for d in items]
+    for data in (samples, tuples):
+        history = train(_model(backbone), data, TrainConfig(joint_epochs=1, progress=False), schedule="joint")
+        assert len(history.steps) == 1
+
+
+def test_agnostic_baseline_trains_and_handcrafted_cannot(backbone):
+    torch.manual_seed(0)
+    agnostic = AgnosticBaseline(backbone)
+    data = _dataset()
+    cfg = TrainConfig(stage_epochs=(2, 2, 2), progress=False)
+    before = evaluate_loss(agnostic, data, cfg)
+    history = train(agnostic, data, cfg)
+    assert {e["stage"] for e in history.epoch_means()} == {"text", "deep_text+adapters"}  # no visual params
+    assert evaluate_loss(agnostic, data, cfg) < before
+    with pytest.raises(QcError, match="nothing to train"):
+        train(HandcraftedBaseline(backbone), data, cfg)
