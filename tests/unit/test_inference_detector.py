@@ -160,8 +160,9 @@ def test_swap_during_detect_never_mixes_versions(models_dir, detector):
     def run():
         try:
             for _ in range(6):
-                for out in det.detect(_images(), [None, None]):
-                    seen.append(set(out.detection.defect_probs))
+                a, b = det.detect(_images(), [None, None])
+                assert set(a.detection.defect_probs) == set(b.detection.defect_probs)  # one version per batch
+                seen.append(set(a.detection.defect_probs))
         except Exception as e:  # surfaced below
             errors.append(e)
 
