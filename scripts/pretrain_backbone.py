@@ -99,16 +99,19 @@ class SynthBatches(torch.utils.data.IterableDataset):
 
     def __iter__(self):
         torch.set_num_threads(1)
-        step = self.start
+        info = torch.utils.data.get_worker_info()
+        # workers take steps round-robin; the loader hands batches back in step order
+        wid, nw = (info.id, info.num_workers) if info is not None else (0, 1)
+        step = self.start + wid
         while True:
             yield make_batch(step, self.args, self.tokenizer)
-            step += 1
+            step += nw
 
 
-def to_input(u8: torch.Tensor) -> torch.Tensor:
-    x = u8.permute(0, 3, 1, 2).float().div_(255)
-    mean = torch.tensor(MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(STD).view(1, 3, 1, 1)
+def to_input(u8: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
+    x = u8.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255)
+    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
 
 
@@ -157,16 +160,17 @@ def zero_shot(model, tokenizer, val) -> dict:
     from sklearn.metrics import roc_auc_score
 
     model.eval()
+    dev = next(model.parameters()).device
     aurocs, correct, total = {}, 0, 0
     for product, samples in val.items():
         noun = PRODUCTS[product].noun
         kinds = list(PRODUCTS[product].defects)
         prompts = [f"a photo of a flawless {noun}", f"a photo of a damaged {noun}"]
         prompts += [f"a photo of a {noun} with {DEFECT_PHRASES[k][0]}" for k in kinds]
-        txt = F.normalize(model.encode_text(tokenizer(prompts)).float(), dim=-1)
-        x = to_input(torch.from_numpy(np.stack([s.image for s in samples])))
+        txt = F.normalize(model.encode_text(tokenizer(prompts).to(dev)).float(), dim=-1)
+        x = to_input(torch.from_numpy(np.stack([s.image for s in samples])), dev)
         img = F.normalize(encode_image_any_size(model, x).float(), dim=-1)
-        sim = 100 * img @ txt.T
+        sim = (100 * img @ txt.T).cpu()
         score = sim[:, :2].softmax(1)[:, 1].numpy()
         y = np.array([s.defect_type is not None for s in samples])
         if 0 < y.sum() < len(y):
@@ -187,7 +191,7 @@ def export(model, out: Path, config: dict, card: dict) -> None:
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
     tmp = out / "weights.safetensors.tmp"
     save_file(state, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, out / "weights.safetensors")
@@ -211,10 +215,10 @@ without internet: the default backbone of the demo, `qc-stream predict` and the 
 | architecture | embed 128; vision width 192, 4 layers, 6 heads, patch 16; text width 128, 3 layers, 4 heads, ctx 32 |
 | parameters | {c['parameters'] / 1e6:.2f} M (6.3 M of them the token table), weights fp16 ({c['weights_mb']:.1f} MB) |
 | data | fresh synthetic samples every step: all {len(PRODUCTS)} products, {c['normal_share']:.0%} normal; defects from the product's own subset, or with probability {c['any_type_share']:.0%} any of the {len(DEFECT_TYPES)} types; captions from templates + synonyms, 15 % with a generic noun ("object", "surface"), 15 % of defect captions without the type ("a damaged pill") |
-| resolution | steps at {c['low_res']} px (positional embedding interpolated) and every {c['hi_every']}th step at {c['image_size']} px |
+| resolution | steps at {c['low_res']} px (positional embedding interpolated) and every {c['hi_every']}-th step at {c['image_size']} px |
 | loss | multi-positive symmetric InfoNCE (every caption that correctly describes an image is a positive), learnable temperature |
-| optimiser | AdamW lr {c['lr']}, weight decay {c['weight_decay']}, batch {c['batch']} (half at {c['image_size']} px), warm-up then cosine on wall time, bf16 autocast on CPU: {c['bf16']} |
-| run | {c['steps']} steps, {c['images_seen']:,} images, {c['minutes']:.1f} min on {c['threads']} CPU threads ({c['host']}), finished {c['finished_at']} |
+| optimiser | AdamW lr {c['lr']}, weight decay {c['weight_decay']}, batch {c['batch']} (half at {c['image_size']} px), warm-up then cosine on wall time, bf16 autocast: {c['bf16']} |
+| run | {c['steps']} steps, {c['images_seen']:,} images, {c['minutes']:.1f} min on {c['host']} (device {c.get('device', 'cpu')}), finished {c['finished_at']} |
 | final loss | {c['loss_last']:.3f} (mean of the last 50 steps; first 50: {c['loss_first']:.3f}) |
 | zero-shot check | "flawless X" vs "damaged X" image AUROC on fresh samples, mean {zs.get('image_auroc_mean', float('nan')):.3f} ({per}); defect-type accuracy among the product's types {zs.get('type_accuracy', float('nan')):.3f} |
 
@@ -246,6 +250,9 @@ def main() -> None:
     ap.add_argument("--any-type-share", type=float, default=0.3)
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--workers", type=int, default=1, help="data-generating processes")
+    ap.add_argument("--host", default="2-core CPU VM", help="what the run ran on (for the model card)")
     args = ap.parse_args()
 
     import open_clip
@@ -257,7 +264,7 @@ def main() -> None:
     (args.out / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
     model = open_clip.create_model(f"local-dir:{args.out.resolve()}", load_weights=False)
     tokenizer = open_clip.get_tokenizer(f"local-dir:{args.out.resolve()}")
-    model.train()
+    model.to(args.device).train()
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "token_embedding" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "token_embedding" not in n)]
@@ -265,7 +272,8 @@ def main() -> None:
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
     )
     loader = torch.utils.data.DataLoader(
-        SynthBatches(args, tokenizer), batch_size=None, num_workers=1, prefetch_factor=2, persistent_workers=True
+        SynthBatches(args, tokenizer), batch_size=None, num_workers=args.workers, prefetch_factor=4,
+        persistent_workers=True, pin_memory=args.device != "cpu",
     )
     val = build_val(args.image_size)
     budget = args.minutes * 60
@@ -283,7 +291,7 @@ def main() -> None:
             "parameters": n_params, "weights_mb": n_params * 2 / 1e6, "normal_share": args.normal_share,
             "any_type_share": args.any_type_share, "lr": args.lr, "weight_decay": args.weight_decay,
             "batch": args.batch, "bf16": use_bf16, "steps": step, "images_seen": images_seen,
-            "minutes": (time.perf_counter() - t_start) / 60, "threads": args.threads, "host": "2-core CPU VM",
+            "minutes": (time.perf_counter() - t_start) / 60, "threads": args.threads, "host": args.host, "device": args.device,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds") if final else "(in progress)",
             "loss_last": float(np.mean(losses[-50:])) if losses else float("nan"),
             "loss_first": float(np.mean(losses[:50])) if losses else float("nan"),
@@ -299,18 +307,18 @@ def main() -> None:
         lr = args.lr * min(1.0, frac / args.warmup_share) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
         for g in opt.param_groups:
             g["lr"] = lr
-        x = to_input(batch["images"])
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=use_bf16):
+        x = to_input(batch["images"], args.device)
+        with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=use_bf16):
             img = encode_image_any_size(model, x)
-            txt = model.encode_text(batch["tokens"])
-        loss = multi_positive_loss(img, txt, model.logit_scale, batch["positives"])
+            txt = model.encode_text(batch["tokens"].to(args.device, non_blocking=True))
+        loss = multi_positive_loss(img, txt, model.logit_scale, batch["positives"].to(args.device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss))
+        losses.append(loss.item())
         images_seen += x.shape[0]
         step += 1
         if step % 20 == 0:

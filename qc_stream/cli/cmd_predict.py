@@ -16,7 +16,9 @@ EXIT_SOME_FAILED = 1
 def register(app: typer.Typer) -> None:
     @app.command("predict")
     def predict(
-        images: list[Path] = typer.Argument(..., help="Image files (JPEG, PNG, BMP, TIFF, WebP).", show_default=False),
+        images: list[Path] = typer.Argument(
+            ..., metavar="IMAGE", help="Image files (JPEG, PNG, BMP, TIFF, WebP).", show_default=False
+        ),
         product: str | None = typer.Option(
             None, "--product", "-p", help="Product shown in the images: restricts defect types and picks its thresholds."
         ),

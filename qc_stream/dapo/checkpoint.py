@@ -24,7 +24,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import torch
 
 from qc_stream.dapo.backbone import Backbone
 from qc_stream.dapo.model import PromptDetector

@@ -189,7 +189,9 @@ class PromptDetector(nn.Module):
         words = check_words(words)
         if self._text_needs_grad():
             return self.encode_text(words)
-        key = (tuple(words), str(self.device), self._text_version())
+        dev = self.device.type
+        amp = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
+        key = (tuple(words), str(self.device), amp, self._text_version())
         hit = self._text_cache.get(key)
         if hit is not None:
             self._text_cache.move_to_end(key)
@@ -249,6 +251,14 @@ class PromptDetector(nn.Module):
 
         text = self.text_features(words)
         feats: VisualFeatures = self.visual(images)
+        # scores and maps in fp32 even under fp16/bf16 autocast (softmax over 1/0.07-scaled cosines)
+        with torch.autocast(device_type=device.type, enabled=False):
+            return self._score(feats, text, words, cand, (h, w))
+
+    def _score(self, feats: VisualFeatures, text: TextFeatures, words: list[str], cand: torch.Tensor, size) -> DapoOutput:
+        h, w = size
+        b, n = cand.shape
+        device = cand.device
         tau = self.config.temperature
         t_normal, t_abnormal, t_types = text.normal.float(), text.abnormal.float(), text.types.float()
         candf = cand.float()

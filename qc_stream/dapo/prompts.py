@@ -23,7 +23,7 @@ from qc_stream.errors import QcError
 
 def token_embedding_stats(backbone: Backbone) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-dimension mean and std of the token-embedding table (initialises the contexts)."""
-    table = backbone.model.token_embedding.weight.detach().float()
+    table = backbone.model.token_embedding.weight.detach().float().cpu()
     return table.mean(0), table.std(0)
 
 

@@ -52,7 +52,7 @@ class VisualEncoder(nn.Module):
         else:
             self.register_parameter("deep_visual", None)
         if adapters:
-            proj = backbone.visual.proj.detach().float()  # [width, embed]
+            proj = backbone.visual.proj.detach().float().cpu()  # [width, embed]
             self.adapters = nn.ModuleList()
             for _ in self.taps:
                 lin = nn.Linear(width, embed)

@@ -80,17 +80,15 @@ def resize_rgb(img: Image.Image, size: int) -> np.ndarray:
     """RGB picture -> uint8 [size, size, 3], the whole frame (no crop), bicubic.
 
     No centre crop: the anomaly map must cover the whole frame so regions map back to it exactly.
-    OpenCV's resize is several times faster than PIL's on large frames; INTER_AREA for shrinking
-    avoids aliasing, bicubic for enlarging.
+    PIL's bicubic matches the backbone's own preprocessing; ``reducing_gap`` first shrinks large
+    frames by an integer factor (box filter), which makes a 1280x960 -> 224 resize several times
+    faster than a plain bicubic (and than converting the full frame to an array first).
     """
-    import cv2
-
-    a = np.asarray(img.convert("RGB") if img.mode != "RGB" else img)
-    h, w = a.shape[:2]
-    if (h, w) == (size, size):
-        return np.ascontiguousarray(a)
-    interp = cv2.INTER_AREA if h > size and w > size else cv2.INTER_CUBIC
-    return cv2.resize(a, (size, size), interpolation=interp)
+    if img.mode != "RGB":
+        img = img.convert("RGB")
+    if img.size != (size, size):
+        img = img.resize((size, size), Image.BICUBIC, reducing_gap=3.0)
+    return np.asarray(img)
 
 
 def preprocess_batch(

@@ -99,7 +99,9 @@ class Detector:
         )
         version = settings.prompt_version or _active_version(settings.models_dir)
         prompts = _load_prompts(version, backbone, settings.models_dir) if version else _untrained(backbone)
-        return cls(backbone, prompts, settings)
+        detector = cls(backbone, prompts, settings)
+        detector._warm(prompts)
+        return detector
 
     # ------------------------------------------------------------------ identity
     @property
@@ -126,8 +128,18 @@ class Detector:
         a version that fails to load raises and leaves the current one in place.
         """
         prompts = _load_prompts(version, self.backbone, self.settings.models_dir)
+        self._warm(prompts)
         with self._lock:
             self._prompts = prompts
+
+    def _warm(self, prompts: _Prompts) -> None:
+        """Encode the vocabulary now (cached per version) so the first batch costs no text forward."""
+        import torch
+
+        from qc_stream.dapo.backbone import autocast
+
+        with torch.inference_mode(), autocast(self._device, self.settings.precision):
+            prompts.model.text_features(list(prompts.vocab.words))
 
     # ------------------------------------------------------------------ inference
     def detect(self, images: Sequence[Image.Image], products: Sequence[str | None]) -> list[DetectorOutput]:

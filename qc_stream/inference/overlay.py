@@ -43,7 +43,7 @@ def render_overlay(
         cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), BOX_COLOR, thick)
         _label(out, f"{r.defect_type or 'anomaly'} {r.score:.2f}", (x0, y0), scale, thick)
     if caption:
-        _label(out, caption, (0, 0), scale, thick, below=True)
+        _label(out, caption, (0, h), scale, thick)  # bottom-left: region labels sit at the top of boxes
     return Image.fromarray(out)
 
 

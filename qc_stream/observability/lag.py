@@ -26,7 +26,8 @@ def read_lag(bootstrap: str, group_id: str, topic: str, timeout_s: float = 10.0)
     # A consumer that carries the group id but never subscribes: committed() reads the group's
     # offsets (OffsetFetch) without joining the group, so measuring never triggers a rebalance.
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
-                             client_id="qc-lag", request_timeout_ms=max(int(timeout_s * 1000), 11_000))
+                             client_id="qc-lag", request_timeout_ms=max(int(timeout_s * 1000), 11_000),
+                             bootstrap_timeout_ms=int(timeout_s * 1000))
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -53,8 +54,10 @@ def publish_lag(lag: dict[int, int]) -> None:
 class LagMonitor:
     """Refresh ``qc_consumer_lag_records`` from the broker every ``interval_s`` in a daemon thread."""
 
-    def __init__(self, bootstrap: str, group_id: str, topic: str = "qc.frames", interval_s: float = 15.0):
+    def __init__(self, bootstrap: str, group_id: str, topic: str = "qc.frames", interval_s: float = 15.0,
+                 timeout_s: float = 10.0):
         self.bootstrap, self.group_id, self.topic, self.interval_s = bootstrap, group_id, topic, interval_s
+        self.timeout_s = timeout_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
@@ -67,7 +70,7 @@ class LagMonitor:
     def refresh(self) -> dict[int, int]:
         """One measurement, published; returns it (empty when the broker could not be read)."""
         try:
-            lag = read_lag(self.bootstrap, self.group_id, self.topic)
+            lag = read_lag(self.bootstrap, self.group_id, self.topic, self.timeout_s)
         except Exception as e:  # a broker hiccup must not kill the worker's metrics thread
             if not self._failing:
                 log.warning("consumer lag unavailable (%s: %s); will keep trying", type(e).__name__, e)

@@ -42,6 +42,7 @@ def run_camera(
     progress: Callable[[CameraStats], None] | None = None,
     progress_every_s: float = 1.0,
     should_stop: Callable[[], bool] | None = None,
+    on_sent: Callable[[object, SourceFrame], None] | None = None,
 ) -> CameraStats:
     """Send frames until the source ends, ``count`` is reached, or Ctrl-C / ``should_stop``.
 
@@ -73,6 +74,8 @@ def run_camera(
                 print(f"{camera_id}: skipped: {e}", file=sys.stderr)
                 continue
             stats.sent += 1
+            if on_sent:
+                on_sent(meta, frame)
             stats.defects += frame.defect_type is not None
             now = time.monotonic()
             if progress and now - last_progress >= progress_every_s:

@@ -39,6 +39,7 @@ class RetrainOptions:
     holdout_products: tuple[str, ...] | None = None
     max_steps_per_stage: int | None = None
     examples_holdout_fraction: float = 0.25
+    image_size: int | None = None  # synthetic image size (default: the preset's)
 
     def preset(self) -> dict:
         if self.quick:
@@ -151,7 +152,7 @@ class RetrainJob:
         defects = self.versions.defects.list(include_retired=True)
 
         # --- data ---
-        size = preset["size"]
+        size = opt.image_size or preset["size"]
         aux = _synthetic(split.auxiliary_products, opt.train_per_product or preset["train"], split.seeds["train"] + opt.seed, size)
         hold_products = opt.holdout_products or split.held_out_products[: preset["products"] or None]
         holdout = _synthetic(hold_products, opt.holdout_per_product or preset["holdout"], split.seeds["test"], size)

@@ -24,6 +24,8 @@ def build_app(settings: Settings, *, broker: str | None = None) -> faust.App:
         broker_session_timeout=session,
         broker_heartbeat_interval=heartbeat,
         broker_rebalance_timeout=rebalance,
+        # Static membership (QC_GROUP_INSTANCE_ID, the pod name): a quick restart keeps its partitions.
+        consumer_group_instance_id=settings.group_instance_id,
         # A frame of max_frame_bytes plus record overhead must pass both ways.
         producer_max_request_size=settings.kafka_max_request_bytes,
         consumer_max_fetch_size=settings.kafka_max_request_bytes,

@@ -8,7 +8,8 @@ the database.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -22,10 +23,16 @@ StoreFn = Callable[[Sequence[InspectionResult]], int]
 LiveFn = Callable[[Sequence[InspectionResult], int], None]
 
 
+def _done_future() -> Future:
+    f: Future = Future()
+    f.set_result(None)
+    return f
+
+
 @dataclass
 class WorkerRuntime:
     settings: Settings
-    detector: DetectorLike
+    detector: DetectorLike | None  # None until loaded (on the inference thread, see worker.py)
     store: StoreFn  # idempotent: InspectionRepository.record_many
     live: LiveFn | None = None  # Redis live status / rolling counts; never raises
     decode: Callable[[bytes], Any] | None = None
@@ -35,6 +42,22 @@ class WorkerRuntime:
     store_pool: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(max_workers=1, thread_name_prefix="qc-store")
     )
+    loaded: Future = field(default_factory=_done_future)  # completes when the detector is usable
+    decode_threads: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    # What to do when a batch cannot be stored/published: by default end the process at once, so the
+    # group hands the partitions on and the unacked batch is replayed (tests replace it).
+    on_fatal: Callable[[BaseException], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.decode_pool = ThreadPoolExecutor(max_workers=self.decode_threads, thread_name_prefix="qc-decode")
+
+    def fatal(self, error: BaseException) -> None:
+        if self.on_fatal is not None:
+            self.on_fatal(error)
+            return
+        log.critical("cannot store or publish a batch (%s: %s); exiting so it is replayed", type(error).__name__, error)
+        logging.shutdown()
+        os._exit(3)
 
     def store_and_publish_live(self, results: Sequence[InspectionResult]) -> int:
         """Runs on the store thread: database first (the source of truth), then Redis (best effort)."""
@@ -60,6 +83,7 @@ class WorkerRuntime:
                 log.warning("overlay of %s failed: %s", result.frame_id, e)
 
     def close(self) -> None:
+        self.decode_pool.shutdown(wait=True)
         self.inference_pool.shutdown(wait=True)
         self.store_pool.shutdown(wait=True)
 

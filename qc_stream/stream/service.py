@@ -65,6 +65,17 @@ def _default_decoder() -> Callable[[bytes], Any]:
     return decode_image
 
 
+@dataclass
+class PreparedBatch:
+    """A micro-batch after stage 1: decoded pictures of the valid frames, dead letters for the rest."""
+
+    frames: list[RawFrame] = field(default_factory=list)
+    metas: list[FrameMeta] = field(default_factory=list)
+    images: list[Any] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    decode_s: float = 0.0
+
+
 def inspect_batch(
     frames: Sequence[RawFrame],
     detector: DetectorLike,
@@ -73,12 +84,14 @@ def inspect_batch(
     decode: Callable[[bytes], Any] | None = None,
 ) -> BatchOutcome:
     """Decode + validate a micro-batch, run one batched ``detect`` and build the results."""
+    return infer_batch(prepare_batch(frames, settings, decode=decode), detector, settings)
+
+
+def prepare_batch(frames: Sequence[RawFrame], settings: Settings, *, decode: Callable[[bytes], Any] | None = None) -> PreparedBatch:
+    """Stage 1 (CPU, any thread): validate headers and size, decode the images."""
     decode = decode or _default_decoder()
-    out = BatchOutcome()
+    out = PreparedBatch()
     t0 = time.perf_counter()
-    metas: list[FrameMeta] = []
-    images: list[Any] = []
-    valid: list[RawFrame] = []
     for frame in frames:
         try:
             meta = headers_to_meta(frame.headers)
@@ -98,20 +111,26 @@ def inspect_batch(
             )
             continue
         try:
-            images.append(decode(frame.value))
+            out.images.append(decode(frame.value))
         except QcError as e:
             out.dead.append(DeadLetter(frame, f"undecodable image: {e}", "decode"))
             continue
         except Exception as e:  # a decoder bug must not stop the line either
             out.dead.append(DeadLetter(frame, f"undecodable image: {type(e).__name__}: {e}", "decode"))
             continue
-        metas.append(meta)
-        valid.append(frame)
-    t1 = time.perf_counter()
-    out.decode_s = t1 - t0
+        out.metas.append(meta)
+        out.frames.append(frame)
+    out.decode_s = time.perf_counter() - t0
+    return out
+
+
+def infer_batch(prepared: PreparedBatch, detector: DetectorLike, settings: Settings) -> BatchOutcome:
+    """Stage 2 (the inference thread): one batched ``detect``, then the results."""
+    out = BatchOutcome(dead=list(prepared.dead), decode_s=prepared.decode_s)
+    metas, images, valid = prepared.metas, prepared.images, prepared.frames
     if not images:
         return out
-
+    t1 = time.perf_counter()
     # Versions are read once per batch: swaps happen between batches, so one batch = one version.
     model_version, prompt_version = detector.model_version, detector.prompt_version
     products = [m.product for m in metas]

@@ -14,8 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def build_runtime(settings: Settings):
-    """Load the detector and open the sinks (database, Redis)."""
-    from qc_stream.inference.detector import Detector
+    """Open the sinks (database, Redis); the detector is loaded later, on the inference thread."""
     from qc_stream.storage.db import make_engine
     from qc_stream.storage.inspections import InspectionRepository
     from qc_stream.stream.runtime import WorkerRuntime, live_updater
@@ -27,8 +26,22 @@ def build_runtime(settings: Settings):
         from qc_stream.storage.cache import Cache
 
         live = live_updater(Cache(settings.redis_url, settings.redis_prefix, settings.cache_ttl_s))
-    detector = Detector.from_settings(settings)
-    return WorkerRuntime(settings=settings, detector=detector, store=repo.record_many, live=live)
+    return WorkerRuntime(settings=settings, detector=None, store=repo.record_many, live=live)
+
+
+def _preimport() -> None:
+    import qc_stream.inference.detector  # noqa: F401  (torch, numpy)
+    import qc_stream.dapo.backbone  # noqa: F401  (open_clip)
+
+
+def load_detector(rt) -> None:
+    """Runs first on the inference thread, so batches queue behind it; overlaps the group join."""
+    from qc_stream.inference.detector import Detector
+    from qc_stream.observability import metrics
+
+    rt.detector = Detector.from_settings(rt.settings)
+    metrics.PROMPT_VERSION.labels(prompt_version=rt.detector.prompt_version).set(1)
+    log.warning("detector ready: backbone %s, prompt version %s", rt.detector.model_version, rt.detector.prompt_version)
 
 
 def build_worker_app(settings: Settings, rt, update_offsets: dict[int, int], health=None):
@@ -45,7 +58,10 @@ def build_worker_app(settings: Settings, rt, update_offsets: dict[int, int], hea
 
         @app.on_partitions_assigned.connect
         async def _ready(sender, assigned, **kwargs) -> None:
-            health.set_ready(True)
+            if rt.loaded.done() and rt.loaded.exception() is None:
+                health.set_ready(True)
+            else:
+                rt.loaded.add_done_callback(lambda f: f.exception() is None and health.set_ready(True))
 
         @app.on_partitions_revoked.connect
         async def _revoked(sender, revoked, **kwargs) -> None:
@@ -54,23 +70,46 @@ def build_worker_app(settings: Settings, rt, update_offsets: dict[int, int], hea
     return app
 
 
+def _exit_if_failed(future) -> None:
+    """A detector that cannot load (bad backbone, refused checkpoint) ends the worker with one line."""
+    import os
+    import sys
+
+    from qc_stream.errors import QcError
+
+    e = future.exception()
+    if e is None:
+        return
+    if isinstance(e, QcError):
+        print(f"error: {e}", file=sys.stderr, flush=True)
+    else:
+        log.error("detector failed to load", exc_info=e)
+    os._exit(getattr(e, "exit_code", 1))  # nothing was consumed or committed yet
+
+
 def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
     """Blocks until the worker is stopped (Ctrl-C / SIGTERM); finishes the batch in flight."""
     import faust
 
-    from qc_stream.observability import metrics
     from qc_stream.observability.server import HealthServer
     from qc_stream.stream.agents.model_updates import end_offsets
     from qc_stream.stream.topics import ensure_topics
 
+    rt = build_runtime(settings)
+    # The heavy imports start at once on the inference thread, beside the broker calls below and
+    # Faust's group join: the first result comes seconds sooner.
+    rt.inference_pool.submit(_preimport)
     ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
     # Noted before the detector loads: an update published while we load is still applied.
     offsets = end_offsets(settings.kafka_bootstrap)
-    rt = build_runtime(settings)
-    metrics.PROMPT_VERSION.labels(prompt_version=rt.detector.prompt_version).set(1)
-    health = None
+    rt.loaded = rt.inference_pool.submit(load_detector, rt)
+    rt.loaded.add_done_callback(_exit_if_failed)
+    health = lag = None
     if settings.health_port >= 0:
+        from qc_stream.observability.lag import LagMonitor
+
         health = HealthServer(port=settings.health_port).start()
+        lag = LagMonitor.from_settings(settings).start()
         log.warning("health server on :%d (/healthz /readyz /metrics)", health.port)
     app = build_worker_app(settings, rt, offsets, health)
     worker = faust.Worker(app, loglevel=(loglevel or settings.log_level).lower(), quiet=True)
@@ -80,6 +119,8 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
         pass
     finally:
         rt.close()
+        if lag:
+            lag.stop()
         if health:
             health.stop()
 

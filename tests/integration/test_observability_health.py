@@ -106,7 +106,7 @@ def test_consumer_lag_counts_records_behind_the_groups_commit(broker, unique_app
     admin.close()
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     for i in range(10):
-        producer.send(topic, value=b"x", partition=i % 2)  # 5 per partition
+        producer.send(topic, value=b"x", partition=i % 2).get(timeout=10)  # 5 per partition, 1 per batch
     producer.flush()
     producer.close()
 
@@ -118,14 +118,16 @@ def test_consumer_lag_counts_records_behind_the_groups_commit(broker, unique_app
 
     monitor = LagMonitor(broker.bootstrap, unique_app_id, topic, interval_s=60)
     assert monitor.refresh() == {0: 2, 1: 5}
-    assert metrics.CONSUMER_LAG.labels(partition="0")._value.get() == 2
-    assert metrics.CONSUMER_LAG.labels(partition="1")._value.get() == 5
+    from prometheus_client import REGISTRY
+
+    assert REGISTRY.get_sample_value("qc_consumer_lag_records", {"partition": "0"}) == 2
+    assert REGISTRY.get_sample_value("qc_consumer_lag_records", {"partition": "1"}) == 5
 
 
 def test_lag_monitor_survives_an_unreachable_broker(caplog):
     from qc_stream.broker.embedded import free_port
 
-    monitor = LagMonitor(f"127.0.0.1:{free_port()}", "g", "qc.frames", interval_s=60)
+    monitor = LagMonitor(f"127.0.0.1:{free_port()}", "g", "qc.frames", interval_s=60, timeout_s=1.0)
     assert monitor.refresh() == {}
     assert monitor.refresh() == {}
     assert sum("consumer lag unavailable" in r.message for r in caplog.records) == 1  # logged once

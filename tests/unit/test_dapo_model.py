@@ -41,6 +41,40 @@ def test_backbone_is_frozen_deterministic_and_identified(backbone):
     assert backbone.tap_layers(4) == [0, 1, 2, 3]
 
 
+def test_shipped_weights_load_and_interpolate_to_another_size(backbone, tmp_path):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "backbones" / "my-clip"
+    folder.mkdir(parents=True)
+    shutil.copy(backbone_config_path(), folder / "open_clip_config.json")
+    state = {k: v.contiguous() for k, v in load_backbone("qc-test-tiny", seed=3).model.state_dict().items()}
+    save_file(state, str(folder / "weights.safetensors"))
+
+    shipped = load_backbone("my-clip", models_dir=tmp_path)
+    assert shipped.weights_path == folder / "weights.safetensors"
+    assert torch.equal(shipped.model.visual.conv1.weight, state["visual.conv1.weight"])
+    assert shipped.backbone_id.startswith("my-clip@")
+
+    bigger = load_backbone("my-clip", image_size=96, models_dir=tmp_path)  # 8x8 -> 12x12 patch grid
+    assert bigger.grid_size == (12, 12) and bigger.model.visual.positional_embedding.shape[0] == 145
+    assert bigger.weights_sha256 == shipped.weights_sha256  # same source weights, same identity
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = DapoModel(bigger, DapoConfig(n_copies=1)).eval()(torch.randn(1, 3, 96, 96), WORDS)
+    assert out.anomaly_map.shape == (1, 96, 96)
+
+    random = load_backbone("my-clip", pretrained="none", models_dir=tmp_path)
+    assert random.weights_path is None and random.backbone_id != shipped.backbone_id
+
+
+def backbone_config_path():
+    from qc_stream.settings import DEFAULT_MODELS_DIR
+
+    return DEFAULT_MODELS_DIR / "backbones" / "qc-test-tiny" / "open_clip_config.json"
+
+
 def test_backbone_bad_names_are_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="unknown backbone"):
         load_backbone("no-such-backbone", models_dir=tmp_path)
@@ -150,6 +184,12 @@ def test_fp16_bf16_autocast_on_cpu(model):
     with torch.no_grad(), autocast("cpu", "bf16"):
         out = model(x, WORDS)
     assert out.anomaly_map.dtype == torch.float32 and torch.isfinite(out.anomaly_map).all()
+    # text features cached under bf16 are not reused for an fp32 forward
+    with torch.no_grad(), autocast("cpu", "bf16"):
+        low = model.text_features(WORDS)
+    with torch.no_grad():
+        full = model.text_features(WORDS)
+    assert low is not full
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from importlib.util import find_spec
 from pathlib import Path
 
@@ -106,6 +107,9 @@ def test_topic_init_creates_every_topic_and_compacts_defect_types(compose):
     defect_line = next(line for line in script.splitlines() if "qc.defect-types" in line)
     assert "cleanup.policy=compact" in defect_line
     assert "--if-not-exists" in script  # safe to run on every `up`
+    for name in ("qc.frames", "qc.results", "qc.deadletter"):  # as the workers declare them
+        line = next(line for line in script.splitlines() if f"--topic {name} " in line)
+        assert '--partitions "$${QC_TOPIC_PARTITIONS}"' in line, name
 
 
 def test_env_example_holds_only_real_settings_and_they_validate():
@@ -128,6 +132,17 @@ def test_every_service_image_is_pinned(compose):
 
 def test_grafana_is_provisioned_from_deploy_grafana(compose):
     grafana = compose["services"]["grafana"]
-    assert "./grafana/provisioning:/etc/grafana/provisioning:ro" in grafana["volumes"]
-    assert compose["services"]["dashboards-build"]["command"][:2] == ["dashboards", "build"]
-    assert "./grafana:/grafana:ro" in compose["services"]["grafana-role"]["volumes"]
+    mounts = dict(v.rsplit(":", 2)[:2] for v in grafana["volumes"])
+    assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
+    # The provider YAML of deploy/grafana names the folder the built dashboards are mounted at.
+    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/qc-stream.yaml").read_text())
+    assert mounts["./grafana/dashboards"] == provider["providers"][0]["options"]["path"]
+    assert sorted((DEPLOY / "grafana/dashboards").glob("*.json")), "built dashboards missing"
+    # Every ${VAR} the datasource file needs is in Grafana's environment.
+    datasource = (DEPLOY / "grafana/provisioning/datasources/qc-stream.yaml").read_text()
+    needed = set(re.findall(r"\$\{(\w+)\}", datasource))
+    assert needed <= set(grafana["environment"]), f"missing for Grafana: {sorted(needed - set(grafana['environment']))}"
+    assert "env_file" not in grafana  # the shared env file holds the Postgres owner's password
+    role_job = compose["services"]["grafana-role"]
+    assert "./grafana:/grafana:ro" in role_job["volumes"]
+    assert (DEPLOY / "grafana/readonly-role.sql").exists() and "/grafana/readonly-role.sql" in role_job["command"][0]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import shutil
 import subprocess
 from functools import lru_cache
@@ -127,6 +128,7 @@ def test_worker_uses_gpu_probes_graceful_stop_and_static_membership():
     assert "group_instance_id" in Settings.model_fields
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert worker["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0  # no extra GPU during rollouts
+    assert "replicas" not in worker["spec"]  # KEDA owns it; apply must not reset it
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -161,6 +163,10 @@ def test_keda_scales_the_worker_on_lag_within_the_partitions(overlay):
     assert meta["topic"] == "qc.frames"
     assert meta["bootstrapServers"] == config["data"]["QC_KAFKA_BOOTSTRAP"]
     frames = next(d for d in docs if d["kind"] == "KafkaTopic" and d["spec"]["topicName"] == "qc.frames")
+    # Workers declare these with QC_TOPIC_PARTITIONS (stream/topics.py): Strimzi must agree.
+    for name in ("qc.frames", "qc.results", "qc.deadletter"):
+        topic = next(d for d in docs if d["kind"] == "KafkaTopic" and d["spec"]["topicName"] == name)
+        assert topic["spec"]["partitions"] == int(config["data"]["QC_TOPIC_PARTITIONS"]), name
     assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= frames["spec"]["partitions"]
 
 
@@ -198,6 +204,14 @@ def test_jobs_pdb_and_network_policy():
     assert set(policy["spec"]["policyTypes"]) == {"Ingress", "Egress"}
 
 
+def test_k8s_grafana_provisioning_equals_deploy_grafana():
+    # kustomize cannot read deploy/grafana (outside its root), so base/grafana holds copies.
+    for k8s_file, source in [("datasources.yaml", "datasources/qc-stream.yaml"), ("dashboards.yaml", "dashboards/qc-stream.yaml")]:
+        copy_ = yaml.safe_load((K8S / "base/grafana" / k8s_file).read_text())
+        original = yaml.safe_load((K8S.parent / "grafana/provisioning" / source).read_text())
+        assert copy_ == original, f"deploy/k8s/base/grafana/{k8s_file} drifted from deploy/grafana/provisioning/{source}"
+
+
 def test_grafana_is_provisioned_with_the_dashboards_datasource():
     from qc_stream.dashboards.model import DATASOURCE_TYPE, DATASOURCE_UID
 
@@ -210,3 +224,14 @@ def test_grafana_is_provisioned_with_the_dashboards_datasource():
     grafana = one(docs, "Deployment", "qc-grafana")
     build = pod_spec(grafana)["initContainers"][0]
     assert build["args"][:3] == ["dashboards", "build", "--out"] and build["args"][3] == path
+    env = {e["name"] for e in pod_spec(grafana)["containers"][0]["env"]}
+    needed = set(re.findall(r"\$\{(\w+)\}", datasources["data"]["datasources.yaml"]))
+    assert needed <= env, f"missing for Grafana: {sorted(needed - env)}"
+
+
+def test_compose_and_kubernetes_run_the_same_kafka_and_grafana():
+    compose = yaml.safe_load((K8S.parent / "compose.yaml").read_text())["services"]
+    docs = render("prod")
+    assert compose["kafka"]["image"] == f"apache/kafka:{one(docs, 'Kafka')['spec']['kafka']['version']}"
+    grafana = pod_spec(one(docs, "Deployment", "qc-grafana"))["containers"][0]["image"]
+    assert compose["grafana"]["image"] == grafana

@@ -128,8 +128,8 @@ def test_active_version_loads_and_swap_prompts_changes_vocabulary(models_dir, de
         det = Detector.from_settings(_settings(models_dir))
         assert det.prompt_version == "v-a"
         assert det.words_for("panel") == ("dent", "gouge")
-        (out,) = det.detect(_images()[:1], ["panel"])
-        assert set(out.detection.defect_probs) == {"dent", "gouge"}  # "gouge": a new word, zero-shot
+        (first,) = det.detect(_images()[:1], ["panel"])
+        assert set(first.detection.defect_probs) == {"dent", "gouge"}  # "gouge": a new word, zero-shot
 
         det.swap_prompts("v-b")
         assert det.prompt_version == "v-b"
@@ -139,6 +139,10 @@ def test_active_version_loads_and_swap_prompts_changes_vocabulary(models_dir, de
         with pytest.raises(QcError, match="not found"):
             det.swap_prompts("v-missing")
         assert det.prompt_version == "v-b"  # a failed swap keeps the current version
+
+        det.swap_prompts("v-a")  # back again: the same outputs as before (nothing leaked between versions)
+        (again,) = det.detect(_images()[:1], ["panel"])
+        assert again.detection == first.detection
     finally:
         (models_dir / "prompts" / "ACTIVE").unlink()
 

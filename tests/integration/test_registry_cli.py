@@ -1,0 +1,85 @@
+"""`qc-stream defects ...` and `qc-stream models ...` as a user runs them (subprocess, real Postgres)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qc_stream.storage import migrate
+
+QC = str(Path(sys.executable).with_name("qc-stream"))
+
+
+def qc(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([QC, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def env(pg_url, broker):
+    migrate.upgrade(pg_url)
+    return {"QC_DATABASE_URL": pg_url, "QC_KAFKA_BOOTSTRAP": broker.bootstrap, "QC_REDIS_URL": "off"}
+
+
+def test_add_list_show_retire(env):
+    r = qc(env, "defects", "add", "--product", "pill", "--name", "Dent", "--description", "a dent",
+           "--root-cause", "press misaligned", "--corrective-action", "recalibrate the press")
+    assert r.returncode == 0, r.stderr
+    assert "registered defect type 'Dent' for product 'pill'" in r.stdout
+    assert "event published on qc.defect-types" in r.stdout
+    assert qc(env, "defects", "add", "-p", "screw", "-n", "rust").returncode == 0
+
+    listed = json.loads(qc(env, "defects", "list", "--json").stdout)
+    assert [(d["product"], d["name"]) for d in listed] == [("pill", "Dent"), ("screw", "rust")]
+    only = json.loads(qc(env, "defects", "list", "--product", "pill", "--json").stdout)
+    assert [d["name"] for d in only] == ["Dent"]
+    shown = json.loads(qc(env, "defects", "show", "-p", "pill", "-n", "dent", "--json").stdout)
+    assert shown["corrective_action"] == "recalibrate the press" and shown["root_cause"] == "press misaligned"
+
+    assert qc(env, "defects", "retire", "-p", "pill", "-n", "DENT").returncode == 0
+    assert [d["name"] for d in json.loads(qc(env, "defects", "list", "--json").stdout)] == ["rust"]
+    assert len(json.loads(qc(env, "defects", "list", "--all", "--json").stdout)) == 2
+
+
+INVALID = [
+    (("-p", "pill", "-n", "   "), "error: defect name must not be empty"),
+    (("-p", "pill", "-n", "x" * 41), "error: defect name is 41 characters long; at most 40 are allowed"),
+    (("-p", "pill", "-n", "dent", "-d", "y" * 501), "error: description is 501 characters long"),
+    (("-p", "bottle", "-n", "dent"), "error: unknown product 'bottle' (known products: pill, screw)"),
+    (("-p", "pill", "-n", "DENT"), "error: defect type 'dent' is already registered for product 'pill'"),
+]
+
+
+def test_invalid_registrations_fail_with_one_line_and_write_nothing(env):
+    env = {**env, "QC_PRODUCTS": "pill,screw"}
+    assert qc(env, "defects", "add", "-p", "pill", "-n", "dent").returncode == 0
+    for args, message in INVALID:
+        r = qc(env, "defects", "add", *args)
+        assert r.returncode == 2, args
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith(message), r.stderr
+    assert len(json.loads(qc(env, "defects", "list", "--all", "--json").stdout)) == 1
+
+
+def test_broker_down_registers_and_says_the_event_was_not_published(env):
+    from qc_stream.broker.embedded import free_port
+
+    env = {**env, "QC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
+    r = qc(env, "defects", "add", "-p", "pill", "-n", "burr")
+    assert r.returncode == 0
+    assert "registered defect type 'burr'" in r.stdout
+    assert "the event was NOT published on qc.defect-types" in r.stderr and "Traceback" not in r.stderr
+    assert [d["name"] for d in json.loads(qc(env, "defects", "list", "--json").stdout)] == ["burr"]
+    r = qc(env, "defects", "publish")  # still down: says so, non-zero
+    assert r.returncode == 2 and r.stderr.startswith("error: 1 event(s) could not be published")
+
+
+def test_models_commands_without_versions_and_unknown_version(env, tmp_path):
+    env = {**env, "QC_MODELS_DIR": str(tmp_path / "models")}
+    r = qc(env, "models", "list")
+    assert r.returncode == 0 and "no prompt versions yet" in r.stdout
+    r = qc(env, "models", "activate", "nope")
+    assert r.returncode == 2 and r.stderr.startswith("error: prompt version 'nope' not found")
+    r = qc(env, "models", "refresh")
+    assert r.returncode == 2 and "no active prompt version to refresh" in r.stderr

@@ -1,0 +1,105 @@
+"""`retrain`: progressive tuning + holdout evaluation + promotion gate, on qc-test-tiny (random
+weights: it detects nothing, so "a sane run" here is a near-zero learning rate that cannot regress,
+and "a broken run" is a huge learning rate on shuffled labels). Postgres + files, no broker."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from sqlalchemy import func, select
+
+from test_registry_versions import make_models_dir, seed_version
+
+from qc_stream.dapo.checkpoint import active_version, read_manifest
+from qc_stream.errors import InputError
+from qc_stream.registry.retrain import RetrainJob, RetrainOptions
+from qc_stream.registry.service import DefectRegistry
+from qc_stream.registry.versions import PromptVersions
+from qc_stream.settings import load_settings
+from qc_stream.storage import migrate
+from qc_stream.storage.db import make_engine
+from qc_stream.storage.defect_types import DefectTypeRepository
+from qc_stream.storage.model_versions import ModelVersionRepository
+from qc_stream.storage.orm import ModelVersionRow
+
+SMALL = dict(
+    quick=True, train_per_product=1, holdout_per_product=8, holdout_products=("leather",), image_size=64,
+    max_steps_per_stage=2,
+)
+
+
+@pytest.fixture
+def env(tmp_path, pg_url):
+    migrate.upgrade(pg_url)
+    engine = make_engine(pg_url)
+    models = make_models_dir(tmp_path)
+    seed = seed_version(models)
+    settings = load_settings(database_url=pg_url, models_dir=models, backbone="qc-test-tiny", redis_url="off")
+    defects = DefectTypeRepository(engine)
+    versions = PromptVersions(settings, defects=defects, versions=ModelVersionRepository(engine))
+    yield versions, DefectRegistry(defects), seed, engine, models
+    engine.dispose()
+
+
+def _row_count(engine) -> int:
+    with engine.connect() as c:
+        return c.execute(select(func.count()).select_from(ModelVersionRow)).scalar_one()
+
+
+def _write_examples(root, product="pill", word="Delamination", n=4):
+    """Synthetic 'stain' images relabelled as the registered type, with masks, plus good images."""
+    from qc_stream.synth import generate
+
+    defect_dir, masks_dir, good_dir = root / product / word.lower(), root / product / word.lower() / "masks", root / product / "good"
+    for d in (masks_dir, good_dir):
+        d.mkdir(parents=True, exist_ok=True)
+    for i, s in enumerate(generate(product, n=n, seed=5, size=64, defect_rate=1.0, defect_types=["stain"])):
+        Image.fromarray(s.image).save(defect_dir / f"{i}.png")
+        if i % 2 == 0:  # half of them mask-free (image-level label only)
+            Image.fromarray((s.mask > 0).astype(np.uint8) * 255).save(masks_dir / f"{i}.png")
+    for i, s in enumerate(generate(product, n=n, seed=6, size=64, defect_rate=0.0)):
+        Image.fromarray(s.image).save(good_dir / f"{i}.png")
+    return root
+
+
+def test_broken_training_run_is_refused_and_nothing_changes(env):
+    versions, _, seed, engine, models = env
+    assert versions.active_name() == seed
+    rows_before = _row_count(engine)
+    dirs_before = sorted(p.name for p in (models / "prompts").iterdir())
+
+    report = RetrainJob(versions, RetrainOptions(lr=1e6, shuffle_labels=True, tolerance=0.02, **SMALL)).run()
+
+    assert not report.promoted and report.version == seed
+    assert report.decision.reasons and "REFUSED" in report.message
+    assert versions.active_name() == seed and active_version(models) == seed
+    assert _row_count(engine) == rows_before
+    assert sorted(p.name for p in (models / "prompts").iterdir()) == dirs_before
+
+
+def test_sane_run_with_examples_is_promoted_and_recorded(env, tmp_path):
+    versions, registry, seed, engine, models = env
+    registry.add("pill", "Delamination", "layers peel apart")
+    examples = _write_examples(tmp_path / "examples")
+
+    report = RetrainJob(versions, RetrainOptions(examples_dir=examples, lr=1e-7, tolerance=0.05, **SMALL)).run()
+
+    assert report.promoted, report.message
+    new = report.version
+    assert new != seed and versions.active_name() == new and active_version(models) == new
+    manifest = read_manifest(new, models)
+    assert manifest["kind"] == "trained" and manifest["parent"] == seed
+    assert "Delamination" in manifest["vocabulary"]["products"]["pill"]
+    assert "pill" in report.candidate_metrics["per_product"]  # the examples' holdout was evaluated
+    row = {r.prompt_version: r for r in versions.list()}[new]
+    assert row.active and set(row.metrics) >= {"image_auroc", "pixel_auroc", "type_f1"}
+
+    # Rollback to the seed version works after a promotion.
+    versions.activate(seed)
+    assert versions.active_name() == seed and active_version(models) == seed
+
+
+def test_examples_of_unregistered_types_are_refused(env, tmp_path):
+    versions, *_ = env
+    examples = _write_examples(tmp_path / "examples", word="Wrinkle", n=1)
+    with pytest.raises(InputError, match="'wrinkle' is not an active registered defect type of product 'pill'"):
+        RetrainJob(versions, RetrainOptions(examples_dir=examples, **SMALL)).run()
