@@ -90,7 +90,7 @@ class Backbone:
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    pretrained: str  # "none" (random, seeded), a weights file path, or an open_clip tag
+    pretrained: str  # "none" (random, seeded), "shipped:<file>", a weights file path, or an open_clip tag
     weights_path: Path | None = None
     seed: int = 0
     _sha256: str | None = field(default=None, repr=False)
@@ -261,6 +261,13 @@ def _load_weights(model, path: Path) -> None:
         raise ConfigError(f"cannot load backbone weights {path}: {str(e).splitlines()[0][:300]}") from None
 
 
+def _describe_weights(requested: str | None, weights_path: Path | None, tag: str | None) -> str:
+    """What the manifest records as ``pretrained``: "shipped:<file>", a file path, a tag, or "none"."""
+    if weights_path is not None:
+        return f"shipped:{weights_path.name}" if requested in (None, "") else str(weights_path)
+    return tag or "none"
+
+
 def load_backbone(
     name: str,
     pretrained: str | None = None,
@@ -354,7 +361,7 @@ def load_backbone(
         image_size=int(size[0] if isinstance(size, (tuple, list)) else size),
         mean=tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN)),
         std=tuple(pp.get("std", open_clip.OPENAI_DATASET_STD)),
-        pretrained=str(weights_path) if weights_path is not None else (tag or "none"),
+        pretrained=_describe_weights(pretrained, weights_path, tag),
         weights_path=weights_path,
         seed=seed,
     )

@@ -11,6 +11,7 @@ outputs the same way and differs only in how it builds text and patch features.
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import ClassVar, Sequence
@@ -25,6 +26,9 @@ from qc_stream.dapo.visual import VisualEncoder, VisualFeatures
 from qc_stream.errors import InputError, QcError
 
 TEXT_CACHE_SIZE = 32
+# One lock for every model's text cache (a lock attribute would make models impossible to deepcopy);
+# held only around dict operations, never while encoding.
+_CACHE_LOCK = threading.Lock()
 
 
 @dataclass
@@ -182,7 +186,8 @@ class PromptDetector(nn.Module):
         )
 
     def invalidate_text_cache(self) -> None:
-        self._text_cache.clear()
+        with _CACHE_LOCK:
+            self._text_cache.clear()
 
     def text_features(self, words: Sequence[str]) -> TextFeatures:
         """Text features for ``words``; computed once per prompt version (parameter change) and word list."""
@@ -192,16 +197,20 @@ class PromptDetector(nn.Module):
         dev = self.device.type
         amp = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else None
         key = (tuple(words), str(self.device), amp, self._text_version())
-        hit = self._text_cache.get(key)
-        if hit is not None:
-            self._text_cache.move_to_end(key)
-            return hit
-        with torch.no_grad():
+        with _CACHE_LOCK:
+            hit = self._text_cache.get(key)
+            if hit is not None:
+                self._text_cache.move_to_end(key)
+                return hit
+        # normal tensors even when called under inference_mode, so a cached entry can later meet
+        # autograd (training the visual side only reuses the cached text features)
+        with torch.inference_mode(False), torch.no_grad():
             feats = self.encode_text(words)
         feats = TextFeatures(*(t.detach().float() for t in (feats.normal, feats.abnormal, feats.types)))
-        self._text_cache[key] = feats
-        while len(self._text_cache) > TEXT_CACHE_SIZE:
-            self._text_cache.popitem(last=False)
+        with _CACHE_LOCK:
+            self._text_cache[key] = feats
+            while len(self._text_cache) > TEXT_CACHE_SIZE:
+                self._text_cache.popitem(last=False)
         return feats
 
     # --- candidates ---

@@ -93,6 +93,9 @@ class SuffixTokens:
         laid = torch.zeros(len(suffixes), length, dtype=ids.dtype)
         laid[:, 0] = ids[:, 0]
         laid[:, 1 + n_ctx :] = ids[:, 1 : length - n_ctx]
+        # Under the causal mask nothing after EOT reaches the pooled EOT feature: drop the padding
+        # tail (prompts are ~15 of 32..77 positions, so the text tower runs 2-5x less).
+        laid = laid[:, : int((eot + n_ctx).max()) + 1]
         self.ids = laid
         self.eot = eot + n_ctx
         self.n_ctx = n_ctx

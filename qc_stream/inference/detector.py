@@ -12,6 +12,7 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -19,12 +20,16 @@ from PIL import Image
 
 from qc_stream.domain.inspection import Detection
 from qc_stream.errors import ConfigError
-from qc_stream.inference.regions import find_regions
+from qc_stream.inference.regions import find_regions, scale_regions
 from qc_stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
 UNTRAINED = "untrained"
+# Long side (px) of the map on which regions are labelled, when the image is larger (see _regions).
+REGION_WORK_PX = 512
+# The untrained fallback is seeded, so the same image gets the same result in every process.
+UNTRAINED_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,17 @@ class Vocabulary:
 
     @classmethod
     def from_manifest(cls, vocab: dict) -> "Vocabulary":
-        words = tuple(vocab.get("words") or ())
-        products = {p: tuple(w for w in ws if w in words) for p, ws in (vocab.get("products") or {}).items()}
+        words, seen = [], set()
+        for w in vocab.get("words") or ():  # the model refuses duplicate words (case-insensitive)
+            if w.casefold() not in seen:
+                seen.add(w.casefold())
+                words.append(w)
+        words = tuple(words)
+        canonical = {w.casefold(): w for w in words}
+        products = {
+            p: tuple(dict.fromkeys(canonical[w.casefold()] for w in ws if w.casefold() in canonical))
+            for p, ws in (vocab.get("products") or {}).items()
+        }
         if not words:
             raise ConfigError("the prompt version has an empty vocabulary: no defect words to score")
         return cls(words, products)
@@ -66,10 +80,32 @@ class _Prompts:
 
 @dataclass(frozen=True, eq=False)
 class DetectorOutput:
+    """One image's result. The maps are resized to the image's own size on first access only (most
+    callers, e.g. the workers, never need them)."""
+
     detection: Detection
-    anomaly_map: np.ndarray  # [h, w] float32 in 0..1, the original image size
-    type_map: np.ndarray | None  # [h, w] int16 index into ``words`` (argmax over the candidates)
     words: tuple[str, ...]
+    size: tuple[int, int]  # (width, height) of the image
+    model_map: np.ndarray  # [S, S] float32 anomaly map as the model produced it
+    model_type_map: np.ndarray  # [S, S] int16 index into ``words``
+
+    @cached_property
+    def anomaly_map(self) -> np.ndarray:
+        """[h, w] float32 in 0..1 at the original image size."""
+        return _resize(self.model_map, self.size, nearest=False)
+
+    @cached_property
+    def type_map(self) -> np.ndarray:
+        """[h, w] int16 index into ``words`` (argmax over the candidate types) at the original size."""
+        return _resize(self.model_type_map, self.size, nearest=True)
+
+
+def _resize(a: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
+    import cv2
+
+    if a.shape == (size[1], size[0]):
+        return a
+    return cv2.resize(a, size, interpolation=cv2.INTER_NEAREST if nearest else cv2.INTER_LINEAR)
 
 
 class Detector:
@@ -179,24 +215,14 @@ class Detector:
         ]
 
     def _postprocess(self, image, product, score, amap, type_idx, image_types, candidates, prompts):
-        import cv2
-
         words = prompts.vocab.words
-        w, h = image.size
-        if amap.shape != (h, w):  # back to the frame's own size (the model saw a square resize of it)
-            amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
-            type_idx = cv2.resize(type_idx, (w, h), interpolation=cv2.INTER_NEAREST)
-
         total = float(image_types.sum())
         probs = image_types / total if total > 0 else candidates / max(int(candidates.sum()), 1)
         defect_probs = {words[j]: float(probs[j]) for j in np.flatnonzero(candidates)}
         warn = self.settings.thresholds_for(product)[0] if product else self.settings.warn_threshold
         if score >= warn:
             defect_type = words[int(np.argmax(probs))]
-            regions = find_regions(
-                amap, self.settings.region_threshold, min_area=self.settings.region_min_area_px,
-                type_map=type_idx, words=words,
-            )
+            regions = self._regions(amap, type_idx, image.size, words)
         else:  # judged normal: no defect to name, no region to report
             defect_type, regions = None, []
         detection = Detection(
@@ -205,7 +231,21 @@ class Detector:
             defect_probs=defect_probs,
             regions=regions,
         )
-        return DetectorOutput(detection, amap.astype(np.float32, copy=False), type_idx, words)
+        return DetectorOutput(detection, words, image.size, amap, type_idx)
+
+    def _regions(self, amap, type_idx, size, words):
+        """Regions in image pixels, found on the map at a working resolution of at most
+        ``max(S, REGION_WORK_PX)`` on the long side: the map is an upsampled ViT patch grid, so finer
+        labelling would add cost (a full 12 MP frame) and no detail."""
+        w, h = size
+        scale = min(1.0, max(amap.shape[0], REGION_WORK_PX) / max(w, h))
+        ww, wh = max(1, round(w * scale)), max(1, round(h * scale))
+        sx, sy = ww / w, wh / h
+        work_map = _resize(amap, (ww, wh), nearest=False)
+        work_types = _resize(type_idx, (ww, wh), nearest=True)
+        min_area = max(1, int(np.ceil(self.settings.region_min_area_px * sx * sy)))
+        found = find_regions(work_map, self.settings.region_threshold, min_area=min_area, type_map=work_types, words=words)
+        return found if (ww, wh) == (w, h) else scale_regions(found, sx, sy, w, h)
 
 
 # ---------------------------------------------------------------------- prompt versions
@@ -232,7 +272,11 @@ def _untrained(backbone) -> _Prompts:
         "NO PROMPT VERSION: no QC_PROMPT_VERSION and no models/prompts/ACTIVE; running an UNTRAINED DAPO "
         "model (random prompts): scores and defect types are meaningless until a version is trained"
     )
+    import torch
+
     vocab = Vocabulary.synthetic_default()
-    model = DapoModel(backbone, vocabulary=vocab.words)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(UNTRAINED_SEED)
+        model = DapoModel(backbone, vocabulary=vocab.words)
     model.product_words = {p: list(ws) for p, ws in vocab.products.items()}
     return _Prompts(UNTRAINED, model.eval(), vocab)

@@ -38,33 +38,49 @@ def find_regions(
     labels, n = ndimage.label(amap >= threshold, structure=np.ones((3, 3), dtype=int))
     if n == 0:
         return []
-    index = np.arange(1, n + 1)
     areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    peaks = np.asarray(ndimage.maximum(amap, labels, index), dtype=np.float64).reshape(-1)
     slices = ndimage.find_objects(labels)
 
     regions = []
-    for k in range(n):
-        if areas[k] < min_area:
-            continue
+    for k in np.flatnonzero(areas >= min_area):
         ys, xs = slices[k]
+        inside = labels[ys, xs] == k + 1  # work inside the bbox only: cost ~ region size, not image size
         regions.append(
             Region(
-                defect_type=_majority_word(type_map, labels, k + 1, slices[k], words),
+                defect_type=_majority_word(type_map, (ys, xs), inside, words),
                 area_px=int(areas[k]),
                 bbox=(int(xs.start), int(ys.start), int(xs.stop), int(ys.stop)),
-                score=float(np.clip(peaks[k], 0.0, 1.0)),
+                score=float(np.clip(amap[ys, xs][inside].max(), 0.0, 1.0)),
             )
         )
     regions.sort(key=lambda r: (r.score, r.area_px), reverse=True)
     return regions[:max_regions]
 
 
-def _majority_word(type_map, labels, label, box, words) -> str | None:
+def _majority_word(type_map, box, inside, words) -> str | None:
     if type_map is None or not len(words):
         return None
-    inside = np.asarray(type_map)[box][labels[box] == label]
-    inside = inside[(inside >= 0) & (inside < len(words))]
-    if inside.size == 0:
+    types = np.asarray(type_map)[box][inside]
+    types = types[(types >= 0) & (types < len(words))]
+    if types.size == 0:
         return None
-    return words[int(np.bincount(inside.astype(np.int64)).argmax())]
+    return words[int(np.bincount(types.astype(np.int64)).argmax())]
+
+
+def scale_regions(regions: Sequence[Region], sx: float, sy: float, width: int, height: int) -> list[Region]:
+    """Regions found on a map of ``sx * width`` x ``sy * height`` px -> pixels of the width x height image.
+
+    Boxes grow outwards to whole pixels (never cut a region), areas scale by ``1 / (sx * sy)``.
+    """
+    out = []
+    for r in regions:
+        x0, y0, x1, y1 = r.bbox
+        box = (
+            max(0, int(np.floor(x0 / sx))),
+            max(0, int(np.floor(y0 / sy))),
+            min(width, int(np.ceil(x1 / sx))),
+            min(height, int(np.ceil(y1 / sy))),
+        )
+        area = min(int(round(r.area_px / (sx * sy))), (box[2] - box[0]) * (box[3] - box[1]))
+        out.append(r.model_copy(update={"bbox": box, "area_px": area}))
+    return out

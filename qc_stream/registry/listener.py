@@ -64,11 +64,16 @@ class RegistryListener:
 
     def run(self, *, refresh_at_start: bool = True) -> None:
         from kafka import KafkaConsumer, TopicPartition
+        from kafka.errors import KafkaError
 
+        from qc_stream.errors import QcError
         from qc_stream.stream.topics import ensure_topics
 
-        ensure_topics(self.bootstrap, 1)
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        try:
+            ensure_topics(self.bootstrap, 1)
+            consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+        except KafkaError as e:
+            raise QcError(f"cannot reach the Kafka broker at {self.bootstrap} (QC_KAFKA_BOOTSTRAP): {e}") from None
         try:
             parts = consumer.partitions_for_topic(DEFECT_TYPES_TOPIC) or {0}
             tps = [TopicPartition(DEFECT_TYPES_TOPIC, p) for p in sorted(parts)]

@@ -155,7 +155,8 @@ class RetrainJob:
         size = opt.image_size or preset["size"]
         aux = _synthetic(split.auxiliary_products, opt.train_per_product or preset["train"], split.seeds["train"] + opt.seed, size)
         hold_products = opt.holdout_products or split.held_out_products[: preset["products"] or None]
-        holdout = _synthetic(hold_products, opt.holdout_per_product or preset["holdout"], split.seeds["test"], size)
+        # The validation seed, not the benchmark's test seed: the gate must not select on `qc-stream eval`'s data.
+        holdout = _synthetic(hold_products, opt.holdout_per_product or preset["holdout"], split.seeds["validation"], size)
         product_words = {p: list(PRODUCTS[p].defects) for p in hold_products}
         examples_train: list[dict] = []
         if opt.examples_dir is not None:

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from qc_stream.domain.defects import DefectStatus, DefectType, DefectTypeSpec, name_key
 from qc_stream.storage.db import write_transaction
 from qc_stream.errors import InputError, StorageError
 from qc_stream.storage.orm import DefectTypeRow
+
+
+@contextmanager
+def db_errors(action: str) -> Iterator[None]:
+    """Turn database failures into one readable ``StorageError`` (hinting at a missing migration)."""
+    try:
+        yield
+    except DBAPIError as e:
+        from qc_stream.storage.db import describe_db_error
+
+        text = describe_db_error(e)
+        hint = " (run `qc-stream db upgrade`)" if "no such table" in text or "does not exist" in text else ""
+        raise StorageError(f"could not {action}: {text}{hint}") from None
+    except SQLAlchemyError as e:
+        raise StorageError(f"could not {action}: {e.__class__.__name__}") from None
 
 
 def _utc(ts: datetime | None) -> datetime | None:
@@ -45,41 +62,36 @@ class DefectTypeRepository:
         Raises ``InputError`` when an active type of that name (ignoring case) exists for the product.
         """
         now = now or datetime.now(timezone.utc)
-        try:
-            with write_transaction(self.engine) as conn:
-                row = self._find(conn, spec.product, spec.name, lock=True)
-                if row is not None and row.status == DefectStatus.ACTIVE.value:
-                    raise InputError(
-                        f"defect type {row.name!r} is already registered for product {spec.product!r}"
-                    )
-                values = dict(
-                    name=spec.name,
-                    description=spec.description,
-                    root_cause=spec.root_cause,
-                    corrective_action=spec.corrective_action,
-                    status=DefectStatus.ACTIVE.value,
-                    retired_at=None,
-                )
-                table = DefectTypeRow.__table__
-                if row is None:
-                    conn.execute(
-                        table.insert().values(
-                            product=spec.product, name_key=spec.name_key, created_at=now, **values
+        duplicate = InputError(f"defect type {spec.name!r} is already registered for product {spec.product!r}")
+        with db_errors("register the defect type"):
+            try:
+                with write_transaction(self.engine) as conn:
+                    row = self._find(conn, spec.product, spec.name, lock=True)
+                    if row is not None and row.status == DefectStatus.ACTIVE.value:
+                        raise InputError(
+                            f"defect type {row.name!r} is already registered for product {spec.product!r}"
                         )
+                    values = dict(
+                        name=spec.name,
+                        description=spec.description,
+                        root_cause=spec.root_cause,
+                        corrective_action=spec.corrective_action,
+                        status=DefectStatus.ACTIVE.value,
+                        retired_at=None,
+                        created_at=now,
                     )
-                else:
-                    conn.execute(table.update().where(table.c.id == row.id).values(created_at=now, **values))
-                return _to_domain(self._find(conn, spec.product, spec.name))
-        except IntegrityError:
-            # A concurrent writer registered the same name between our read and our insert.
-            raise InputError(
-                f"defect type {spec.name!r} is already registered for product {spec.product!r}"
-            ) from None
-        except SQLAlchemyError as e:
-            raise StorageError(f"could not register the defect type: {e.__class__.__name__}") from None
+                    table = DefectTypeRow.__table__
+                    if row is None:
+                        conn.execute(table.insert().values(product=spec.product, name_key=spec.name_key, **values))
+                    else:
+                        conn.execute(table.update().where(table.c.id == row.id).values(**values))
+                    return _to_domain(self._find(conn, spec.product, spec.name))
+            except IntegrityError:
+                # A concurrent writer registered the same name between our read and our insert.
+                raise duplicate from None
 
     def get(self, product: str, name: str) -> DefectType | None:
-        with self._connect() as conn:
+        with db_errors("read defect types"), self.engine.connect() as conn:
             row = self._find(conn, product, name)
             return _to_domain(row) if row is not None else None
 
@@ -90,36 +102,25 @@ class DefectTypeRepository:
         if not include_retired:
             query = query.where(DefectTypeRow.status == DefectStatus.ACTIVE.value)
         query = query.order_by(DefectTypeRow.product, DefectTypeRow.name_key)
-        with self._connect() as conn:
+        with db_errors("read defect types"), self.engine.connect() as conn:
             return [_to_domain(r) for r in conn.execute(query)]
 
     def retire(self, product: str, name: str, *, now: datetime | None = None) -> DefectType:
         """Mark a type retired (kept for history: past inspections still name it)."""
         now = now or datetime.now(timezone.utc)
-        try:
-            with write_transaction(self.engine) as conn:
-                row = self._find(conn, product, name, lock=True)
-                if row is None:
-                    raise InputError(f"no defect type {name!r} for product {product!r}")
-                if row.status == DefectStatus.RETIRED.value:
-                    raise InputError(f"defect type {row.name!r} of product {product!r} is already retired")
-                table = DefectTypeRow.__table__
-                conn.execute(
-                    table.update()
-                    .where(table.c.id == row.id)
-                    .values(status=DefectStatus.RETIRED.value, retired_at=now)
-                )
-                return _to_domain(self._find(conn, product, name))
-        except SQLAlchemyError as e:
-            raise StorageError(f"could not retire the defect type: {e.__class__.__name__}") from None
+        with db_errors("retire the defect type"), write_transaction(self.engine) as conn:
+            row = self._find(conn, product, name, lock=True)
+            if row is None:
+                raise InputError(f"no defect type {name!r} for product {product!r}")
+            if row.status == DefectStatus.RETIRED.value:
+                raise InputError(f"defect type {row.name!r} of product {product!r} is already retired")
+            table = DefectTypeRow.__table__
+            conn.execute(
+                table.update().where(table.c.id == row.id).values(status=DefectStatus.RETIRED.value, retired_at=now)
+            )
+            return _to_domain(self._find(conn, product, name))
 
     # --- helpers ---
-    def _connect(self):
-        try:
-            return self.engine.connect()
-        except SQLAlchemyError as e:
-            raise StorageError(f"cannot reach the database: {e.__class__.__name__}") from None
-
     @staticmethod
     def _find(conn, product: str, name: str, *, lock: bool = False):
         query = select(DefectTypeRow.__table__).where(

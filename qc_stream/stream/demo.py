@@ -97,12 +97,14 @@ def run_demo(settings: Settings, plan: DemoPlan) -> dict:
         _echo("cameras   " + ", ".join(f"{c} {p} x{n}" for c, _, p, n in cams) + (f" at {plan.fps:g} fps each" if plan.fps else ""))
 
         errors: list[str] = []
+        stop = threading.Event()  # Ctrl-C: cameras stop at their next frame
         producer = FrameProducer(settings.model_copy(update={"kafka_bootstrap": broker.bootstrap}))
 
         def camera(cam_id: str, line: str, product: str, n: int, seed: int) -> None:
             try:
                 run_camera(producer, synthetic(product, count=n, defect_rate=plan.defect_rate, seed=seed, size=plan.size),
-                           camera_id=cam_id, line_id=line, product=product, fps=plan.fps, on_sent=truth.add)
+                           camera_id=cam_id, line_id=line, product=product, fps=plan.fps, on_sent=truth.add,
+                           should_stop=stop.is_set)
             except Exception as e:  # reported below; the demo then stops
                 errors.append(f"{cam_id}: {e}")
 
@@ -112,6 +114,7 @@ def run_demo(settings: Settings, plan: DemoPlan) -> dict:
         try:
             first_s = _follow(repo, plan, worker, t_worker, errors)
         finally:
+            stop.set()
             for t in threads:
                 t.join(timeout=5)
             producer.close()

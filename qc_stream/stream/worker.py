@@ -113,6 +113,7 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
         log.warning("health server on :%d (/healthz /readyz /metrics)", health.port)
     app = build_worker_app(settings, rt, offsets, health)
     worker = faust.Worker(app, loglevel=(loglevel or settings.log_level).lower(), quiet=True)
+    worker.spinner = None  # terminal escape codes would litter log files
     try:
         worker.execute_from_commandline()
     except SystemExit:

@@ -65,28 +65,32 @@ def _product_id(name: str) -> int:
 
 def render_sample(product: str, seed: int, index: int, size: int = 256, defect_rate: float = 0.5,
                   defect_types: Sequence[str] | None = None) -> Sample:
-    """Draw sample number `index` of the (product, seed) stream."""
-    rng = np.random.default_rng([seed & 0xFFFFFFFF, _product_id(product), index])
-    scene = RENDERERS[product](rng, size)
+    """Draw sample number `index` of the (product, seed) stream.
+
+    Scene, defect and camera effects use separate random streams, so the normal and the defective
+    rendering of one index show the same part under the same camera: only the defect differs."""
+    base = [seed & 0xFFFFFFFF, _product_id(product), index]
+    scene_rng, defect_rng, camera_rng = (np.random.default_rng(base + [k]) for k in range(3))
+    scene = RENDERERS[product](scene_rng, size)
     kinds = list(defect_types) if defect_types is not None else list(PRODUCTS[product].defects)
-    if not kinds or rng.random() >= defect_rate:
-        return Sample(_finish(scene.img, rng), np.zeros((size, size), np.uint8), None, product)
-    kind = kinds[int(rng.integers(len(kinds)))]
-    s = _strength(rng)
+    if not kinds or defect_rng.random() >= defect_rate:
+        return Sample(_finish(scene.img, camera_rng), np.zeros((size, size), np.uint8), None, product)
+    kind = kinds[int(defect_rng.integers(len(kinds)))]
+    s = _strength(defect_rng)
     min_px = max(4, int(MIN_MASK_FRACTION * size * size))
     for attempt in range(6):
         img = scene.img.copy()
-        mask = PAINTERS[kind](img, scene, rng, s) & scene.region
+        mask = PAINTERS[kind](img, scene, defect_rng, s) & scene.region
         if int(mask.sum()) >= min_px:
             break
         s = max(s, 0.5)  # retry a clearer, new draw; geometry can make a defect vanish
-    else:  # fall back to a visible hole-free mark of the same type at full strength
+    else:  # last resort: the same type at full strength, and never an empty mask
         img = scene.img.copy()
-        mask = PAINTERS[kind](img, scene, rng, 1.0) & scene.region
+        mask = PAINTERS[kind](img, scene, defect_rng, 1.0) & scene.region
         if not mask.any():
             y, x = np.argwhere(scene.region)[0]
             mask[y, x] = True
-    return Sample(_finish(img, rng), mask.astype(np.uint8), kind, product, s)
+    return Sample(_finish(img, camera_rng), mask.astype(np.uint8), kind, product, s)
 
 
 def _check(product: str, size: int, defect_rate: float, defect_types: Sequence[str] | None) -> None:

@@ -62,10 +62,14 @@ def load_split() -> Split:
 
 
 def _validate(s: Split) -> None:
-    # The protocol's promises, checked every load: a broken split must not produce numbers.
-    assert not set(s.auxiliary_products) & set(s.held_out_products), "product sets overlap"
-    assert set(s.auxiliary_products) | set(s.held_out_products) <= set(PRODUCTS), "unknown product"
+    # The protocol's promises, checked on every load: a broken split must not produce numbers.
+    def need(ok: bool, what: str) -> None:
+        if not ok:
+            raise ValueError(f"{SPLIT_FILE}: {what}")
+
+    need(not set(s.auxiliary_products) & set(s.held_out_products), "auxiliary and held-out products overlap")
+    need(set(s.auxiliary_products) | set(s.held_out_products) <= set(PRODUCTS), "unknown product")
     for p in s.auxiliary_products:
-        assert not set(PRODUCTS[p].defects) & set(s.novel_types), f"novel type on auxiliary product {p}"
+        need(not set(PRODUCTS[p].defects) & set(s.novel_types), f"a novel type occurs on auxiliary product {p}")
     for p in s.held_out_products:
-        assert s.types_of(p, novel=True), f"held-out product {p} has no novel type"
+        need(bool(s.types_of(p, novel=True)), f"held-out product {p} has no novel type")

@@ -69,6 +69,7 @@ def test_broken_training_run_is_refused_and_nothing_changes(env):
 
     report = RetrainJob(versions, RetrainOptions(lr=1e6, shuffle_labels=True, tolerance=0.02, **SMALL)).run()
 
+    print(report.message)
     assert not report.promoted and report.version == seed
     assert report.decision.reasons and "REFUSED" in report.message
     assert versions.active_name() == seed and active_version(models) == seed
@@ -81,8 +82,9 @@ def test_sane_run_with_examples_is_promoted_and_recorded(env, tmp_path):
     registry.add("pill", "Delamination", "layers peel apart")
     examples = _write_examples(tmp_path / "examples")
 
-    report = RetrainJob(versions, RetrainOptions(examples_dir=examples, lr=1e-7, tolerance=0.05, **SMALL)).run()
+    report = RetrainJob(versions, RetrainOptions(examples_dir=examples, lr=1e-7, tolerance=0.02, **SMALL)).run()
 
+    print(report.message)
     assert report.promoted, report.message
     new = report.version
     assert new != seed and versions.active_name() == new and active_version(models) == new

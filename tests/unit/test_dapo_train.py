@@ -56,6 +56,12 @@ def test_training_lowers_loss_and_keeps_backbone_frozen(backbone):
     history = train(model, data, cfg)
     after = evaluate_loss(model, data, cfg)
     assert after < 0.9 * before, (before, after)
+    # and it learned where the defects are: the map is higher inside the masks than outside
+    images = backbone.preprocess_batch([d["image"] for d in data])
+    masks = torch.stack([torch.as_tensor(d["mask"]) for d in data]) > 0
+    with torch.no_grad():
+        amap = model(images).anomaly_map
+    assert amap[masks].mean() > amap[~masks].mean() + 0.2, (amap[masks].mean(), amap[~masks].mean())
     assert [e["stage"] for e in history.epoch_means()] == ["text"] * 2 + ["deep_text+adapters"] * 2 + ["deep_visual"] * 2
     # backbone: bit-identical tensors, still frozen and in eval mode
     state = backbone.model.state_dict()
@@ -116,3 +122,15 @@ def test_agnostic_baseline_trains_and_handcrafted_cannot(backbone):
     assert evaluate_loss(agnostic, data, cfg) < before
     with pytest.raises(QcError, match="nothing to train"):
         train(HandcraftedBaseline(backbone), data, cfg)
+
+
+def test_visual_only_stage_after_inference_reuses_cached_text(backbone):
+    """Text features cached under inference_mode feed a later visual-only training stage."""
+    model = _model(backbone).eval()
+    data = _dataset(8)
+    with torch.inference_mode():
+        model(backbone.preprocess_batch([d["image"] for d in data[:2]]), sorted(WORDS))
+    text_before = {k: v.clone() for k, v in model.trainable_state_dict().items() if k.startswith("prompts.")}
+    history = train(model, data, TrainConfig(stage_epochs=(0, 0, 1), cumulative=False, progress=False))
+    assert [s["stage"] for s in history.steps] == ["deep_visual"]
+    assert all(torch.equal(v, model.trainable_state_dict()[k]) for k, v in text_before.items())

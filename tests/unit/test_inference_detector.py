@@ -178,3 +178,39 @@ def test_swap_during_detect_never_mixes_versions(models_dir, detector):
     assert not errors
     assert seen and all(s in vocabularies for s in seen)
     assert det.prompt_version == "v-d"
+
+
+def test_untrained_fallback_is_deterministic_across_loads(models_dir, detector):
+    from qc_stream.inference.detector import Detector
+
+    again = Detector.from_settings(_settings(models_dir))
+    a = _images()[0]
+    assert again.detect([a], ["pill"])[0].detection == detector.detect([a], ["pill"])[0].detection
+
+
+def test_large_frame_regions_in_image_pixels(detector):
+    """Regions of a frame larger than the working resolution come back in the frame's own pixels."""
+    big = Image.fromarray(np.random.default_rng(3).integers(0, 255, (700, 1400, 3), dtype=np.uint8))
+    (out,) = detector.detect([big], ["pill"])
+    assert out.anomaly_map.shape == (700, 1400) and out.type_map.shape == (700, 1400)
+    assert out.detection.regions
+    covered = 0
+    for r in out.detection.regions:
+        x0, y0, x1, y1 = r.bbox
+        assert 0 <= x0 < x1 <= 1400 and 0 <= y0 < y1 <= 700
+        assert r.area_px <= (x1 - x0) * (y1 - y0)
+        covered += r.area_px
+    # The reported areas agree with the full-size map (up to the labelling resolution).
+    hot = int((out.anomaly_map >= 0.01).sum())
+    assert covered == pytest.approx(hot, rel=0.05)
+
+
+def test_vocabulary_from_manifest_dedupes_and_matches_case():
+    from qc_stream.inference.detector import Vocabulary
+
+    v = Vocabulary.from_manifest({"words": ["dent", "Dent", "burr"], "products": {"panel": ["DENT", "gouge"]}})
+    assert v.words == ("dent", "burr")
+    assert v.words_for("panel") == ("dent",)  # "gouge" is not in the vocabulary
+    assert v.words_for("other") == ("dent", "burr")
+    with pytest.raises(ConfigError):
+        Vocabulary.from_manifest({"words": []})

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from qc_stream.inference.overlay import render_overlay, save_overlay
-from qc_stream.inference.regions import find_regions
+from qc_stream.inference.regions import find_regions, scale_regions
 
 
 def _map():
@@ -65,3 +65,12 @@ def test_overlay_draws_heat_and_boxes(tmp_path):
     assert hot[0] > cold[0] or hot[2] < cold[2]  # heat map: hot is redder / less blue than cold
     path = save_overlay(tmp_path / "sub" / "x.png", img, amap, regions)
     assert Image.open(path).size == img.size
+
+
+def test_scale_regions_to_image_pixels():
+    from qc_stream.domain.inspection import Region
+
+    r = Region(defect_type="dent", area_px=10, bbox=(3, 1, 8, 4), score=0.7)
+    (big,) = scale_regions([r], sx=0.5, sy=0.25, width=15, height=100)
+    assert big.bbox == (6, 4, 15, 16)  # x1 = 16 clipped to the width
+    assert big.area_px == 80 and big.defect_type == "dent" and big.score == 0.7

@@ -1,0 +1,74 @@
+"""The prompt-training recipe shared by `scripts/train_default_prompts.py` and `qc-stream eval` (full).
+
+One place defines how a method is trained on the auxiliary products, so the shipped version, the
+benchmark's retrained versions and the staged-vs-joint ablation all use the same data and budget
+(staged 1+1+1 epochs == joint 3 epochs).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from qc_stream.synth import PRODUCTS
+from qc_stream.synth.split import load_split
+
+
+@dataclass
+class Recipe:
+    per_product: int = 64  # auxiliary samples per product
+    defect_rate: float = 0.6
+    stage_epochs: tuple[int, int, int] = (1, 1, 1)
+    batch_size: int = 8
+    lr: float = 1e-3
+    seed: int = 0
+    max_steps_per_stage: int | None = None
+
+    @property
+    def joint_epochs(self) -> int:
+        return sum(self.stage_epochs)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+QUICK_RECIPE = Recipe(per_product=24, stage_epochs=(1, 1, 1))
+
+
+def all_words() -> list[str]:
+    """Every defect word of the catalog, in catalog order."""
+    return list(dict.fromkeys(t for p in PRODUCTS.values() for t in p.defects))
+
+
+def product_words() -> dict[str, list[str]]:
+    return {name: list(p.defects) for name, p in PRODUCTS.items()}
+
+
+def train_method(backbone, method: str, schedule: str = "staged", recipe: Recipe | None = None,
+                 progress: bool = True, on_step=None):
+    """Train `method` ("dapo" or "agnostic") on the auxiliary products; returns (model, history).
+
+    The returned model knows every catalog word and product subset (novel words are zero-shot),
+    so it can serve the demo's products as well as the benchmark."""
+    from qc_stream.dapo import TrainConfig, build_model, train
+    from qc_stream.evaluation.data import training_set
+
+    recipe = recipe or Recipe()
+    split = load_split()
+    data = training_set(recipe.per_product, recipe.defect_rate, split)
+    train_words = sorted(split.seen_types)
+    model = build_model(method, backbone)
+    config = TrainConfig(
+        stage_epochs=recipe.stage_epochs,
+        joint_epochs=recipe.joint_epochs,
+        batch_size=recipe.batch_size,
+        lr=recipe.lr,
+        seed=recipe.seed,
+        words=train_words,
+        progress=progress,
+        max_steps_per_stage=recipe.max_steps_per_stage,
+    )
+    history = train(model, data, config, schedule=schedule, on_step=on_step)
+    model.vocabulary = all_words()
+    model.product_words = product_words()
+    model.invalidate_text_cache()
+    return model, history, config
