@@ -31,6 +31,10 @@ def main() -> None:
     ap.add_argument("--tag", default="v1", help="version names: <method>-<backbone>-<tag>")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-activate", action="store_true")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (the numbers do not depend on it)")
+    ap.add_argument("--max-steps", type=int, default=None, help="cap steps per stage (smoke runs)")
+    ap.add_argument("--joint-ablation", type=Path, default=None,
+                    help="also train DAPO with the joint schedule (same recipe) and write both results here (JSON)")
     args = ap.parse_args()
 
     import torch
@@ -41,8 +45,10 @@ def main() -> None:
     from qc_stream.evaluation.recipe import Recipe, train_method
     from qc_stream.evaluation.runner import evaluate
 
-    backbone = load_backbone(args.backbone, models_dir=args.models_dir)
-    recipe = Recipe(per_product=args.per_product, stage_epochs=tuple(int(x) for x in args.stage_epochs.split(",")))
+    backbone = load_backbone(args.backbone, models_dir=args.models_dir, device=args.device)
+    recipe = Recipe(per_product=args.per_product, stage_epochs=tuple(int(x) for x in args.stage_epochs.split(",")),
+                    max_steps_per_stage=args.max_steps)
+    ablation = {}
     sets = test_sets("quick")
     print(f"backbone {backbone.backbone_id}; recipe {recipe.to_dict()}", flush=True)
     for method in args.methods.split(","):
@@ -67,6 +73,18 @@ def main() -> None:
         )
         print(f"saved {path}" + (" (ACTIVE)" if method == "dapo" and not args.no_activate else ""), flush=True)
         print(json.dumps({k: round(v, 4) for k, v in summary.items() if isinstance(v, float)}), flush=True)
+        if method == "dapo":
+            ablation["staged"] = summary
+    if args.joint_ablation is not None:
+        t0 = time.perf_counter()
+        model, history, _ = train_method(backbone, "dapo", "joint", recipe, progress=False)
+        train_s = time.perf_counter() - t0
+        metrics = evaluate(lambda p: model, sets, log=print, name="dapo-joint")
+        ablation["joint"] = {k: v for k, v in metrics.items() if k != "per_product"} | {"train_seconds": train_s}
+        ablation["recipe"] = recipe.to_dict()
+        args.joint_ablation.parent.mkdir(parents=True, exist_ok=True)
+        args.joint_ablation.write_text(json.dumps(ablation, indent=2, default=str) + "\n")
+        print(f"wrote {args.joint_ablation}", flush=True)
 
 
 if __name__ == "__main__":
