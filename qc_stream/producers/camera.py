@@ -10,7 +10,6 @@ from typing import Callable, Iterable
 
 from qc_stream.producers.producer import FrameProducer, frame_meta
 from qc_stream.producers.sources import SourceFrame
-from qc_stream.settings import Settings
 
 
 @dataclass
