@@ -23,6 +23,7 @@ import argparse
 import json
 import math
 import os
+import shlex
 import sys
 import time
 from datetime import datetime, timezone
@@ -278,7 +279,7 @@ def main() -> None:
     val = build_val(args.image_size)
     budget = args.minutes * 60
     use_bf16 = not args.no_bf16
-    command = "python scripts/pretrain_backbone.py " + " ".join(sys.argv[1:])
+    command = "python scripts/pretrain_backbone.py " + shlex.join(a for a in sys.argv[1:])
     losses, images_seen, step = [], 0, 0
     t_start = time.perf_counter()
     last_ckpt = t_start

@@ -25,10 +25,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--backbone", default="qc-clip-tiny")
     ap.add_argument("--models-dir", type=Path, default=REPO / "models")
-    ap.add_argument("--per-product", type=int, default=64)
+    ap.add_argument("--per-product", type=int, default=48)
     ap.add_argument("--stage-epochs", default="1,1,1")
+    ap.add_argument("--deep-visual", type=int, default=0, help="DAPO deep visual prompt tokens per layer (spec: 4)")
+    ap.add_argument("--own-types-only", action="store_true",
+                    help="defects only from each auxiliary product's own subset (default: any seen type)")
     ap.add_argument("--methods", default="dapo,agnostic")
-    ap.add_argument("--tag", default="v1", help="version names: <method>-<backbone>-<tag>")
+    ap.add_argument("--tag", default="v2", help="version names: <method>-<backbone>-<tag>")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-activate", action="store_true")
     ap.add_argument("--device", default="cpu", help="cpu or cuda (the numbers do not depend on it)")
@@ -47,7 +50,8 @@ def main() -> None:
 
     backbone = load_backbone(args.backbone, models_dir=args.models_dir, device=args.device)
     recipe = Recipe(per_product=args.per_product, stage_epochs=tuple(int(x) for x in args.stage_epochs.split(",")),
-                    max_steps_per_stage=args.max_steps)
+                    max_steps_per_stage=args.max_steps, all_seen_types=not args.own_types_only,
+                    model_config={"n_deep_visual": args.deep_visual})
     ablation = {}
     sets = test_sets("quick")
     print(f"backbone {backbone.backbone_id}; recipe {recipe.to_dict()}", flush=True)

@@ -12,7 +12,7 @@ def register(app: typer.Typer) -> None:
     def demo(
         frames: int = typer.Option(120, "--frames", min=1, help="Frames in total, spread over the cameras."),
         cameras: int = typer.Option(3, "--cameras", min=1, max=32, help="Synthetic cameras (one product each)."),
-        fps: float = typer.Option(10.0, "--fps", min=0.0, help="Frames per second per camera (0: as fast as possible)."),
+        fps: float = typer.Option(2.0, "--fps", min=0.0, help="Frames per second per camera (0: as fast as possible)."),
         defect_rate: float = typer.Option(0.25, "--defect-rate", min=0.0, max=1.0),
         out: Path = typer.Option(Path("demo-out"), "--out", help="Output folder: SQLite database, logs, overlay PNGs."),
     ) -> None:

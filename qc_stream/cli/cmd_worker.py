@@ -15,8 +15,12 @@ def register(app: typer.Typer) -> None:
 
         Reads QC_KAFKA_BOOTSTRAP, QC_DATABASE_URL, QC_REDIS_URL, QC_BACKBONE, QC_DEVICE, QC_BATCH_SIZE...
         """
+        import logging
+
         from qc_stream.settings import load_settings
         from qc_stream.stream.worker import run_worker
+
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)  # start-up admin calls; failures become one error line
 
         overrides = {"broker_profile": "embedded"} if embedded else {}
         run_worker(load_settings(**overrides), loglevel=loglevel)

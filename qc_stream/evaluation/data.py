@@ -58,12 +58,16 @@ def test_sets(mode: str = "quick", split: Split | None = None, size: int | None 
 
 
 def training_set(per_product: int = 64, defect_rate: float = 0.6, split: Split | None = None,
-                 size: int | None = None, seed_name: str = "train") -> list[Sample]:
-    """Auxiliary-product samples (with masks and type labels) for prompt training."""
+                 size: int | None = None, seed_name: str = "train", all_seen_types: bool = False) -> list[Sample]:
+    """Auxiliary-product samples (with masks and type labels) for prompt training.
+
+    `all_seen_types`: draw defects from every seen type on every auxiliary product (more defect
+    variety per product; novel types and held-out products still never appear)."""
     split = split or load_split()
     seed = int(split.seeds[seed_name])
     size = size or split.image_size
+    kinds = list(split.seen_types) if all_seen_types else None
     samples: list[Sample] = []
     for p in split.auxiliary_products:
-        samples += generate(p, per_product, seed, size, defect_rate=defect_rate)
+        samples += generate(p, per_product, seed, size, defect_rate=defect_rate, defect_types=kinds)
     return samples

@@ -86,8 +86,16 @@ class FrameProducer:
 
     def send(self, data: bytes, meta: FrameMeta, *, what: str = "frame"):
         """Queue one frame (non-blocking unless the client buffer is full)."""
+        from kafka.errors import KafkaError
+
         self.check_size(data, what)
-        future = self._producer.send(FRAMES, key=meta.camera_id.encode(), value=data, headers=meta_to_headers(meta))
+        try:
+            future = self._producer.send(FRAMES, key=meta.camera_id.encode(), value=data, headers=meta_to_headers(meta))
+        except KafkaError as e:  # metadata/buffer wait timed out: the broker went away mid-run
+            raise QcError(
+                f"could not send to {self.settings.kafka_bootstrap} ({type(e).__name__}: {e}); "
+                f"{self.delivered} frame(s) were delivered before"
+            ) from None
         self.sent += 1
         future.add_callback(self._ok)
         future.add_errback(self._err, meta.frame_id)

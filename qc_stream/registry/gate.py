@@ -36,12 +36,13 @@ def decide(
     """``active=None``: nothing to compare with (first version): promote when the candidate is sane."""
     if diverged:
         return GateDecision(False, [f"training diverged: {diverged}"])
-    reasons = []
+    # Checked with or without an active version: when the active version is undefined on every
+    # metric too, the loop below would compare nothing and promote a candidate nobody measured.
+    if not any(_finite(candidate.get(m)) for m in metrics):
+        return GateDecision(False, ["the candidate produced no finite holdout metric"])
     if active is None:
-        missing = [m for m in metrics if not _finite(candidate.get(m))]
-        if len(missing) == len(metrics):
-            return GateDecision(False, ["the candidate produced no finite holdout metric"])
         return GateDecision(True, ["no active version to compare with"])
+    reasons = []
     for m in metrics:
         old, new = active.get(m), candidate.get(m)
         if not _finite(old):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import faust
 
 from qc_stream.settings import Settings
@@ -14,10 +17,14 @@ def broker_urls(bootstrap: str) -> list[str]:
 def build_app(settings: Settings, *, broker: str | None = None) -> faust.App:
     """A Faust app for ``settings``; ``broker`` overrides the URL (``memory://`` in unit tests)."""
     session, heartbeat, rebalance = settings.group_timeouts
+    faust_dir = Path(tempfile.gettempdir()) / "qc-stream-faust"
+    faust_dir.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
     return faust.App(
         settings.app_id,
         broker=broker or broker_urls(settings.kafka_bootstrap),
         store="memory://",
+        # No tables are kept on disk; keep Faust's per-app folder out of the working directory.
+        datadir=str(faust_dir / "{conf.id}-data"),
         autodiscover=False,
         web_enabled=False,
         topic_partitions=settings.topic_partitions,

@@ -1,12 +1,13 @@
 """``qc-stream bench``: bare-model frames/s and end-to-end frames/s, measured in one run.
 
 1. Frames: synthetic JPEGs over several products, encoded once up front.
-2. Bare: ``Detector.detect`` on the decoded pictures in batches of ``batch`` (after warm-up
-   batches); no Kafka, no decode, no database. Measured before and after step 3 and averaged.
-3. End to end: the same frames queued in ``qc.frames`` on the embedded broker, then one real
-   worker subprocess (same settings, same batch size) consumes, decodes, infers, stores in the
-   database and publishes results. Throughput is taken from the rows' ``processed_at`` over the
-   batches after the same number of warm-up batches: steady state, like the bare figure.
+2. One worker subprocess (same settings, same batch size) on an embedded broker and a database,
+   warmed up with a few batches; the bare model (``Detector.detect`` on already decoded frames, no
+   Kafka, no decode, no database) is loaded in this process and warmed up too.
+3. Interleaved rounds: bare model on a chunk of the frames, then the same chunk through broker ->
+   worker -> database. Alternating keeps the two figures in the same time window, which matters on
+   a shared machine whose load drifts. End-to-end throughput per round comes from the stored rows'
+   ``processed_at`` (steady state: frames after the round's first batch over the span).
 4. Latency: a further set of frames sent in bursts of one batch at half the measured end-to-end
    rate; p50/p99 of captured (producer clock) -> processed (worker clock), same machine.
 """
@@ -46,22 +47,23 @@ class BareModel:
         from qc_stream.inference.detector import Detector
 
         self.detector = Detector.from_settings(settings)
-        images = [decode_image(f.data) for _, f in frames]
-        products = [p for p, _ in frames]
-        self.batches = [(images[i : i + batch], products[i : i + batch]) for i in range(0, len(images), batch)]
-        for imgs, prods in self.batches[:WARMUP_BATCHES]:
-            self.detector.detect(imgs, prods)
+        self.batch = batch
+        self.images = [decode_image(f.data) for _, f in frames]
+        self.products = [p for p, _ in frames]
+        for i in range(0, min(len(self.images), WARMUP_BATCHES * batch), batch):
+            self.detector.detect(self.images[i : i + batch], self.products[i : i + batch])
         self.info = {"backbone": self.detector.model_version, "prompt_version": self.detector.prompt_version,
                      "device": _device_name(self.detector)}
 
-    def measure(self) -> float:
-        timed = self.batches[WARMUP_BATCHES:] or self.batches
+    def measure(self, start: int, stop: int) -> tuple[int, float]:
+        """(frames, seconds) for frames[start:stop] in batches."""
         _sync(self.detector)
         t0 = time.perf_counter()
-        for imgs, prods in timed:
-            self.detector.detect(imgs, prods)
+        for i in range(start, stop, self.batch):
+            j = min(i + self.batch, stop)
+            self.detector.detect(self.images[i:j], self.products[i:j])
         _sync(self.detector)
-        return sum(len(b[0]) for b in timed) / (time.perf_counter() - t0)
+        return stop - start, time.perf_counter() - t0
 
     def close(self) -> None:
         del self.detector
@@ -95,7 +97,15 @@ def _free_memory() -> None:
         pass
 
 
-def measure_e2e(settings: Settings, frames, batch: int, workdir: Path, latency_frames: int) -> dict:
+def _rounds(n: int, batch: int) -> list[tuple[int, int]]:
+    """Chunks of whole batches, up to 3 rounds of at least 3 batches each."""
+    per = max(3, min(n // batch // 3, n // batch))
+    k = max(1, min(3, (n // batch) // per))
+    size = (n // k // batch) * batch
+    return [(i * size, (i + 1) * size if i < k - 1 else n) for i in range(k)]
+
+
+def measure(settings: Settings, frames, bare: BareModel, batch: int, workdir: Path, latency_frames: int, echo) -> dict:
     from sqlalchemy import select
 
     from qc_stream.broker.embedded import EmbeddedBroker
@@ -113,72 +123,89 @@ def measure_e2e(settings: Settings, frames, batch: int, workdir: Path, latency_f
     db_url = settings.database_url if "QC_DATABASE_URL" in os.environ else f"sqlite:///{workdir / 'bench.db'}"
     upgrade(db_url)
     repo = InspectionRepository(make_engine(db_url))
-    base = repo.count()
-    n = len(frames)
+    expected = repo.count()
+    run = uuid.uuid4().hex[:6]
     with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
         ensure_topics(broker.bootstrap, settings.topic_partitions)
         producer = FrameProducer(settings.model_copy(update={"kafka_bootstrap": broker.bootstrap}))
 
-        def send(items, fps=None, tag="bench"):
+        def send(items, tag):
             for i, (product, f) in enumerate(items):
-                cam = f"{tag}-cam-{i % 4}"
-                run_camera(producer, [SourceFrame(f.data, f.content_type, product)], camera_id=cam, line_id="bench", product=product)
+                run_camera(producer, [SourceFrame(f.data, f.content_type, product)], camera_id=f"{run}-{tag}-cam-{i % 4}",
+                           line_id="bench", product=product)
 
-        # The backlog is queued before the worker starts, so the producer does not compete with it.
-        send(frames)
+        def stamps_of(tag):
+            with repo.engine.connect() as c:
+                return c.execute(select(InspectionRow.processed_at).where(InspectionRow.camera_id.like(f"{run}-{tag}-%"))).scalars().all()
+
         env = worker_env(broker.bootstrap, db_url, redis_url=None, QC_BATCH_SIZE=batch, QC_HEALTH_PORT="-1",
-                         QC_APP_ID=f"qc-bench-{uuid.uuid4().hex[:6]}", QC_MODELS_DIR=str(settings.models_dir))
+                         QC_APP_ID=f"qc-bench-{run}", QC_MODELS_DIR=str(settings.models_dir))
         worker = WorkerProcess(env, workdir / "worker.log")
         try:
-            wait_for_rows(repo, base + n, 300 + n * 2.0, workers=[worker])
-            with repo.engine.connect() as c:
-                stamps = sorted(c.execute(select(InspectionRow.processed_at).where(InspectionRow.line_id == "bench")).scalars().all())
-            e2e_fps, batches_seen = _steady_fps(stamps)
+            warm = frames[: WARMUP_BATCHES * batch]
+            send(warm, "warm")
+            expected += len(warm)
+            wait_for_rows(repo, expected, 300 + len(warm) * 2.0, workers=[worker])
+            bare_frames = bare_s = e2e_frames = e2e_s = 0.0
+            rounds = []
+            for r, (a, b) in enumerate(_rounds(len(frames), batch)):
+                n_b, t_b = bare.measure(a, b)
+                send(frames[a:b], f"r{r}")
+                expected += b - a
+                wait_for_rows(repo, expected, 120 + (b - a) * 2.0, workers=[worker], poll_s=0.1)
+                n_e, t_e = _steady(stamps_of(f"r{r}"))
+                bare_frames, bare_s, e2e_frames, e2e_s = bare_frames + n_b, bare_s + t_b, e2e_frames + n_e, e2e_s + t_e
+                rounds.append({"bare_fps": round(n_b / t_b, 2), "e2e_fps": round(n_e / t_e, 2)})
+                echo(f"  round {r + 1}: bare {n_b / t_b:.1f} frames/s, end to end {n_e / t_e:.1f} frames/s")
+            e2e_fps = e2e_frames / e2e_s
             # Latency at half the sustainable rate, in bursts of one batch (cameras on a line fire
             # together): the queue stays short, so this is the pipeline's own latency.
             pace = max(1.0, 0.5 * e2e_fps)
             lat_items = frames[:latency_frames]
             t_lat = time.monotonic()
-            start_mark = time.time()
             for i in range(0, len(lat_items), batch):
                 due = t_lat + i / pace
                 if due > time.monotonic():
                     time.sleep(due - time.monotonic())
-                send(lat_items[i : i + batch], tag="lat")
-            wait_for_rows(repo, base + n + len(lat_items), 120 + len(lat_items) * 2.0, workers=[worker])
+                send(lat_items[i : i + batch], "lat")
+            expected += len(lat_items)
+            wait_for_rows(repo, expected, 120 + len(lat_items) * 2.0, workers=[worker])
             with repo.engine.connect() as c:
-                lat = c.execute(select(InspectionRow.latency_ms).where(InspectionRow.camera_id.like("lat-%"))).scalars().all()
+                lat = list(c.execute(select(InspectionRow.latency_ms).where(InspectionRow.camera_id.like(f"{run}-lat-%"))).scalars().all())
         finally:
             producer.close()
             worker.stop()
     return {
+        "bare_fps": bare_frames / bare_s,
         "e2e_fps": e2e_fps,
-        "p50_ms": percentile(list(lat), 0.5),
-        "p99_ms": percentile(list(lat), 0.99),
-        "e2e_batches": batches_seen,
+        "p50_ms": percentile(lat, 0.5),
+        "p99_ms": percentile(lat, 0.99),
+        "rounds": rounds,
         "latency_frames": len(lat),
         "latency_pace_fps": pace,
         "database": db_url.split(":", 1)[0],
-        "worker_log": str(workdir / "worker.log"),
-        "started_at": start_mark,
     }
 
 
-def _steady_fps(stamps) -> tuple[float, int]:
-    """Frames per second over the batches after the warm-up ones (a batch = one processed_at)."""
+def _steady(stamps) -> tuple[int, float]:
+    """(frames after the first batch, seconds from the first batch to the last): one batch = one
+    ``processed_at``, so this is the throughput of the batches between, like the bare timing."""
     from collections import Counter
 
     per_batch = sorted(Counter(stamps).items())
-    if len(per_batch) <= WARMUP_BATCHES + 1:
-        per_batch_used = per_batch
-    else:
-        per_batch_used = per_batch[WARMUP_BATCHES:]
-    if len(per_batch_used) < 2:
+    if len(per_batch) < 2:
         raise QcError("too few batches to measure throughput; raise --frames")
-    t0 = per_batch_used[0][0]
-    t1 = per_batch_used[-1][0]
-    frames_after_first = sum(n for _, n in per_batch_used[1:])
-    return frames_after_first / (t1 - t0).total_seconds(), len(per_batch)
+    return sum(n for _, n in per_batch[1:]), (per_batch[-1][0] - per_batch[0][0]).total_seconds()
+
+
+def _steady_fps(stamps) -> tuple[float, int]:
+    """Frames per second over the batches after the warm-up ones."""
+    from collections import Counter
+
+    per_batch = sorted(Counter(stamps).items())
+    used = per_batch[WARMUP_BATCHES:] if len(per_batch) > WARMUP_BATCHES + 1 else per_batch
+    n, seconds = _steady([t for t, c in used for _ in range(c)])
+    return n / seconds, len(per_batch)
 
 
 def _prompts_fit(settings: Settings) -> bool:
@@ -194,17 +221,16 @@ def _prompts_fit(settings: Settings) -> bool:
         manifest = read_manifest(resolve_version_path(version, settings.models_dir))
     except Exception:
         return False
-    made_for = manifest.get("backbone", {})
-    return made_for.get("name") == settings.backbone and (settings.pretrained or None) == (made_for.get("pretrained") or None)
+    # Same architecture name: load it (other weights then fail loudly with the checkpoint's message).
+    return manifest.get("backbone", {}).get("name") == settings.backbone
 
 
 def _untrained_models_dir(settings: Settings, workdir: Path) -> Path:
-    """A models dir with the same backbones and no prompt versions: the detector then runs untrained
-    prompts, which cost exactly what trained ones cost (same modules, same shapes)."""
-    root = workdir / "models"
-    root.mkdir()
-    (root / "backbones").symlink_to(Path(settings.models_dir).resolve() / "backbones", target_is_directory=True)
-    return root
+    """The same backbones and no prompt versions: untrained prompts cost exactly what trained ones
+    cost (same modules, same shapes)."""
+    from qc_stream.stream.local import models_dir_without_prompts
+
+    return models_dir_without_prompts(workdir / "models", Path(settings.models_dir))
 
 
 def run_bench(settings: Settings, *, frames: int, batch: int, size: int = 256, json_path: Path | None = None, echo=print) -> dict:
@@ -213,36 +239,28 @@ def run_bench(settings: Settings, *, frames: int, batch: int, size: int = 256, j
 
 
 def _run_bench(settings: Settings, *, frames: int, batch: int, size: int, json_path: Path | None, echo, workdir: Path) -> dict:
-    if frames < batch * (WARMUP_BATCHES + 3):
-        raise QcError(f"--frames must be at least {batch * (WARMUP_BATCHES + 3)} for --batch {batch} (warm-up + steady state)")
+    if frames < 3 * batch:
+        raise QcError(f"--frames must be at least {3 * batch} for --batch {batch} (three batches per round)")
     settings = settings.model_copy(update={"batch_size": batch})
     if not _prompts_fit(settings):
         settings = settings.model_copy(update={"models_dir": _untrained_models_dir(settings, workdir)})
         echo(f"note: the active prompt version was made for another backbone; benchmarking {settings.backbone} with untrained prompts (same cost)")
     echo(f"generating {frames} synthetic frames ({size}x{size} JPEG)...")
     items = _frames(frames, size, seed=11)
-    echo(f"bare model: Detector.detect on decoded frames, batch {batch}...")
+    echo(f"loading the model here (bare) and a worker (end to end), batch {batch}...")
     bare = BareModel(settings, items, batch)
     info = bare.info
+    echo(f"  {info['backbone']} on {info['device']}, prompts {info['prompt_version']}")
     try:
-        # Measured before and after the pipeline run and averaged: on a shared machine the load
-        # drifts, and the two figures bracket the end-to-end run.
-        bare_before = bare.measure()
-        echo(f"  {bare_before:.1f} frames/s on {info['device']} ({info['backbone']}, prompts {info['prompt_version']})")
-        echo("end to end: broker -> worker -> database...")
-        e2e = measure_e2e(settings, items, batch, workdir, latency_frames=min(len(items), max(2 * batch, 64)))
-        echo(f"  {e2e['e2e_fps']:.1f} frames/s; bare model again...")
-        bare_after = bare.measure()
+        m = measure(settings, items, bare, batch, workdir, latency_frames=min(len(items), max(2 * batch, 64)), echo=echo)
     finally:
         bare.close()
-    bare_fps = (bare_before + bare_after) / 2
-    echo(f"  {bare_after:.1f} frames/s (mean of both: {bare_fps:.1f})")
     report = {
-        "bare_fps": round(bare_fps, 2),
-        "e2e_fps": round(e2e["e2e_fps"], 2),
-        "ratio": round(e2e["e2e_fps"] / bare_fps, 3),
-        "p50_ms": round(e2e["p50_ms"], 1),
-        "p99_ms": round(e2e["p99_ms"], 1),
+        "bare_fps": round(m["bare_fps"], 2),
+        "e2e_fps": round(m["e2e_fps"], 2),
+        "ratio": round(m["e2e_fps"] / m["bare_fps"], 3),
+        "p50_ms": round(m["p50_ms"], 1),
+        "p99_ms": round(m["p99_ms"], 1),
         "device": info["device"],
         "backbone": info["backbone"],
         "batch": batch,
@@ -252,16 +270,15 @@ def _run_bench(settings: Settings, *, frames: int, batch: int, size: int, json_p
             "prompt_version": info["prompt_version"],
             "image_size": settings.image_size,
             "precision": settings.precision,
-            "database": e2e["database"],
-            "e2e_batches": e2e["e2e_batches"],
-            "latency_frames": e2e["latency_frames"],
-            "latency_pace_fps": round(e2e["latency_pace_fps"], 1),
+            "database": m["database"],
+            "rounds": m["rounds"],
+            "latency_frames": m["latency_frames"],
+            "latency_pace_fps": round(m["latency_pace_fps"], 1),
             "warmup_batches": WARMUP_BATCHES,
-            "bare_fps_before": round(bare_before, 2),
-            "bare_fps_after": round(bare_after, 2),
         },
     }
-    echo(f"  {report['e2e_fps']:.1f} frames/s end to end = {report['ratio']:.2f} x bare; latency p50 {report['p50_ms']:.0f} ms, p99 {report['p99_ms']:.0f} ms")
+    echo(f"bare {report['bare_fps']:.1f} frames/s, end to end {report['e2e_fps']:.1f} frames/s = {report['ratio']:.2f} x bare; "
+         f"latency p50 {report['p50_ms']:.0f} ms, p99 {report['p99_ms']:.0f} ms")
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2) + "\n")

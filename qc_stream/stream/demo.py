@@ -26,7 +26,7 @@ DEMO_PRODUCTS = ("pill", "screw", "wood", "tile", "bottle", "hex_nut", "carpet",
 class DemoPlan:
     frames: int = 120
     cameras: int = 3
-    fps: float | None = 10.0  # per camera
+    fps: float | None = 2.0  # per camera
     defect_rate: float = 0.25
     size: int = 256
     out: Path = Path("demo-out")

@@ -125,3 +125,15 @@ def read_topic(bootstrap: str, topic: str, *, expected: int | None = None, timeo
     finally:
         consumer.close()
     return records
+
+
+def models_dir_without_prompts(target: Path, source: Path | None = None) -> Path:
+    """A models folder with the same backbones (linked) and no prompt versions: detectors built on
+    it run untrained prompts, whatever backbone. For tests and the benchmark (same cost as trained)."""
+    from qc_stream.settings import DEFAULT_MODELS_DIR
+
+    target.mkdir(parents=True, exist_ok=True)
+    link = target / "backbones"
+    if not link.exists():
+        link.symlink_to(Path(source or DEFAULT_MODELS_DIR).resolve() / "backbones", target_is_directory=True)
+    return target

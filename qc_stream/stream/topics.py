@@ -22,9 +22,15 @@ log = logging.getLogger(__name__)
 def ensure_topics(bootstrap: str, partitions: int, *, timeout_s: float = 10.0) -> None:
     """Create the qc.* topics that do not exist yet (idempotent; safe with concurrent callers)."""
     from kafka.admin import KafkaAdminClient, NewTopic
-    from kafka.errors import TopicAlreadyExistsError
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000))
+    from qc_stream.errors import QcError
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
+                                 bootstrap_timeout_ms=int(timeout_s * 1000))
+    except KafkaError as e:
+        raise QcError(f"cannot reach the Kafka broker at {bootstrap} ({type(e).__name__}); is it running? (QC_KAFKA_BOOTSTRAP)") from None
     try:
         existing = set(admin.list_topics())
         wanted = []

@@ -133,6 +133,7 @@ if __name__ == "__main__":  # `python -m qc_stream.stream.worker`: what the demo
     from qc_stream.settings import load_settings
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         run_worker(load_settings())
     except QcError as e:

@@ -6,6 +6,7 @@
 
 from qc_stream.synth.catalog import DEFECT_TYPES, GENERIC_NOUNS, PRODUCTS, Product, product
 from qc_stream.synth.generator import Sample, frames, generate, render_sample
+from qc_stream.synth.split import Split, load_split
 
 __all__ = [
     "DEFECT_TYPES",
@@ -13,8 +14,10 @@ __all__ = [
     "PRODUCTS",
     "Product",
     "Sample",
+    "Split",
     "frames",
     "generate",
+    "load_split",
     "product",
     "render_sample",
 ]

@@ -11,6 +11,7 @@ import time
 import urllib.request
 from collections import Counter
 
+import pytest
 from sqlalchemy import func, select
 
 from qc_stream.broker.embedded import EmbeddedBroker, free_port
@@ -23,10 +24,16 @@ from qc_stream.storage.inspections import InspectionRepository
 from qc_stream.storage.migrate import upgrade
 from qc_stream.storage.orm import DefectCountRow, InspectionRow
 from qc_stream.stream.codec import headers_to_meta, result_from_json
-from qc_stream.stream.local import WorkerProcess, read_topic, wait_for_rows, worker_env
+from qc_stream.stream.local import WorkerProcess, models_dir_without_prompts, read_topic, wait_for_rows, worker_env
 from qc_stream.stream.topics import FRAMES, RESULTS, ensure_topics
 
 N_CAMERAS, PER_CAMERA = 8, 30
+
+
+@pytest.fixture(autouse=True)
+def untrained_models(tmp_path_factory, monkeypatch):
+    """The tiny random backbone with untrained prompts (the shipped prompts belong to another backbone)."""
+    monkeypatch.setenv("QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models"))))
 N = N_CAMERAS * PER_CAMERA
 
 

@@ -25,12 +25,18 @@ def make_models_dir(tmp_path):
 
 
 def seed_version(models_dir, words=("crack", "scratch"), products=None) -> str:
-    """An initial (untrained) DAPO prompt version on qc-test-tiny, made active on disk."""
+    """An initial (untrained) DAPO prompt version on qc-test-tiny, made active on disk. Its prompt
+    initialisation is seeded (without touching the global RNG) so every run sees the same version."""
+    import torch
+
     from qc_stream.dapo.backbone import load_backbone
     from qc_stream.dapo.checkpoint import save_prompt_version
     from qc_stream.dapo.model import DapoModel
 
-    model = DapoModel(load_backbone("qc-test-tiny", models_dir=models_dir), vocabulary=list(words))
+    backbone = load_backbone("qc-test-tiny", models_dir=models_dir)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = DapoModel(backbone, vocabulary=list(words))
     path = save_prompt_version(
         model, models_dir, products=products or {"pill": ["crack"]}, metrics={"image_auroc": 0.5}, activate=True
     )

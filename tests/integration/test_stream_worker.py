@@ -27,10 +27,16 @@ from qc_stream.storage.inspections import InspectionRepository
 from qc_stream.storage.migrate import upgrade
 from qc_stream.storage.orm import DefectCountRow, InspectionRow
 from qc_stream.stream.codec import header_value, result_from_json
-from qc_stream.stream.local import WorkerProcess, read_topic, wait_for_rows, worker_env
+from qc_stream.stream.local import WorkerProcess, models_dir_without_prompts, read_topic, wait_for_rows, worker_env
 from qc_stream.stream.topics import DEADLETTER, FRAMES, RESULTS, ensure_topics
 
 TINY = {"QC_BACKBONE": "qc-test-tiny", "QC_BATCH_SIZE": "8"}
+
+
+@pytest.fixture(autouse=True)
+def untrained_models(tmp_path_factory, monkeypatch):
+    """The tiny random backbone with untrained prompts (the shipped prompts belong to another backbone)."""
+    monkeypatch.setenv("QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models"))))
 
 
 @pytest.fixture

@@ -30,3 +30,10 @@ def test_divergence_and_first_version():
     assert not decide(ACTIVE, ACTIVE, 0.02, diverged="loss is nan").promote
     assert decide(ACTIVE, None, 0.02).promote
     assert not decide({k: float("nan") for k in ACTIVE}, None, 0.02).promote
+
+
+def test_candidate_without_any_finite_metric_is_refused_even_when_active_has_none():
+    nan = {k: float("nan") for k in ACTIVE}
+    d = decide(nan, nan, 0.02)
+    assert not d.promote and d.reasons == ["the candidate produced no finite holdout metric"]
+    assert decide({**nan, "pixel_auroc": 0.5}, nan, 0.02).promote  # nothing to defend, something measured

@@ -94,6 +94,8 @@ def harness():
 
     detector = BrightnessDetector()
     rt = WorkerRuntime(settings=settings, detector=detector, store=store)
+    fatal: list[BaseException] = []
+    rt.on_fatal = fatal.append  # the default would end the process (pytest with it)
     app = build_app(settings, broker="kafka://127.0.0.1:9")  # never contacted
     topics = AppTopics(app, 1)
     # Output topics replaced by recorders: what the agent sends is read back without a broker.
@@ -101,6 +103,7 @@ def harness():
     agent = inspect.register(app, topics, rt)
     yield app, agent, rt, detector, stored, topics
     rt.close()
+    assert fatal == []
 
 
 async def wait_for(cond, timeout=10.0):
@@ -205,3 +208,25 @@ def test_model_updates_for_another_backbone_or_malformed_are_ignored(harness):
     assert detector.prompt_version == "v1"
     assert model_updates.apply_update(rt, json.dumps({"prompt_version": "v3"}).encode()) == "v3"
     assert detector.prompt_version == "v3"
+
+
+def test_a_batch_that_cannot_be_stored_is_fatal_and_never_acked(harness):
+    app, agent, rt, detector, stored, topics = harness
+    errors: list[BaseException] = []
+    rt.on_fatal = errors.append
+
+    def broken_store(results):
+        raise RuntimeError("database gone")
+
+    rt.store = broken_store
+
+    async def scenario():
+        async with agent.test_context() as ag:
+            event = await ag.put(png(100), key=b"cam-1", headers=headers("lost?"))
+            await wait_for(lambda: errors)
+            await asyncio.sleep(0.1)
+            assert not event.message.acked  # replayed by whoever gets the partition next
+        assert topics.results.sent == []
+
+    asyncio.run(scenario())
+    assert "database gone" in str(errors[0])

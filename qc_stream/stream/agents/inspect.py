@@ -71,15 +71,21 @@ async def finish(rt: WorkerRuntime, topics: AppTopics, stream, events, inferred,
     """Stage 3: store, publish, then ack (after the previous batch acked: offsets advance in order)."""
     loop = asyncio.get_running_loop()
     try:
+        ta = time.perf_counter()
         outcome: BatchOutcome = await inferred
+        tb = time.perf_counter()
         await loop.run_in_executor(rt.store_pool, rt.store_and_publish_live, outcome.results)
+        tc = time.perf_counter()
         if outcome.rejects:
             loop.run_in_executor(rt.store_pool, rt.write_overlays, outcome.rejects)  # cosmetic: not awaited
         await publish(topics, outcome)
+        td = time.perf_counter()
         if previous is not None:
             await previous
         for event in events:
             await stream.ack(event)
+        log.debug("batch of %d: wait for model %.3f s (model %.3f, decode %.3f), store %.3f s, publish %.3f s",
+                  len(events), tb - ta, outcome.model_s, outcome.decode_s, tc - tb, td - tc)
         observe(outcome, len(events), time.perf_counter() - t0)
     except asyncio.CancelledError:
         raise  # worker stopping: the batch stays unacked and is replayed
