@@ -59,6 +59,9 @@ def train_method(backbone, method: str, schedule: str = "staged", recipe: Recipe
     split = load_split()
     data = training_set(recipe.per_product, recipe.defect_rate, split, all_seen_types=recipe.all_seen_types)
     train_words = sorted(split.seen_types)
+    import torch
+
+    torch.manual_seed(recipe.seed)  # prompt initialisation is random: seed it, so a recipe is one model
     model = build_model(method, backbone, recipe.model_config)
     config = TrainConfig(
         stage_epochs=recipe.stage_epochs,

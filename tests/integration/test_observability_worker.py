@@ -19,6 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from qc_stream.broker.embedded import free_port
+from qc_stream.stream.local import models_dir_without_prompts
 
 QC = str(Path(sys.executable).parent / "qc-stream")
 
@@ -67,6 +68,8 @@ def worker_env(broker, unique_app_id, sqlite_url, tmp_path):
         "QC_APP_ID": unique_app_id,
         "QC_HEALTH_PORT": str(free_port()),
         "QC_GROUP_INSTANCE_ID": f"{unique_app_id}-pod-0",
+        # The shipped prompt versions belong to qc-clip-tiny; the tiny test backbone runs untrained.
+        "QC_MODELS_DIR": str(models_dir_without_prompts(tmp_path / "models")),
     }
     subprocess.run([QC, "db", "upgrade"], env=env, check=True, capture_output=True)
     return env
