@@ -15,7 +15,11 @@ def register(app: typer.Typer) -> None:
         batch: int = typer.Option(None, "--batch", min=1, max=1024, help="Micro-batch size (default QC_BATCH_SIZE)."),
         size: int = typer.Option(256, "--size", min=32, max=2048, help="Side of the synthetic JPEG frames."),
     ) -> None:
-        """Uses QC_BACKBONE, QC_PRETRAINED, QC_IMAGE_SIZE, QC_DEVICE, QC_PRECISION; SQLite unless QC_DATABASE_URL."""
+        """Throughput of the bare model vs the whole pipeline (broker -> worker -> database), in one run.
+
+        Uses QC_BACKBONE, QC_PRETRAINED, QC_IMAGE_SIZE, QC_DEVICE, QC_PRECISION; SQLite unless
+        QC_DATABASE_URL.
+        """
         import json
 
         from qc_stream.settings import load_settings

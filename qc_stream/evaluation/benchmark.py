@@ -82,7 +82,7 @@ def run_benchmark(quick: bool = True, backbone_name: str = "qc-clip-tiny", model
         for schedule in ("staged", "joint"):
             log(f"ablation: training DAPO, {schedule} schedule ({recipe.per_product} images per auxiliary product) ...")
             t0 = time.perf_counter()
-            model, history, _ = train_method(backbone, "dapo", schedule, recipe, progress=True)
+            model, history, _ = train_method(backbone, "dapo", schedule, recipe, progress=sys.stderr.isatty())
             res = evaluate(lambda p: model, sets, log=log, name=f"dapo-{schedule}")
             res["train_seconds"] = time.perf_counter() - t0
             res["final_loss"] = history.epoch_means()[-1]["loss"] if history.steps else math.nan
