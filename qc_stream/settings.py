@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     # --- streaming ---
     app_id: str = "qc-stream"
     topic_partitions: int = Field(4, ge=1, le=1024)
+    topic_replication_factor: int = Field(1, ge=1, le=16)
     batch_size: int = Field(16, ge=1, le=1024)
     batch_timeout_s: float = Field(0.05, gt=0, le=10)
     max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1024)

@@ -39,7 +39,8 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"broker {settings.kafka_bootstrap} unreachable ({why}); retry {attempt} in {wait:.1f} s", err=True)
 
         producer = FrameProducer(settings, on_retry=on_retry)
-        ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
+        ensure_topics(settings.kafka_bootstrap, settings.topic_partitions,
+                      replication_factor=settings.topic_replication_factor)
         tty = sys.stderr.isatty()
 
         def progress(s) -> None:

@@ -78,7 +78,10 @@ def register(app: typer.Typer) -> None:
                 if retrain_on_change:
                     full(versions)
 
-            listener = RegistryListener(settings.kafka_bootstrap, on_change, debounce_s=settings.registry_debounce_s)
+            listener = RegistryListener(
+                settings.kafka_bootstrap, on_change, debounce_s=settings.registry_debounce_s,
+                partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor,
+            )
             typer.echo(
                 f"listening on qc.defect-types at {settings.kafka_bootstrap} "
                 f"(debounce {settings.registry_debounce_s:g} s{', then full retrain' if retrain_on_change else ''}); Ctrl-C stops"

@@ -50,8 +50,11 @@ class RegistryListener:
         *,
         debounce_s: float = 2.0,
         poll_ms: int = 200,
+        partitions: int = 4,
+        replication_factor: int = 1,
     ):
         self.bootstrap = bootstrap
+        self.partitions, self.replication_factor = partitions, replication_factor
         self.on_change = on_change
         self.trigger = DebouncedTrigger(debounce_s)
         self.poll_ms = poll_ms
@@ -70,7 +73,7 @@ class RegistryListener:
         from qc_stream.stream.topics import ensure_topics
 
         try:
-            ensure_topics(self.bootstrap, 1)
+            ensure_topics(self.bootstrap, self.partitions, replication_factor=self.replication_factor)
             consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         except KafkaError as e:
             raise QcError(f"cannot reach the Kafka broker at {self.bootstrap} (QC_KAFKA_BOOTSTRAP): {e}") from None

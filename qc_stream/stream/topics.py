@@ -19,8 +19,12 @@ ALL = (FRAMES, RESULTS, DEADLETTER, DEFECT_TYPES, MODEL_UPDATES)
 log = logging.getLogger(__name__)
 
 
-def ensure_topics(bootstrap: str, partitions: int, *, timeout_s: float = 10.0) -> None:
-    """Create the qc.* topics that do not exist yet (idempotent; safe with concurrent callers)."""
+def ensure_topics(bootstrap: str, partitions: int, *, replication_factor: int = 1, timeout_s: float = 10.0) -> None:
+    """Create the qc.* topics that do not exist yet (idempotent; safe with concurrent callers).
+
+    ``replication_factor`` is 1 on the embedded broker; a Kafka cluster wants its real factor
+    (``QC_TOPIC_REPLICATION_FACTOR``) in case a worker creates the topics before the topic operator.
+    """
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -40,7 +44,7 @@ def ensure_topics(bootstrap: str, partitions: int, *, timeout_s: float = 10.0) -
             # Frames are spread over partitions by camera; the small control topics need one.
             n = partitions if name in (FRAMES, RESULTS, DEADLETTER) else 1
             configs = {"cleanup.policy": "compact"} if name == DEFECT_TYPES else {}
-            wanted.append(NewTopic(name, num_partitions=n, replication_factor=1, topic_configs=configs))
+            wanted.append(NewTopic(name, num_partitions=n, replication_factor=replication_factor, topic_configs=configs))
         for topic in wanted:  # one by one: an "already exists" from a racing creator is fine
             try:
                 admin.create_topics([topic])

@@ -99,7 +99,8 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
     # The heavy imports start at once on the inference thread, beside the broker calls below and
     # Faust's group join: the first result comes seconds sooner.
     rt.inference_pool.submit(_preimport)
-    ensure_topics(settings.kafka_bootstrap, settings.topic_partitions)
+    ensure_topics(settings.kafka_bootstrap, settings.topic_partitions,
+                  replication_factor=settings.topic_replication_factor)
     # Noted before the detector loads: an update published while we load is still applied.
     offsets = end_offsets(settings.kafka_bootstrap)
     rt.loaded = rt.inference_pool.submit(load_detector, rt)
