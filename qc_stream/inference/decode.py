@@ -37,7 +37,10 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, min_side: int = M
             img = Image.open(io.BytesIO(data))
     except Image.DecompressionBombError as e:
         raise InputError(f"image too large: {e}") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except UnidentifiedImageError:
+        # PIL's own message only names the in-memory buffer, which tells the user nothing.
+        raise InputError("not a decodable image (unknown or corrupt image format)") from None
+    except (OSError, ValueError, SyntaxError) as e:
         raise InputError(f"not a decodable image ({type(e).__name__}: {e})") from None
 
     w, h = img.size
