@@ -30,6 +30,10 @@ def main() -> None:
     ap.add_argument("--deep-visual", type=int, default=0, help="DAPO deep visual prompt tokens per layer (spec: 4)")
     ap.add_argument("--own-types-only", action="store_true",
                     help="defects only from each auxiliary product's own subset (default: any seen type)")
+    ap.add_argument("--schedule", default="staged", choices=("staged", "joint"), help="DAPO's training schedule")
+    ap.add_argument("--cls-type-weight", type=float, default=None,
+                    help="DAPO per-image type rule: weight of the CLS distribution (DapoConfig default 0.5)")
+    ap.add_argument("--smooth-sigma", type=float, default=None, help="DAPO anomaly-map Gaussian smoothing (px)")
     ap.add_argument("--methods", default="dapo,agnostic")
     ap.add_argument("--tag", default="v2", help="version names: <method>-<backbone>-<tag>")
     ap.add_argument("--threads", type=int, default=2)
@@ -52,13 +56,18 @@ def main() -> None:
     recipe = Recipe(per_product=args.per_product, stage_epochs=tuple(int(x) for x in args.stage_epochs.split(",")),
                     max_steps_per_stage=args.max_steps, all_seen_types=not args.own_types_only,
                     model_config={"n_deep_visual": args.deep_visual})
+    dapo_overrides = {k: v for k, v in (("cls_type_weight", args.cls_type_weight),
+                                        ("smooth_sigma", args.smooth_sigma)) if v is not None}
     ablation = {}
     sets = test_sets("quick")
     print(f"backbone {backbone.backbone_id}; recipe {recipe.to_dict()}", flush=True)
     for method in args.methods.split(","):
         t0 = time.perf_counter()
-        schedule = "staged" if method == "dapo" else "joint"
-        model, history, config = train_method(backbone, method, schedule, recipe, progress=False,
+        schedule = args.schedule if method == "dapo" else "joint"
+        method_recipe = recipe
+        if method == "dapo" and dapo_overrides:
+            method_recipe = Recipe(**{**recipe.to_dict(), "model_config": {**recipe.model_config, **dapo_overrides}})
+        model, history, config = train_method(backbone, method, schedule, method_recipe, progress=False,
                                                on_step=lambda r: r["step"] % 20 == 0 and print(
                                                    f"  {method} {r['stage']} step {r['step']} loss {r['loss']:.3f}", flush=True))
         train_s = time.perf_counter() - t0
@@ -71,7 +80,7 @@ def main() -> None:
         version = f"{method}-{backbone.name}-{args.tag}"
         path = save_prompt_version(
             model, args.models_dir, version, metrics=summary, parent=None, kind="trained",
-            train_config={**config.to_dict(), "schedule": schedule, "recipe": recipe.to_dict(),
+            train_config={**config.to_dict(), "schedule": schedule, "recipe": method_recipe.to_dict(),
                           "loss_by_epoch": history.epoch_means()},
             activate=(method == "dapo" and not args.no_activate),
         )

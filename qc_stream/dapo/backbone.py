@@ -256,9 +256,34 @@ def _load_weights(model, path: Path) -> None:
     if not path.is_file():
         raise ConfigError(f"backbone weights not found: {path}")
     try:
-        open_clip.load_checkpoint(model, str(path), strict=True)
+        if _pos_grid_differs(model, path):
+            _load_resized(model, path)
+        else:
+            open_clip.load_checkpoint(model, str(path), strict=True)
     except Exception as e:  # a wrong file for this architecture is a user error
         raise ConfigError(f"cannot load backbone weights {path}: {str(e).splitlines()[0][:300]}") from None
+
+
+def _pos_grid_differs(model, path: Path) -> bool:
+    """True when the weights' positional embedding has another grid than the model (image_size set)."""
+    from safetensors import safe_open
+
+    if path.suffix != ".safetensors":
+        return False
+    with safe_open(str(path), framework="pt") as f:
+        key = "visual.positional_embedding"
+        return key in f.keys() and tuple(f.get_slice(key).get_shape()) != tuple(model.visual.positional_embedding.shape)
+
+
+def _load_resized(model, path: Path) -> None:
+    """Load fp16 safetensors weights into a model built for another image size: open_clip's bicubic
+    positional-embedding interpolation is not implemented for fp16 on the CPU, so cast to fp32 first."""
+    from open_clip.model import resize_pos_embed
+    from safetensors.torch import load_file
+
+    state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    resize_pos_embed(state, model)
+    model.load_state_dict(state, strict=True)
 
 
 def _describe_weights(requested: str | None, weights_path: Path | None, tag: str | None) -> str:

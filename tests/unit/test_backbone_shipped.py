@@ -43,6 +43,20 @@ def test_loads_offline_with_the_shipped_weights(backbone):
     assert not any(p.requires_grad for p in backbone.model.parameters())
 
 
+def test_shipped_fp16_weights_load_at_another_image_size(backbone):
+    """QC_IMAGE_SIZE with the fp16 shipped weights: the positional embedding is interpolated in
+    fp32 (open_clip's bicubic resize is not implemented for fp16 on the CPU)."""
+    import torch
+
+    from qc_stream.dapo import load_backbone
+
+    bigger = load_backbone("qc-clip-tiny", image_size=256)
+    assert bigger.image_size == 256 and bigger.grid_size == (16, 16)
+    assert bigger.weights_sha256 == backbone.weights_sha256
+    assert torch.equal(bigger.model.visual.conv1.weight, backbone.model.visual.conv1.weight)
+    assert bigger.model.visual.positional_embedding.shape[0] == 1 + 16 * 16
+
+
 def _encode(backbone, images, texts):
     import torch
     import torch.nn.functional as F
