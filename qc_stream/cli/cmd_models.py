@@ -1,8 +1,9 @@
-"""`qc-stream models list|activate|refresh`: prompt versions (rollback = activate an older one)."""
+"""`qc-stream models list|activate|refresh|calibrate`: prompt versions (rollback = activate an older one)."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
@@ -25,7 +26,7 @@ def _headline(metrics: dict) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    models = typer.Typer(help="Prompt versions: list, activate (rollback), zero-shot refresh.", no_args_is_help=True)
+    models = typer.Typer(help="Prompt versions: list, activate (rollback), zero-shot refresh, calibrate thresholds.", no_args_is_help=True)
     app.add_typer(models, name="models")
 
     @models.command("list")
@@ -59,3 +60,28 @@ def register(app: typer.Typer) -> None:
         """Zero-shot refresh now: a new version with the registry's vocabulary (no training)."""
         with _versions() as versions:
             typer.echo(versions.zero_shot_refresh().message)
+
+    @models.command("calibrate")
+    def calibrate(
+        version: str | None = typer.Option(None, "--version", help="Prompt version (default: the active one)."),
+        product: list[str] = typer.Option([], "--product", "-p", help="Product(s) to calibrate (default: every catalog product)."),
+        images: Path | None = typer.Option(None, "--images", help="Folder of good parts of one --product (default: synthetic parts)."),
+        synthetic: int = typer.Option(64, "--synthetic", min=8, max=10_000, help="Synthetic good parts per product."),
+        quantile: float = typer.Option(0.98, "--quantile", min=0.5, max=1.0, help="warn = this quantile of the good parts' scores."),
+        margin: float = typer.Option(0.05, "--margin", min=0.0, max=1.0, help="reject = the highest good score + this."),
+        check: int = typer.Option(64, "--check", min=0, max=10_000, help="Synthetic check parts per product (half defective); 0: none."),
+        size: int = typer.Option(256, "--size", min=32, max=2048, help="Synthetic image size (the demo's cameras send 256)."),
+    ) -> None:
+        """Per-product verdict thresholds from good parts, written to the version's thresholds.json."""
+        from qc_stream.inference.calibration import calibrate_version, format_table
+        from qc_stream.settings import load_settings
+
+        settings = load_settings()
+        name, rows, path = calibrate_version(
+            settings, version=version, products=product, images_dir=images, synthetic=synthetic, check=check,
+            quantile=quantile, margin=margin, size=size,
+        )
+        typer.echo(f"prompt version {name}: warn = {quantile:g} quantile of good scores, reject = max + {margin:g}")
+        typer.echo(format_table(rows, (settings.warn_threshold, settings.reject_threshold)))
+        typer.echo(f"wrote {path}")
+        typer.echo(f"running workers load it with the version: `qc-stream models activate {name}` re-announces it")

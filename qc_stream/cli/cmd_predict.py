@@ -47,7 +47,6 @@ def run_predict(images, product, overlay_dir, batch_size, settings, out=None) ->
     from qc_stream.inference.decode import decode_image
 
     out = out or sys.stdout
-    thresholds = settings.thresholds_for(product) if product else (settings.warn_threshold, settings.reject_threshold)
     detector = None  # loaded on the first decodable image: a run of only bad files costs no model load
     failed = 0
     overlay_names: set[str] = set()
@@ -85,7 +84,8 @@ def run_predict(images, product, overlay_dir, batch_size, settings, out=None) ->
                 continue
             r = outputs[id(im)]
             det = r.detection
-            verdict = decide_verdict(det.anomaly_score, *thresholds)
+            # QC_THRESHOLDS > the prompt version's calibrated thresholds for the product > global
+            verdict = decide_verdict(det.anomaly_score, *r.thresholds)
             line = {
                 "image": str(path),
                 "anomaly_score": round(det.anomaly_score, 6),

@@ -3,7 +3,8 @@
 One ``Detector`` per process holds the frozen backbone and one prompt version. ``detect`` runs a
 batch under ``torch.inference_mode`` (and autocast when ``QC_PRECISION`` asks for it); the model's
 text features are cached per prompt version, so a batch costs one image forward. ``swap_prompts``
-loads another prompt version and switches to it atomically between batches.
+loads another prompt version and switches to it atomically between batches, together with its
+calibrated verdict thresholds (``thresholds.json``, see ``qc_stream.inference.calibration``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -76,6 +77,8 @@ class _Prompts:
     version: str
     model: object  # a PromptDetector: DapoModel, or a baseline saved as a version
     vocab: Vocabulary
+    # Calibrated {product: (warn, reject)} of this version (its thresholds.json), {} when none.
+    thresholds: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +91,8 @@ class DetectorOutput:
     size: tuple[int, int]  # (width, height) of the image
     model_map: np.ndarray  # [S, S] float32 anomaly map as the model produced it
     model_type_map: np.ndarray  # [S, S] int16 index into ``words``
+    # (warn, reject) that applied to this image (same prompt version as the scores); see thresholds_for.
+    thresholds: tuple[float, float] | None = None
 
     @cached_property
     def anomaly_map(self) -> np.ndarray:
@@ -156,6 +161,16 @@ class Detector:
     def words_for(self, product: str | None) -> tuple[str, ...]:
         return self._prompts.vocab.words_for(product)
 
+    @property
+    def calibrated_thresholds(self) -> dict[str, tuple[float, float]]:
+        """The current prompt version's calibrated ``{product: (warn, reject)}`` ({} when none)."""
+        return dict(self._prompts.thresholds)
+
+    def thresholds_for(self, product: str | None, settings: Settings | None = None) -> tuple[float, float]:
+        """(warn, reject) for ``product``: ``QC_THRESHOLDS`` > this version's calibrated thresholds >
+        ``QC_WARN/REJECT_THRESHOLD`` (``settings`` default: the detector's own)."""
+        return _thresholds_for(product, settings or self.settings, self._prompts)
+
     # ------------------------------------------------------------------ prompts
     def swap_prompts(self, version: str) -> None:
         """Load ``version`` (name under models/prompts/ or a folder) and use it from the next batch.
@@ -219,8 +234,8 @@ class Detector:
         total = float(image_types.sum())
         probs = image_types / total if total > 0 else candidates / max(int(candidates.sum()), 1)
         defect_probs = {words[j]: float(probs[j]) for j in np.flatnonzero(candidates)}
-        warn = self.settings.thresholds_for(product)[0] if product else self.settings.warn_threshold
-        if score >= warn:
+        thresholds = _thresholds_for(product, self.settings, prompts)
+        if score >= thresholds[0]:
             defect_type = words[int(np.argmax(probs))]
             regions = self._regions(amap, type_idx, image.size, words)
         else:  # judged normal: no defect to name, no region to report
@@ -231,7 +246,7 @@ class Detector:
             defect_probs=defect_probs,
             regions=regions,
         )
-        return DetectorOutput(detection, words, image.size, amap, type_idx)
+        return DetectorOutput(detection, words, image.size, amap, type_idx, thresholds)
 
     def _regions(self, amap, type_idx, size, words):
         """Regions in image pixels, found on the map at a working resolution of at most
@@ -248,6 +263,13 @@ class Detector:
         return found if (ww, wh) == (w, h) else scale_regions(found, sx, sy, w, h)
 
 
+def _thresholds_for(product: str | None, settings: Settings, prompts: _Prompts) -> tuple[float, float]:
+    from qc_stream.domain.thresholds import resolve_thresholds
+
+    default = (settings.warn_threshold, settings.reject_threshold)
+    return resolve_thresholds(product, settings.product_thresholds, prompts.thresholds, default)
+
+
 # ---------------------------------------------------------------------- prompt versions
 
 
@@ -259,10 +281,11 @@ def _active_version(models_dir: Path) -> str | None:
 
 def _load_prompts(version: str, backbone, models_dir: Path) -> _Prompts:
     from qc_stream.dapo.checkpoint import load_prompt_version
+    from qc_stream.inference.calibration import version_thresholds
 
     loaded = load_prompt_version(version, backbone, models_dir=models_dir)
     vocab = Vocabulary.from_manifest(loaded.manifest.get("vocabulary") or {})
-    return _Prompts(loaded.version, loaded.model.eval(), vocab)
+    return _Prompts(loaded.version, loaded.model.eval(), vocab, version_thresholds(loaded.path, models_dir))
 
 
 def _untrained(backbone) -> _Prompts:

@@ -144,7 +144,7 @@ def infer_batch(prepared: PreparedBatch, detector: DetectorLike, settings: Setti
             InspectionResult.from_detection(
                 meta,
                 detection,
-                thresholds=settings.thresholds_for(meta.product),
+                thresholds=_thresholds_of(output, detector, meta.product, settings),
                 model_version=model_version,
                 prompt_version=prompt_version,
                 latency_ms=latency_ms,
@@ -155,6 +155,18 @@ def infer_batch(prepared: PreparedBatch, detector: DetectorLike, settings: Setti
         if settings.overlay_dir is not None and result.verdict.value == "reject" and hasattr(output, "anomaly_map"):
             out.rejects.append((result, image, output.anomaly_map))
     return out
+
+
+def _thresholds_of(output: Any, detector: Any, product: str, settings: Settings) -> tuple[float, float]:
+    """The (warn, reject) the detector applied to this output (QC_THRESHOLDS > the prompt version's
+    calibrated thresholds > global, from the same version as the score); for a detector that does
+    not say, its ``thresholds_for``, else the settings alone."""
+    thresholds = getattr(output, "thresholds", None)
+    if thresholds is not None:
+        return thresholds
+    if hasattr(detector, "thresholds_for"):
+        return detector.thresholds_for(product, settings)
+    return settings.thresholds_for(product)
 
 
 def _detection_of(output: Any):

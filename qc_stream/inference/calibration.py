@@ -1,0 +1,354 @@
+"""Per-product verdict thresholds calibrated from good parts, stored beside a prompt version.
+
+    scores = normal_scores(detector, images, "wood")           # the detector's anomaly scores
+    warn, reject = thresholds_from_normal_scores(scores)       # the rule: qc_stream.domain.thresholds
+    write_thresholds(version_dir, {"wood": (warn, reject)}, meta)
+
+``<models_dir>/prompts/<version>/thresholds.json`` = ``{product: [warn, reject], "_meta": {method,
+quantile, margin, n_normal: {product: n}, created_at}}``. It is a side file: the version's manifest
+and weights stay immutable, and calibrating again only rewrites this file (atomically). The
+detector reads it with the version, so ``swap_prompts`` swaps thresholds and prompts together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from qc_stream.domain.inspection import decide_verdict
+from qc_stream.errors import QcError
+
+log = logging.getLogger(__name__)
+
+THRESHOLDS_FILE = "thresholds.json"
+META_KEY = "_meta"
+METHOD = "normal-quantile"
+
+
+# ---------------------------------------------------------------------- storage
+
+
+def read_thresholds(version_dir: str | Path) -> dict[str, tuple[float, float]]:
+    """Calibrated ``{product: (warn, reject)}`` of a version folder; ``{}`` when it has none.
+
+    A broken or invalid file is logged and ignored (the global thresholds then apply): it must not
+    stop a worker from loading the prompts."""
+    path = Path(version_dir) / THRESHOLDS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        out = {}
+        for product, pair in data.items():
+            if product == META_KEY:
+                continue
+            warn, reject = (float(x) for x in pair)
+            if not 0.0 <= warn <= reject <= 1.0:
+                raise ValueError(f"{product!r}: expected 0 <= warn <= reject <= 1, got {pair}")
+            out[str(product)] = (warn, reject)
+        return out
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        log.error("ignoring calibrated thresholds %s (%s); the global thresholds apply", path, e)
+        return {}
+
+
+def version_thresholds(version_dir: str | Path, models_dir: str | Path | None = None, _depth: int = 0) -> dict[str, tuple[float, float]]:
+    """The thresholds a loaded version uses: its own ``thresholds.json``; for a zero-shot version
+    without one (a registry refresh: the parent's trained parameters, a new vocabulary), the
+    parent's calibrated pair of every product whose candidate words are unchanged. Those products'
+    scores are the parent's exactly (same parameters, same words), so its calibration still holds;
+    products whose words changed score differently and fall back to the global thresholds."""
+    version_dir = Path(version_dir)
+    if (version_dir / THRESHOLDS_FILE).is_file() or _depth >= 16:
+        return read_thresholds(version_dir)
+    try:
+        manifest = json.loads((version_dir / "manifest.json").read_text())
+        if manifest.get("kind") != "zero-shot" or not manifest.get("parent"):
+            return {}
+        from qc_stream.dapo.checkpoint import resolve_version_path
+
+        parent_dir = resolve_version_path(manifest["parent"], models_dir if models_dir is not None else version_dir.parent.parent)
+        parent = json.loads((parent_dir / "manifest.json").read_text())
+    except (OSError, ValueError, QcError):
+        return {}
+    inherited = version_thresholds(parent_dir, models_dir, _depth + 1)
+    mine, theirs = _vocabulary(manifest), _vocabulary(parent)
+    if mine is None or theirs is None:
+        return {}
+    kept = {p: pair for p, pair in inherited.items() if mine.words_for(p) == theirs.words_for(p)}
+    if kept:
+        log.info("prompt version %s: calibrated thresholds of %s from parent %s", manifest.get("version"),
+                 ", ".join(sorted(kept)), manifest["parent"])
+    return kept
+
+
+def _vocabulary(manifest: dict):
+    from qc_stream.inference.detector import Vocabulary
+
+    try:
+        return Vocabulary.from_manifest(manifest.get("vocabulary") or {})
+    except QcError:
+        return None
+
+
+def read_thresholds_meta(version_dir: str | Path) -> dict:
+    path = Path(version_dir) / THRESHOLDS_FILE
+    try:
+        return dict(json.loads(path.read_text()).get(META_KEY) or {})
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def write_thresholds(
+    version_dir: str | Path, thresholds: Mapping[str, tuple[float, float]], meta: Mapping, *, merge: bool = True
+) -> Path:
+    """Write ``thresholds.json`` (atomic replace). ``merge``: keep products already calibrated that
+    ``thresholds`` does not mention (calibrating one product leaves the others)."""
+    version_dir = Path(version_dir)
+    if not version_dir.is_dir():
+        raise QcError(f"no prompt version folder {version_dir}")
+    pairs = dict(read_thresholds(version_dir)) if merge else {}
+    old_n = read_thresholds_meta(version_dir).get("n_normal", {}) if merge else {}
+    pairs.update({p: (float(w), float(r)) for p, (w, r) in thresholds.items()})
+    meta = dict(meta)
+    meta["n_normal"] = {**(old_n if isinstance(old_n, dict) else {}), **dict(meta.get("n_normal") or {})}
+    meta.setdefault("method", METHOD)
+    meta.setdefault("created_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    doc = {p: [round(w, 6), round(r, 6)] for p, (w, r) in sorted(pairs.items())}
+    doc[META_KEY] = meta
+    path = version_dir / THRESHOLDS_FILE
+    tmp = version_dir / f".{THRESHOLDS_FILE}.tmp-{secrets.token_hex(3)}"
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+# ---------------------------------------------------------------------- scoring
+
+
+def normal_scores(detector, images: Sequence, product: str | None, batch_size: int = 16) -> np.ndarray:
+    """The detector's image-level anomaly scores of ``images`` (PIL RGB) shown as ``product``."""
+    scores: list[float] = []
+    for start in range(0, len(images), batch_size):
+        chunk = list(images[start : start + batch_size])
+        scores += [o.detection.anomaly_score for o in detector.detect(chunk, [product] * len(chunk))]
+    return np.asarray(scores, dtype=np.float64)
+
+
+def flag_rate(scores: Sequence[float], thresholds: tuple[float, float]) -> float:
+    """Share of ``scores`` whose verdict is not ok (warn or reject); nan without scores."""
+    if len(scores) == 0:
+        return float("nan")
+    return float(np.mean([decide_verdict(float(s), *thresholds).value != "ok" for s in scores]))
+
+
+# ---------------------------------------------------------------------- synthetic parts
+
+
+def synthetic_images(product: str, n: int, *, seed: int, size: int = 256, defect_rate: float = 0.0) -> tuple[list, list]:
+    """``(normal, defective)`` PIL images of a catalog product, JPEG-encoded and decoded as a camera
+    would send them (so calibration sees the same compression the workers see)."""
+    from qc_stream.inference.decode import decode_image
+    from qc_stream.producers.sources import encode_jpeg
+    from qc_stream.synth import generate
+
+    normal, defective = [], []
+    for sample in generate(product, n=n, seed=seed, size=size, defect_rate=defect_rate):
+        (defective if sample.defect_type else normal).append(decode_image(encode_jpeg(sample.image)))
+    return normal, defective
+
+
+def image_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise QcError(f"not a directory: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        raise QcError(f"no files in {folder}")
+    return files
+
+
+def load_images(folder: Path) -> list:
+    """Every decodable image of ``folder`` (not recursive); undecodable files are skipped with a warning."""
+    from qc_stream.errors import InputError
+    from qc_stream.inference.decode import decode_image
+
+    images = []
+    for p in image_files(folder):
+        try:
+            images.append(decode_image(p.read_bytes()))
+        except (InputError, OSError) as e:
+            log.warning("skipping %s: %s", p, e)
+    return images
+
+
+# ---------------------------------------------------------------------- report rows
+
+
+@dataclass(frozen=True)
+class ProductCalibration:
+    product: str
+    n_normal: int
+    warn: float
+    reject: float
+    normal_median: float
+    normal_max: float
+    # Flag rates (verdict warn or reject) on a separate check set, with these and with the global
+    # thresholds; nan without a check set.
+    check_normal: int = 0
+    check_defective: int = 0
+    false_alarm_rate: float = float("nan")
+    recall: float = float("nan")
+    global_false_alarm_rate: float = float("nan")
+    global_recall: float = float("nan")
+
+
+def calibrate_product(
+    product: str,
+    scores: Sequence[float],
+    quantile: float,
+    margin: float,
+    *,
+    check_normal: Sequence[float] = (),
+    check_defective: Sequence[float] = (),
+    global_thresholds: tuple[float, float] = (0.5, 0.8),
+) -> ProductCalibration:
+    """Thresholds from ``scores`` (good parts), and flag rates on the check scores."""
+    from qc_stream.domain.thresholds import thresholds_from_normal_scores
+
+    try:
+        warn, reject = thresholds_from_normal_scores(scores, quantile, margin)
+    except ValueError as e:
+        raise QcError(f"{product}: {e}") from None
+    a = np.asarray(scores, dtype=np.float64)
+    return ProductCalibration(
+        product=product,
+        n_normal=int(a.size),
+        warn=warn,
+        reject=reject,
+        normal_median=float(np.median(a)),
+        normal_max=float(a.max()),
+        check_normal=len(check_normal),
+        check_defective=len(check_defective),
+        false_alarm_rate=flag_rate(check_normal, (warn, reject)),
+        recall=flag_rate(check_defective, (warn, reject)),
+        global_false_alarm_rate=flag_rate(check_normal, global_thresholds),
+        global_recall=flag_rate(check_defective, global_thresholds),
+    )
+
+
+# ---------------------------------------------------------------------- the whole calibration
+
+CALIBRATION_SEED = 7001  # the demo's cameras use seeds 0, 1, 2...: calibrate and check on other parts
+CHECK_SEED = 7002
+
+
+def calibrate_version(
+    settings,
+    *,
+    version: str | None = None,
+    products: Sequence[str] = (),
+    images_dir: Path | None = None,
+    synthetic: int = 64,
+    check: int = 64,
+    quantile: float | None = None,
+    margin: float | None = None,
+    size: int = 256,
+    write: bool = True,
+) -> tuple[str, list[ProductCalibration], Path | None]:
+    """Calibrate ``version`` (default: the active one) and write its ``thresholds.json``.
+
+    Good parts: the images of ``images_dir`` (exactly one product), else ``synthetic`` generated
+    normal parts of each product (default: every catalog product). Check set (synthetic mode
+    only): ``check`` fresh synthetic parts, half defective, scored with the new and the global
+    thresholds. Returns (version, rows, path written)."""
+    from qc_stream.dapo.checkpoint import active_version, resolve_version_path
+    from qc_stream.domain.thresholds import DEFAULT_MARGIN, DEFAULT_QUANTILE
+    from qc_stream.inference.detector import Detector
+    from qc_stream.synth import PRODUCTS
+
+    quantile = DEFAULT_QUANTILE if quantile is None else quantile
+    margin = DEFAULT_MARGIN if margin is None else margin
+    if not 0.5 <= quantile <= 1.0:
+        raise QcError(f"--quantile must be in [0.5, 1], got {quantile}")
+    if not 0.0 <= margin <= 1.0:
+        raise QcError(f"--margin must be in [0, 1], got {margin}")
+    version = version or settings.prompt_version or active_version(settings.models_dir)
+    if not version:
+        raise QcError("no prompt version to calibrate: give --version, or activate one (`qc-stream models activate`)")
+    version_dir = resolve_version_path(version, settings.models_dir)
+    products = list(dict.fromkeys(products))
+    if images_dir is not None:
+        if len(products) != 1:
+            raise QcError("--images DIR holds good parts of one product: give exactly one --product")
+        normals = {products[0]: load_images(Path(images_dir))}
+        if not normals[products[0]]:
+            raise QcError(f"no decodable image in {images_dir}")
+    else:
+        unknown = [p for p in products if p not in PRODUCTS]
+        if unknown:
+            raise QcError(f"no synthetic parts for {', '.join(map(repr, unknown))}: known products are "
+                          f"{', '.join(sorted(PRODUCTS))}; use --images DIR for others")
+        products = products or list(PRODUCTS)
+        normals = {p: synthetic_images(p, synthetic, seed=CALIBRATION_SEED, size=size)[0] for p in products}
+
+    detector = Detector.from_settings(settings.model_copy(update={"prompt_version": str(version_dir)}))
+    default = (settings.warn_threshold, settings.reject_threshold)
+    rows = []
+    for product, images in normals.items():
+        scores = normal_scores(detector, images, product)
+        check_n = check_d = np.array([])
+        if check > 0 and images_dir is None:  # synthetic checks say nothing about real parts
+            cn, cd = synthetic_images(product, check, seed=CHECK_SEED, size=size, defect_rate=0.5)
+            check_n, check_d = normal_scores(detector, cn, product), normal_scores(detector, cd, product)
+        rows.append(calibrate_product(product, scores, quantile, margin, check_normal=check_n,
+                                      check_defective=check_d, global_thresholds=default))
+    path = None
+    if write:
+        meta = {
+            "method": METHOD,
+            "quantile": quantile,
+            "margin": margin,
+            "source": f"images:{images_dir}" if images_dir is not None else f"synthetic:{size}px:seed{CALIBRATION_SEED}",
+            "n_normal": {r.product: r.n_normal for r in rows},
+            "backbone_id": detector.backbone_id,
+        }
+        path = write_thresholds(version_dir, {r.product: (r.warn, r.reject) for r in rows}, meta)
+    return detector.prompt_version, rows, path
+
+
+def format_table(rows: Sequence[ProductCalibration], default: tuple[float, float]) -> str:
+    """The calibration table: thresholds, normal score spread, flag rates calibrated vs global."""
+    def pct(x: float) -> str:
+        return "   -" if np.isnan(x) else f"{100 * x:3.0f}%"
+
+    width = max([len("product")] + [len(r.product) for r in rows])
+    lines = [f"{'product':<{width}}  {'n':>4}  {'warn':>6}  {'reject':>6}  {'median':>6}  {'max':>6}  "
+             f"{'false alarms':>14}  {'defects flagged':>16}   (calibrated / global {default[0]:g}-{default[1]:g}; "
+             "check set)"]
+    for r in rows:
+        lines.append(
+            f"{r.product:<{width}}  {r.n_normal:>4}  {r.warn:6.3f}  {r.reject:6.3f}  {r.normal_median:6.3f}  "
+            f"{r.normal_max:6.3f}  {pct(r.false_alarm_rate):>6} / {pct(r.global_false_alarm_rate):>5}  "
+            f"{pct(r.recall):>7} / {pct(r.global_recall):>5}   (n={r.check_normal}+{r.check_defective})"
+        )
+    checked = [r for r in rows if r.check_normal + r.check_defective]
+    if len(checked) > 1:  # pooled over the products' check sets
+        def pooled(attr: str, n: str) -> float:
+            total = sum(getattr(r, n) for r in checked)
+            return sum(getattr(r, attr) * getattr(r, n) for r in checked if getattr(r, n)) / total if total else float("nan")
+
+        cn, cd = sum(r.check_normal for r in checked), sum(r.check_defective for r in checked)
+        lines.append(
+            f"{'all':<{width}}  {'':>4}  {'':>6}  {'':>6}  {'':>6}  {'':>6}  "
+            f"{pct(pooled('false_alarm_rate', 'check_normal')):>6} / {pct(pooled('global_false_alarm_rate', 'check_normal')):>5}  "
+            f"{pct(pooled('recall', 'check_defective')):>7} / {pct(pooled('global_recall', 'check_defective')):>5}   (n={cn}+{cd})"
+        )
+    return "\n".join(lines)
