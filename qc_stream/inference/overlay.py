@@ -11,6 +11,7 @@ from PIL import Image
 from qc_stream.domain.inspection import Region
 
 HEAT_ALPHA = 0.45
+HEAT_FLOOR = 0.05  # a map peaking below this is shown on this fixed scale, not stretched
 BOX_COLOR = (255, 255, 255)  # RGB
 
 
@@ -20,7 +21,8 @@ def render_overlay(
     regions: Sequence[Region] = (),
     caption: str | None = None,
 ) -> Image.Image:
-    """Blend a JET heat map of ``anomaly_map`` (0..1, any size) over ``image`` and draw the regions.
+    """Blend a JET heat map of ``anomaly_map`` (0..1, any size, scaled to its own peak) over ``image``
+    and draw the regions.
 
     Each region gets its bbox and a label ``"<defect type> <score>"``; ``caption`` (e.g. verdict and
     image score) goes in the top-left corner. Returns a new RGB picture the size of ``image``.
@@ -32,6 +34,10 @@ def render_overlay(
     amap = np.asarray(anomaly_map, dtype=np.float32)
     if amap.shape != (h, w):
         amap = cv2.resize(amap, (w, h), interpolation=cv2.INTER_LINEAR)
+    # Colours are relative to the frame's own peak (floored at HEAT_FLOOR): trained maps are often
+    # faint in absolute terms (peaks ~0.1), and an absolute scale would paint them all cold. The
+    # floor keeps a flat, near-zero map from being stretched into noise.
+    amap = amap / max(float(amap.max()), HEAT_FLOOR)
     heat_u8 = np.clip(amap * 255.0, 0, 255).astype(np.uint8)
     heat = cv2.cvtColor(cv2.applyColorMap(heat_u8, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
     out = cv2.addWeighted(rgb, 1.0 - HEAT_ALPHA, heat, HEAT_ALPHA, 0.0)

@@ -67,6 +67,18 @@ def test_overlay_draws_heat_and_boxes(tmp_path):
     assert Image.open(path).size == img.size
 
 
+def test_overlay_shows_a_faint_map_relative_to_its_peak():
+    img = Image.new("RGB", (64, 64), (128, 128, 128))
+    faint = np.zeros((64, 64), np.float32)
+    faint[10:20, 10:20] = 0.1  # a trained map's typical peak
+    arr = np.asarray(render_overlay(img, faint)).astype(int)
+    hot, cold = arr[15, 15], arr[50, 50]
+    assert hot[0] > hot[2] + 40 and cold[2] > cold[0] + 40  # the peak is drawn red, the rest blue
+    flat = np.full((64, 64), 0.01, np.float32)  # below the floor: not stretched to full heat
+    px = np.asarray(render_overlay(img, flat)).astype(int)[30, 30]
+    assert px[2] > px[0] + 40  # still cold
+
+
 def test_scale_regions_to_image_pixels():
     from qc_stream.domain.inspection import Region
 
