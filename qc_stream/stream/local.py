@@ -127,6 +127,26 @@ def read_topic(bootstrap: str, topic: str, *, expected: int | None = None, timeo
     return records
 
 
+def read_topic_to_end(bootstrap: str, topic: str) -> list:
+    """Every record of ``topic`` up to its current end, read without a consumer group (assign, seek
+    to the beginning, read until each partition reaches the end offset noted at the start)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        records = []
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            for batch in consumer.poll(timeout_ms=1000).values():
+                records += batch
+        return records
+    finally:
+        consumer.close()
+
+
 def models_dir_without_prompts(target: Path, source: Path | None = None) -> Path:
     """A models folder with the same backbones (linked) and no prompt versions: detectors built on
     it run untrained prompts, whatever backbone. For tests and the benchmark (same cost as trained)."""

@@ -4,7 +4,6 @@ import json
 import uuid
 
 import pytest
-from kafka import KafkaConsumer
 from sqlalchemy import func, select
 
 from qc_stream.errors import InputError
@@ -26,22 +25,10 @@ def engine(pg_url):
 
 
 def _events(bootstrap: str) -> list[tuple[str, dict]]:
-    """Every record on qc.defect-types, read without a consumer group (assign + read to the end)."""
-    from kafka import TopicPartition
+    """Every record on qc.defect-types, read without a consumer group."""
+    from qc_stream.stream.local import read_topic_to_end
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(DEFECT_TYPES_TOPIC, p) for p in consumer.partitions_for_topic(DEFECT_TYPES_TOPIC)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out = []
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            for records in consumer.poll(timeout_ms=1000).values():
-                out += [(m.key.decode(), json.loads(m.value)) for m in records]
-        return out
-    finally:
-        consumer.close()
+    return [(m.key.decode(), json.loads(m.value)) for m in read_topic_to_end(bootstrap, DEFECT_TYPES_TOPIC)]
 
 
 def test_add_and_retire_publish_keyed_events(engine, broker, redis_url, redis_prefix):

@@ -65,21 +65,9 @@ def setup(tmp_path, pg_url, broker):
 
 
 def _announcements(bootstrap: str) -> list[dict]:
-    from kafka import KafkaConsumer, TopicPartition
+    from qc_stream.stream.local import read_topic_to_end
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        tps = [TopicPartition(MODEL_UPDATES_TOPIC, p) for p in consumer.partitions_for_topic(MODEL_UPDATES_TOPIC)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        out = []
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            for records in consumer.poll(timeout_ms=1000).values():
-                out += [json.loads(r.value) for r in records]
-        return out
-    finally:
-        consumer.close()
+    return [json.loads(r.value) for r in read_topic_to_end(bootstrap, MODEL_UPDATES_TOPIC)]
 
 
 def test_zero_shot_refresh_makes_announces_and_rolls_back(setup, broker):
