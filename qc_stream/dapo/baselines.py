@@ -141,15 +141,7 @@ class AgnosticBaseline(PromptDetector):
         if "{}" in config.abnormal_template:
             raise QcError("the object-agnostic baseline takes no defect word in its abnormal prompt")
         super().__init__(backbone, config, vocabulary)
-        self.prompts = PromptLearner(
-            backbone,
-            n_ctx=config.n_ctx,
-            n_copies=config.n_copies,
-            n_deep=config.n_deep_text,
-            alpha=config.alpha,
-            normal_suffix=config.normal_suffix,
-            abnormal_template=config.abnormal_template,
-        )
+        self.prompts = PromptLearner.from_config(backbone, config)
         self.visual = VisualEncoder(backbone, n_prompts=0, n_taps=config.n_taps, adapters=False)
         self._type_cache: dict[tuple, torch.Tensor] = {}
         self.to(backbone.device)

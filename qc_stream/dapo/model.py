@@ -344,15 +344,7 @@ class DapoModel(PromptDetector):
     def __init__(self, backbone: Backbone, config: DapoConfig | None = None, vocabulary: Sequence[str] | None = None):
         config = config or DapoConfig()
         super().__init__(backbone, config, vocabulary)
-        self.prompts = PromptLearner(
-            backbone,
-            n_ctx=config.n_ctx,
-            n_copies=config.n_copies,
-            n_deep=config.n_deep_text,
-            alpha=config.alpha,
-            normal_suffix=config.normal_suffix,
-            abnormal_template=config.abnormal_template,
-        )
+        self.prompts = PromptLearner.from_config(backbone, config)
         self.visual = VisualEncoder(
             backbone, n_prompts=config.n_deep_visual, alpha=config.alpha, n_taps=config.n_taps, adapters=True
         )

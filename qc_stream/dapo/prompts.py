@@ -168,6 +168,19 @@ class PromptLearner(nn.Module):
             self.register_parameter("deep_text", None)
         self._suffix_cache: dict[tuple[str, ...], SuffixTokens] = {}
 
+    @classmethod
+    def from_config(cls, backbone: Backbone, config) -> "PromptLearner":
+        """From a method config (DapoConfig, AgnosticConfig): the same fields name the same things."""
+        return cls(
+            backbone,
+            n_ctx=config.n_ctx,
+            n_copies=config.n_copies,
+            n_deep=config.n_deep_text,
+            alpha=config.alpha,
+            normal_suffix=config.normal_suffix,
+            abnormal_template=config.abnormal_template,
+        )
+
     def context_parameters(self) -> list[nn.Parameter]:
         return [self.ctx_normal, self.ctx_abnormal]
 
