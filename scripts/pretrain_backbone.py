@@ -39,7 +39,7 @@ sys.path.insert(0, str(REPO))
 from qc_stream.synth import PRODUCTS, generate  # noqa: E402
 from qc_stream.synth.captions import DEFECT_PHRASES, caption, matches  # noqa: E402
 from qc_stream.synth.catalog import DEFECT_TYPES  # noqa: E402
-from qc_stream.synth.generator import render_sample  # noqa: E402
+from qc_stream.synth.generator import closeup_crop, render_sample  # noqa: E402
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
@@ -81,9 +81,11 @@ def make_batch(step: int, args, tokenizer):
             kinds = [ALL_TYPES[int(rng.integers(len(ALL_TYPES)))]]
         else:
             kinds = None
-        s = render_sample(product, args.seed, step * 1024 + i, size, 0.0 if kinds == [] else 1.0, kinds)
-        text, key = caption(rng, product, s.defect_type)
-        images.append(s.image)
+        zoom = rng.random() < args.closeup_share
+        render = int(size * rng.uniform(1.5, 2.0)) if zoom else size
+        s = render_sample(product, args.seed, step * 1024 + i, render, 0.0 if kinds == [] else 1.0, kinds)
+        text, key = caption(rng, product, s.defect_type, closeup=zoom)
+        images.append(closeup_crop(s, rng, size) if zoom else s.image)
         img_keys.append((product, s.defect_type or "normal"))
         cap_keys.append(key)
         texts.append(text)
@@ -119,8 +121,11 @@ def to_input(u8: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tens
 # ---------------- model ----------------
 
 
-def encode_image_any_size(model, x: torch.Tensor) -> torch.Tensor:
-    """CLIP image embedding at any multiple of the patch size (positional embedding interpolated)."""
+def encode_image_any_size(model, x: torch.Tensor, with_patch_mean: bool = False):
+    """CLIP image embedding at any multiple of the patch size (positional embedding interpolated).
+
+    `with_patch_mean`: also return the projected mean of the patch tokens (same ln_post and
+    projection as CLS), for the optional patch-level loss."""
     v = model.visual
     t = v.conv1(x)
     g = t.shape[-1]
@@ -136,6 +141,8 @@ def encode_image_any_size(model, x: torch.Tensor) -> torch.Tensor:
     t = v.ln_pre(t)
     t = v.transformer(t)
     pooled, _ = v._pool(t)
+    if with_patch_mean:
+        return pooled @ v.proj, v.ln_post(t[:, 1:]).mean(dim=1) @ v.proj
     return pooled @ v.proj
 
 
@@ -215,7 +222,7 @@ without internet: the default backbone of the demo, `qc-stream predict` and the 
 |---|---|
 | architecture | embed 128; vision width 192, 4 layers, 6 heads, patch 16; text width 128, 3 layers, 4 heads, ctx 32 |
 | parameters | {c['parameters'] / 1e6:.2f} M (6.3 M of them the token table), weights fp16 ({c['weights_mb']:.1f} MB) |
-| data | fresh synthetic samples every step: all {len(PRODUCTS)} products, {c['normal_share']:.0%} normal; defects from the product's own subset, or with probability {c['any_type_share']:.0%} any of the {len(DEFECT_TYPES)} types; captions from templates + synonyms, 15 % with a generic noun ("object", "surface"), 15 % of defect captions without the type ("a damaged pill") |
+| data | fresh synthetic samples every step: all {len(PRODUCTS)} products, {c['normal_share']:.0%} normal; defects from the product's own subset, or with probability {c['any_type_share']:.0%} any of the {len(DEFECT_TYPES)} types; captions from templates + synonyms, 15 % with a generic noun ("object", "surface"), 15 % of defect captions without the type ("a damaged pill"); {c.get('closeup_share', 0):.0%} close-ups (rendered 1.5-2x larger and cropped; a defect's centre stays in the crop) with close-up captions |
 | resolution | steps at {c['low_res']} px (positional embedding interpolated) and every {c['hi_every']}-th step at {c['image_size']} px |
 | loss | multi-positive symmetric InfoNCE (every caption that correctly describes an image is a positive), learnable temperature |
 | optimiser | AdamW lr {c['lr']}, weight decay {c['weight_decay']}, batch {c['batch']} (half at {c['image_size']} px), warm-up then cosine on wall time, bf16 autocast: {c['bf16']} |
@@ -249,6 +256,11 @@ def main() -> None:
     ap.add_argument("--warmup-share", type=float, default=0.03)
     ap.add_argument("--normal-share", type=float, default=0.35)
     ap.add_argument("--any-type-share", type=float, default=0.3)
+    ap.add_argument("--patch-loss-weight", type=float, default=0.0,
+                    help="weight of the same loss on the mean patch token (0 = CLS only)")
+    ap.add_argument("--init", type=Path, default=None, help="start from these weights (safetensors)")
+    ap.add_argument("--closeup-share", type=float, default=0.0,
+                    help="share of images that are zoomed-in crops (rendered 1.5-2x larger, cropped)")
     ap.add_argument("--seed", type=int, default=1000)
     ap.add_argument("--no-bf16", action="store_true")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -264,6 +276,10 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
     model = open_clip.create_model(f"local-dir:{args.out.resolve()}", load_weights=False)
+    if args.init is not None:  # fine-tune from earlier weights (e.g. the shipped ones) instead of from scratch
+        from safetensors.torch import load_file
+
+        model.load_state_dict({k: v.float() for k, v in load_file(str(args.init)).items()})
     tokenizer = open_clip.get_tokenizer(f"local-dir:{args.out.resolve()}")
     model.to(args.device).train()
     n_params = sum(p.numel() for p in model.parameters())
@@ -290,7 +306,8 @@ def main() -> None:
         return {
             "image_size": args.image_size, "low_res": args.low_res, "hi_every": args.hi_every,
             "parameters": n_params, "weights_mb": n_params * 2 / 1e6, "normal_share": args.normal_share,
-            "any_type_share": args.any_type_share, "lr": args.lr, "weight_decay": args.weight_decay,
+            "any_type_share": args.any_type_share, "closeup_share": args.closeup_share, "patch_loss_weight": args.patch_loss_weight,
+            "init": str(args.init) if args.init else None, "lr": args.lr, "weight_decay": args.weight_decay,
             "batch": args.batch, "bf16": use_bf16, "steps": step, "images_seen": images_seen,
             "minutes": (time.perf_counter() - t_start) / 60, "threads": args.threads, "host": args.host, "device": args.device,
             "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds") if final else "(in progress)",
@@ -310,9 +327,15 @@ def main() -> None:
             g["lr"] = lr
         x = to_input(batch["images"], args.device)
         with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=use_bf16):
-            img = encode_image_any_size(model, x)
+            img, patch_mean = encode_image_any_size(model, x, with_patch_mean=True)
             txt = model.encode_text(batch["tokens"].to(args.device, non_blocking=True))
-        loss = multi_positive_loss(img, txt, model.logit_scale, batch["positives"].to(args.device))
+        positives = batch["positives"].to(args.device)
+        loss = multi_positive_loss(img, txt, model.logit_scale, positives)
+        if args.patch_loss_weight:
+            # the mean patch token must match the caption too, so every patch token gets a direct
+            # pull into the text space (CLS alone leaves the patch tokens of the last layer untrained)
+            w = args.patch_loss_weight
+            loss = (1 - w) * loss + w * multi_positive_loss(patch_mean, txt, model.logit_scale, positives)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -55,24 +55,41 @@ ANY_DEFECT_TEMPLATES = (
     "a close-up photo of a broken {noun}",
 )
 
+# close-up crops of a part (pretraining zooms in, so small defects fill more of the frame)
+CLOSEUP_NORMAL_TEMPLATES = (
+    "a close-up photo of a {adj} {noun}",
+    "a detail of a {adj} {noun}",
+    "a macro photo of a {adj} {noun} surface",
+    "a cropped photo of the {adj} {noun}",
+)
+CLOSEUP_DEFECT_TEMPLATES = (
+    "a close-up photo of {noun} with {phrase}",
+    "a detail of a {noun} showing {phrase}",
+    "a macro photo of {phrase} on a {noun}",
+    "a cropped photo of a {noun} with {phrase}",
+)
+
 GENERIC_SHARE = 0.15  # captions that say "object"/"surface" instead of the product's name
 ANY_DEFECT_SHARE = 0.15  # defect captions that do not name the type
 
 
-def caption(rng: np.random.Generator, product: str, defect_type: str | None) -> tuple[str, tuple[str, str]]:
-    """One caption for an image of `product` in state `defect_type` (None = normal) and its key."""
+def caption(rng: np.random.Generator, product: str, defect_type: str | None,
+            closeup: bool = False) -> tuple[str, tuple[str, str]]:
+    """One caption for an image of `product` in state `defect_type` (None = normal) and its key.
+    `closeup`: the image is a zoomed-in crop of the part (close-up templates)."""
     generic = rng.random() < GENERIC_SHARE
     noun = str(rng.choice(GENERIC_NOUNS)) if generic else PRODUCTS[product].noun
     key_noun = "*" if generic else product
     if defect_type is None:
-        t = str(rng.choice(NORMAL_TEMPLATES))
+        t = str(rng.choice(CLOSEUP_NORMAL_TEMPLATES if closeup else NORMAL_TEMPLATES))
         return t.format(adj=str(rng.choice(NORMAL_ADJECTIVES)), noun=noun), (key_noun, "normal")
     if rng.random() < ANY_DEFECT_SHARE:
         return str(rng.choice(ANY_DEFECT_TEMPLATES)).format(noun=noun), (key_noun, "defect")
     phrases = DEFECT_PHRASES[defect_type]
     # the plain defect word most of the time: DAPO's prompts use exactly that word
     phrase = phrases[0] if rng.random() < 0.6 else str(rng.choice(phrases[1:]))
-    return str(rng.choice(DEFECT_TEMPLATES)).format(noun=noun, phrase=phrase), (key_noun, defect_type)
+    templates = CLOSEUP_DEFECT_TEMPLATES if closeup else DEFECT_TEMPLATES
+    return str(rng.choice(templates)).format(noun=noun, phrase=phrase), (key_noun, defect_type)
 
 
 def matches(image_keys: list[tuple[str, str]], caption_keys: list[tuple[str, str]]) -> np.ndarray:

@@ -93,6 +93,24 @@ def render_sample(product: str, seed: int, index: int, size: int = 256, defect_r
     return Sample(_finish(img, camera_rng), mask.astype(np.uint8), kind, product, s)
 
 
+def closeup_crop(sample: Sample, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A size x size crop of a sample rendered larger than `size` (a close-up for pretraining).
+
+    A defective sample's crop keeps the defect's centre in the crop's middle 60 %, so a caption
+    naming the defect stays true; a normal sample's crop is anywhere."""
+    big = sample.image.shape[0]
+    if size > big:
+        raise InputError(f"crop size {size} is larger than the image ({big})")
+    if sample.defect_type is None:
+        y0, x0 = (int(v) for v in rng.integers(0, big - size + 1, 2))
+    else:
+        ys, xs = np.nonzero(sample.mask)
+        off = rng.uniform(0.2, 0.8, 2) * size
+        y0 = int(np.clip(ys.mean() - off[0], 0, big - size))
+        x0 = int(np.clip(xs.mean() - off[1], 0, big - size))
+    return np.ascontiguousarray(sample.image[y0 : y0 + size, x0 : x0 + size])
+
+
 def _check(product: str, size: int, defect_rate: float, defect_types: Sequence[str] | None) -> None:
     lookup_product(product)
     if not 32 <= size <= 2048:

@@ -106,7 +106,17 @@ def fabric(rng, size):
     thread = np.where(over > 0, np.cos(u * f), np.cos(v * f))
     c = colour(rng, rng.choice(np.array([[0.25, 0.3, 0.55], [0.6, 0.6, 0.58], [0.55, 0.2, 0.25], [0.3, 0.45, 0.3]])), 0.06)
     n = fractal(rng, size, (4, 8))
-    img = shade(0.82 + 0.08 * thread + 0.04 * n + 0.02 * fine_noise(rng, size), c)
+    # real cloth is uneven: yarns of varying thickness (slubs) and loose lint, normal variation
+    # that looks a little like small defects, so a flawless weave is not trivially separable
+    iu, iv = np.floor(u / period).astype(np.int32), np.floor(v / period).astype(np.int32)
+    lut_u = rng.normal(0, 1, iu.max() - iu.min() + 1).astype(np.float32)
+    lut_v = rng.normal(0, 1, iv.max() - iv.min() + 1).astype(np.float32)
+    yarn = np.where(over > 0, lut_v[iv - iv.min()], lut_u[iu - iu.min()])
+    lint = np.zeros((size, size), np.float32)
+    for _ in range(int(rng.integers(0, 7))):
+        cy, cx = rng.uniform(0, size, 2)
+        cv2.circle(lint, (int(cx), int(cy)), int(rng.integers(1, 3)), float(rng.choice([-1.0, 1.0])), -1, AA)
+    img = shade(0.82 + 0.08 * thread + 0.025 * yarn + 0.06 * n + 0.035 * lint + 0.03 * fine_noise(rng, size), c)
     return _texture_scene(img, _dark_backing(rng, size), base=c)
 
 

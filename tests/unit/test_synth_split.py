@@ -59,3 +59,24 @@ def test_multi_positive_matches():
         [False, True, True, False],
         [False, True, False, False],
     ]
+
+
+def test_closeup_crop_keeps_the_defect_and_captions_say_close_up():
+    from qc_stream.synth import generate
+    from qc_stream.synth.generator import closeup_crop
+
+    rng = np.random.default_rng(1)
+    for s in generate("washer", 12, seed=3, size=256, defect_rate=1.0):
+        crop = closeup_crop(s, rng, 128)
+        assert crop.shape == (128, 128, 3) and crop.dtype == np.uint8
+        # the crop is a window of the image that still shows the defect's centre
+        ys, xs = np.nonzero(s.mask)
+        cy, cx = ys.mean(), xs.mean()
+        hits = [(y, x) for y in range(0, 129) for x in range(0, 129)
+                if np.array_equal(s.image[y:y + 128, x:x + 128], crop)]
+        assert hits and any(y + 0.15 * 128 <= cy <= y + 0.85 * 128 and x + 0.15 * 128 <= cx <= x + 0.85 * 128
+                            for y, x in hits)
+    text, key = caption(rng, "washer", "rust", closeup=True)
+    assert key[1] in ("rust", "defect")
+    normal_text, _ = caption(np.random.default_rng(2), "washer", None, closeup=True)
+    assert any(w in normal_text for w in ("close-up", "detail", "macro", "cropped"))

@@ -1,0 +1,145 @@
+#!/usr/bin/env python
+"""Where does DAPO's benchmark quality go? Three diagnostics behind docs/dapo.md "Model quality".
+
+    oracle    pixel metrics of a perfect predictor at a coarse grid (no model): is the patch grid the limit?
+    ceiling   DAPO trained on the held-out products themselves (train seed), tested on their test seed:
+              what can the frozen backbone's features give at all, without the distribution shift?
+    recipe    DAPO trained on the auxiliary products (the shipped recipe, overridable), measured on the
+              VALIDATION seed, with alternative image-score rules from the same forward pass
+
+    .venv/bin/python scripts/diagnose_quality.py oracle
+    .venv/bin/python scripts/diagnose_quality.py ceiling --epochs 4
+    .venv/bin/python scripts/diagnose_quality.py recipe --models-dir models --per-product 96 --epochs 4
+
+Numbers are for choosing what to try next; the benchmark itself is `qc-stream eval`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+V3_CONFIG = {"n_deep_visual": 0, "cls_type_weight": 1.0, "smooth_sigma": 4.0}  # the shipped v3 settings
+
+
+def _mean(rows: dict[str, dict]) -> dict:
+    first = next(iter(rows.values()))
+    return {k: round(float(np.mean([r[k] for r in rows.values()])), 3) for k in first}
+
+
+def oracle(args) -> None:
+    import torch
+    import torch.nn.functional as F
+
+    from qc_stream.dapo.metrics import pixel_metrics
+    from qc_stream.evaluation.data import test_sets
+
+    sets = test_sets("quick")
+    gen = torch.Generator().manual_seed(0)
+    for g in args.grids:
+        rows = {}
+        for p, ts in sets.items():
+            masks = [s.mask for s in ts.all]
+            m = torch.from_numpy(np.stack(masks).astype(np.float32))[:, None]
+            small = F.adaptive_avg_pool2d(m, g)
+            small = small + 0.02 * torch.rand(small.shape, generator=gen)  # ties broken, as in a real map
+            up = F.interpolate(small, size=masks[0].shape, mode="bilinear", align_corners=False)[:, 0].numpy()
+            rows[p] = pixel_metrics(masks, up)
+        print(f"grid {g}x{g}: {_mean(rows)}", flush=True)
+
+
+def _train(backbone, data, words, args):
+    import torch
+
+    from qc_stream.dapo import TrainConfig, build_model, train
+
+    torch.manual_seed(args.seed)
+    model = build_model("dapo", backbone, {**V3_CONFIG, **json.loads(args.config)})
+    config = TrainConfig(joint_epochs=args.epochs, batch_size=8, lr=args.lr, words=words, progress=False, seed=args.seed)
+    t0 = time.perf_counter()
+    train(model, data, config, schedule="joint")
+    print(f"trained {args.epochs} epochs on {len(data)} images in {time.perf_counter() - t0:.0f} s", flush=True)
+    return model
+
+
+def _report(model, sets, label: str) -> None:
+    from qc_stream.dapo.metrics import image_metrics, pixel_metrics, type_metrics, type_scores
+    from qc_stream.evaluation.recipe import all_words, product_words
+    from qc_stream.evaluation.runner import score
+    from qc_stream.synth import PRODUCTS
+
+    model.vocabulary, model.product_words = all_words(), product_words()
+    model.invalidate_text_cache()
+    model.eval()
+    rows = {}
+    for p, ts in sets.items():
+        words = list(PRODUCTS[p].defects)
+        r = score(model, ts.all, words)
+        y = np.array([s.defect_type is not None for s in ts.all], int)
+        flat = r["map"].reshape(len(y), -1)
+        top1 = np.sort(flat, 1)[:, -max(1, flat.shape[1] // 100):].mean(1)
+        rules = {"cls": r["score"], "map_max": flat.max(1), "map_top1%": top1, "cls*map_top1%": r["score"] * top1}
+        rows[p] = {f"image_auroc[{k}]": image_metrics(y, v)["image_auroc"] for k, v in rules.items()}
+        rows[p]["image_ap[cls]"] = image_metrics(y, r["score"])["image_ap"]
+        rows[p].update(pixel_metrics([s.mask for s in ts.all], r["map"]))
+        rows[p]["type_f1"] = type_metrics([s.defect_type for s in ts.all], type_scores(r["score"], r["types"]), words)["type_f1"]
+        print(f"  {p:12s} {json.dumps({k: round(v, 3) for k, v in rows[p].items()})}", flush=True)
+    print(f"{label} mean: {json.dumps(_mean(rows))}", flush=True)
+
+
+def ceiling(args) -> None:
+    from qc_stream.dapo import load_backbone
+    from qc_stream.evaluation.data import test_sets
+    from qc_stream.synth import PRODUCTS, generate
+    from qc_stream.synth.split import load_split
+
+    split = load_split()
+    backbone = load_backbone(args.backbone, models_dir=args.models_dir)
+    data = [s for p in split.held_out_products for s in generate(p, args.per_product, int(split.seeds["train"]), 256, 0.6)]
+    words = sorted({t for p in split.held_out_products for t in PRODUCTS[p].defects})
+    _report(_train(backbone, data, words, args), test_sets("quick"), f"ceiling ({backbone.backbone_id}, test seed)")
+
+
+def recipe(args) -> None:
+    from qc_stream.dapo import load_backbone
+    from qc_stream.evaluation.data import test_sets, training_set
+    from qc_stream.synth.split import load_split
+
+    split = load_split()
+    validation = dataclasses.replace(split, seeds={**split.seeds, "test": split.seeds["validation"]})
+    backbone = load_backbone(args.backbone, models_dir=args.models_dir)
+    data = training_set(args.per_product, 0.6, split, all_seen_types=True)
+    model = _train(backbone, data, sorted(split.seen_types), args)
+    _report(model, test_sets("quick", split=validation), f"recipe ({backbone.backbone_id}, validation seed)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("what", choices=("oracle", "ceiling", "recipe"))
+    ap.add_argument("--backbone", default="qc-clip-tiny")
+    ap.add_argument("--models-dir", type=Path, default=REPO / "models", help="folder holding backbones/<name>/")
+    ap.add_argument("--per-product", type=int, default=96)
+    ap.add_argument("--epochs", type=int, default=4)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--config", default="{}", help="DAPO config overrides (JSON), on top of the v3 settings")
+    ap.add_argument("--grids", type=int, nargs="+", default=[8, 12, 16, 24])
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    {"oracle": oracle, "ceiling": ceiling, "recipe": recipe}[args.what](args)
+
+
+if __name__ == "__main__":
+    main()
