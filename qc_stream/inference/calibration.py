@@ -166,22 +166,14 @@ def synthetic_images(product: str, n: int, *, seed: int, size: int = 256, defect
     return normal, defective
 
 
-def image_files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        raise QcError(f"not a directory: {folder}")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    if not files:
-        raise QcError(f"no files in {folder}")
-    return files
-
-
 def load_images(folder: Path) -> list:
     """Every decodable image of ``folder`` (not recursive); undecodable files are skipped with a warning."""
     from qc_stream.errors import InputError
     from qc_stream.inference.decode import decode_image
+    from qc_stream.producers.sources import regular_files
 
     images = []
-    for p in image_files(folder):
+    for p in regular_files(folder):
         try:
             images.append(decode_image(p.read_bytes()))
         except (InputError, OSError) as e:

@@ -48,14 +48,19 @@ def synthetic(product: str, *, count: int | None, defect_rate: float = 0.2, seed
         yield SourceFrame(encode_jpeg(sample.image), "image/jpeg", sample.product, sample.defect_type)
 
 
-def directory(path: Path) -> Iterator[SourceFrame]:
-    """Every regular file of ``path`` (not recursive), sorted by name, sent once."""
+def regular_files(path: Path) -> list[Path]:
+    """The regular, non-hidden files of ``path`` (not recursive), sorted by name; at least one."""
     if not path.is_dir():
         raise InputError(f"not a directory: {path}")
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
         raise InputError(f"no files in {path}")
-    for p in files:
+    return files
+
+
+def directory(path: Path) -> Iterator[SourceFrame]:
+    """Every regular file of ``path`` (not recursive), sorted by name, sent once."""
+    for p in regular_files(path):
         ctype = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
         yield SourceFrame(p.read_bytes(), ctype, name=p.name)
 

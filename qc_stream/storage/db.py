@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError, SQLAlchemyError
 
 from qc_stream.errors import StorageError
 
@@ -152,12 +152,19 @@ def retry_transient(fn: Callable[[], T], attempts: int = 5) -> T:
 
 
 @contextmanager
-def storage_errors() -> Iterator[None]:
-    """Turn a lost or unusable database connection into a one-line ``StorageError``."""
+def storage_errors(action: str | None = None) -> Iterator[None]:
+    """Turn database failures into a one-line ``StorageError``: "could not <action>: <driver
+    message>" ("database error: ..." without an action), hinting at `qc-stream db upgrade` when a
+    table is missing."""
+    what = f"could not {action}" if action else "database error"
     try:
         yield
-    except OperationalError as e:
-        raise StorageError(f"database error: {describe_db_error(e)}") from e
+    except DBAPIError as e:
+        text = describe_db_error(e)
+        hint = " (run `qc-stream db upgrade`)" if "no such table" in text or "does not exist" in text else ""
+        raise StorageError(f"{what}: {text}{hint}") from e
+    except SQLAlchemyError as e:
+        raise StorageError(f"{what}: {e.__class__.__name__}") from e
 
 
 def describe_db_error(error: DBAPIError) -> str:

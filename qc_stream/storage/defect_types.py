@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from sqlalchemy import Engine, select
-from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
 from qc_stream.domain.defects import DefectStatus, DefectType, DefectTypeSpec, name_key
-from qc_stream.storage.db import write_transaction
-from qc_stream.errors import InputError, StorageError
+from qc_stream.storage.db import storage_errors, write_transaction
+from qc_stream.errors import InputError
 from qc_stream.storage.orm import DefectTypeRow
-
-
-@contextmanager
-def db_errors(action: str) -> Iterator[None]:
-    """Turn database failures into one readable ``StorageError`` (hinting at a missing migration)."""
-    try:
-        yield
-    except DBAPIError as e:
-        from qc_stream.storage.db import describe_db_error
-
-        text = describe_db_error(e)
-        hint = " (run `qc-stream db upgrade`)" if "no such table" in text or "does not exist" in text else ""
-        raise StorageError(f"could not {action}: {text}{hint}") from None
-    except SQLAlchemyError as e:
-        raise StorageError(f"could not {action}: {e.__class__.__name__}") from None
 
 
 def _utc(ts: datetime | None) -> datetime | None:
@@ -63,7 +46,7 @@ class DefectTypeRepository:
         """
         now = now or datetime.now(timezone.utc)
         duplicate = InputError(f"defect type {spec.name!r} is already registered for product {spec.product!r}")
-        with db_errors("register the defect type"):
+        with storage_errors("register the defect type"):
             try:
                 with write_transaction(self.engine) as conn:
                     row = self._find(conn, spec.product, spec.name, lock=True)
@@ -91,7 +74,7 @@ class DefectTypeRepository:
                 raise duplicate from None
 
     def get(self, product: str, name: str) -> DefectType | None:
-        with db_errors("read defect types"), self.engine.connect() as conn:
+        with storage_errors("read defect types"), self.engine.connect() as conn:
             row = self._find(conn, product, name)
             return _to_domain(row) if row is not None else None
 
@@ -102,13 +85,13 @@ class DefectTypeRepository:
         if not include_retired:
             query = query.where(DefectTypeRow.status == DefectStatus.ACTIVE.value)
         query = query.order_by(DefectTypeRow.product, DefectTypeRow.name_key)
-        with db_errors("read defect types"), self.engine.connect() as conn:
+        with storage_errors("read defect types"), self.engine.connect() as conn:
             return [_to_domain(r) for r in conn.execute(query)]
 
     def retire(self, product: str, name: str, *, now: datetime | None = None) -> DefectType:
         """Mark a type retired (kept for history: past inspections still name it)."""
         now = now or datetime.now(timezone.utc)
-        with db_errors("retire the defect type"), write_transaction(self.engine) as conn:
+        with storage_errors("retire the defect type"), write_transaction(self.engine) as conn:
             row = self._find(conn, product, name, lock=True)
             if row is None:
                 raise InputError(f"no defect type {name!r} for product {product!r}")

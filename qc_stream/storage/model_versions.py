@@ -8,8 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from qc_stream.storage.db import write_transaction
-from qc_stream.storage.defect_types import db_errors
+from qc_stream.storage.db import storage_errors, write_transaction
 from qc_stream.errors import InputError
 from qc_stream.storage.orm import ModelVersionRow
 
@@ -52,7 +51,7 @@ class ModelVersionRepository:
         """Insert a version (inactive unless ``activate``, which deactivates every other one)."""
         values = version.model_dump(exclude={"active"})
         values["created_at"] = version.created_at or datetime.now(timezone.utc)
-        with db_errors("record the prompt version"):
+        with storage_errors("record the prompt version"):
             try:
                 with write_transaction(self.engine) as conn:
                     conn.execute(self.table.insert().values(active=False, **values))
@@ -63,22 +62,22 @@ class ModelVersionRepository:
                 raise InputError(f"prompt version {version.prompt_version!r} already exists") from None
 
     def get(self, prompt_version: str) -> ModelVersion | None:
-        with db_errors("read prompt versions"), self.engine.connect() as conn:
+        with storage_errors("read prompt versions"), self.engine.connect() as conn:
             row = self._get(conn, prompt_version)
             return _to_domain(row) if row is not None else None
 
     def list(self) -> list[ModelVersion]:
         query = select(self.table).order_by(self.table.c.created_at, self.table.c.prompt_version)
-        with db_errors("read prompt versions"), self.engine.connect() as conn:
+        with storage_errors("read prompt versions"), self.engine.connect() as conn:
             return [_to_domain(r) for r in conn.execute(query)]
 
     def active(self) -> ModelVersion | None:
-        with db_errors("read prompt versions"), self.engine.connect() as conn:
+        with storage_errors("read prompt versions"), self.engine.connect() as conn:
             row = conn.execute(select(self.table).where(self.table.c.active.is_(True))).first()
             return _to_domain(row) if row is not None else None
 
     def activate(self, prompt_version: str) -> ModelVersion:
-        with db_errors("activate the prompt version"), write_transaction(self.engine) as conn:
+        with storage_errors("activate the prompt version"), write_transaction(self.engine) as conn:
             if self._get(conn, prompt_version) is None:
                 raise InputError(f"unknown prompt version {prompt_version!r} (see `qc-stream models list`)")
             self._activate(conn, prompt_version)
