@@ -198,16 +198,6 @@ def _steady(stamps) -> tuple[int, float]:
     return sum(n for _, n in per_batch[1:]), (per_batch[-1][0] - per_batch[0][0]).total_seconds()
 
 
-def _steady_fps(stamps) -> tuple[float, int]:
-    """Frames per second over the batches after the warm-up ones."""
-    from collections import Counter
-
-    per_batch = sorted(Counter(stamps).items())
-    used = per_batch[WARMUP_BATCHES:] if len(per_batch) > WARMUP_BATCHES + 1 else per_batch
-    n, seconds = _steady([t for t, c in used for _ in range(c)])
-    return n / seconds, len(per_batch)
-
-
 def _prompts_fit(settings: Settings) -> bool:
     """Whether the active prompt version can load on the benchmarked backbone."""
     if settings.prompt_version:

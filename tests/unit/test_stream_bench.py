@@ -8,19 +8,18 @@ import pytest
 
 from qc_stream.errors import QcError
 from qc_stream.settings import DEFAULT_MODELS_DIR, load_settings
-from qc_stream.stream.bench import _prompts_fit, _steady_fps, _untrained_models_dir
+from qc_stream.stream.bench import _prompts_fit, _steady, _untrained_models_dir
 
 
-def test_steady_fps_skips_warmup_batches_and_counts_frames_after_the_first_timed_batch():
+def test_steady_counts_frames_after_the_first_batch_over_the_span_of_batches():
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    # 2 warm-up batches (slow), then 4 batches of 16 one second apart.
-    stamps = [t0] * 16 + [t0 + timedelta(seconds=10)] * 16
-    stamps += [t0 + timedelta(seconds=20 + i) for i in range(4) for _ in range(16)]
-    fps, batches = _steady_fps(stamps)
-    assert batches == 6
-    assert fps == pytest.approx(48 / 3)  # 3 batches of 16 after the first timed one, over 3 s
+    # 4 batches of 16 one second apart (a batch = one processed_at); the round's warm-up is separate
+    stamps = [t0 + timedelta(seconds=20 + i) for i in range(4) for _ in range(16)]
+    frames, seconds = _steady(stamps)
+    assert (frames, seconds) == (48, 3.0)  # 3 batches of 16 after the first one, over 3 s
+    assert _steady(list(reversed(stamps))) == (48, 3.0)  # row order does not matter
     with pytest.raises(QcError, match="too few batches"):
-        _steady_fps([t0] * 16)
+        _steady([t0] * 16)
 
 
 def test_bench_uses_untrained_prompts_when_the_active_version_is_for_another_backbone(tmp_path):
