@@ -57,28 +57,23 @@ def oracle(args) -> None:
         print(f"grid {g}x{g}: {_mean(rows)}", flush=True)
 
 
-def _train(backbone, data, words, args):
-    import torch
+def _train(backbone, args, data=None, words=None):
+    """DAPO with the v3 settings, joint schedule, `args.epochs` epochs (the shared training recipe)."""
+    from qc_stream.evaluation.recipe import Recipe, train_method
 
-    from qc_stream.dapo import TrainConfig, build_model, train
-
-    torch.manual_seed(args.seed)
-    model = build_model("dapo", backbone, {**V3_CONFIG, **json.loads(args.config)})
-    config = TrainConfig(joint_epochs=args.epochs, batch_size=8, lr=args.lr, words=words, progress=False, seed=args.seed)
+    recipe = Recipe(per_product=args.per_product, stage_epochs=(args.epochs, 0, 0), lr=args.lr, seed=args.seed,
+                    model_config={**V3_CONFIG, **json.loads(args.config)})
     t0 = time.perf_counter()
-    train(model, data, config, schedule="joint")
-    print(f"trained {args.epochs} epochs on {len(data)} images in {time.perf_counter() - t0:.0f} s", flush=True)
+    model, history, _ = train_method(backbone, "dapo", "joint", recipe, progress=False, data=data, words=words)
+    print(f"trained {args.epochs} epochs ({len(history.steps)} steps) in {time.perf_counter() - t0:.0f} s", flush=True)
     return model
 
 
 def _report(model, sets, label: str) -> None:
     from qc_stream.dapo.metrics import image_metrics, pixel_metrics, type_metrics, type_scores
-    from qc_stream.evaluation.recipe import all_words, product_words
     from qc_stream.evaluation.runner import score
     from qc_stream.synth import PRODUCTS
 
-    model.vocabulary, model.product_words = all_words(), product_words()
-    model.invalidate_text_cache()
     model.eval()
     rows = {}
     for p, ts in sets.items():
@@ -106,19 +101,18 @@ def ceiling(args) -> None:
     backbone = load_backbone(args.backbone, models_dir=args.models_dir)
     data = [s for p in split.held_out_products for s in generate(p, args.per_product, int(split.seeds["train"]), 256, 0.6)]
     words = sorted({t for p in split.held_out_products for t in PRODUCTS[p].defects})
-    _report(_train(backbone, data, words, args), test_sets("quick"), f"ceiling ({backbone.backbone_id}, test seed)")
+    _report(_train(backbone, args, data, words), test_sets("quick"), f"ceiling ({backbone.backbone_id}, test seed)")
 
 
 def recipe(args) -> None:
     from qc_stream.dapo import load_backbone
-    from qc_stream.evaluation.data import test_sets, training_set
+    from qc_stream.evaluation.data import test_sets
     from qc_stream.synth.split import load_split
 
     split = load_split()
     validation = dataclasses.replace(split, seeds={**split.seeds, "test": split.seeds["validation"]})
     backbone = load_backbone(args.backbone, models_dir=args.models_dir)
-    data = training_set(args.per_product, 0.6, split, all_seen_types=True)
-    model = _train(backbone, data, sorted(split.seen_types), args)
+    model = _train(backbone, args)
     _report(model, test_sets("quick", split=validation), f"recipe ({backbone.backbone_id}, validation seed)")
 
 

@@ -47,18 +47,20 @@ def product_words() -> dict[str, list[str]]:
 
 
 def train_method(backbone, method: str, schedule: str = "staged", recipe: Recipe | None = None,
-                 progress: bool = True, on_step=None):
+                 progress: bool = True, on_step=None, data=None, words: list[str] | None = None):
     """Train `method` ("dapo" or "agnostic") on the auxiliary products; returns (model, history).
 
-    The returned model knows every catalog word and product subset (novel words are zero-shot),
-    so it can serve the demo's products as well as the benchmark."""
+    `data` / `words` replace the auxiliary samples and the seen words (diagnostics train on other
+    products). The returned model knows every catalog word and product subset (novel words are
+    zero-shot), so it can serve the demo's products as well as the benchmark."""
     from qc_stream.dapo import TrainConfig, build_model, train
     from qc_stream.evaluation.data import training_set
 
     recipe = recipe or Recipe()
     split = load_split()
-    data = training_set(recipe.per_product, recipe.defect_rate, split, all_seen_types=recipe.all_seen_types)
-    train_words = sorted(split.seen_types)
+    if data is None:
+        data = training_set(recipe.per_product, recipe.defect_rate, split, all_seen_types=recipe.all_seen_types)
+    train_words = sorted(words) if words is not None else sorted(split.seen_types)
     import torch
 
     torch.manual_seed(recipe.seed)  # prompt initialisation is random: seed it, so a recipe is one model
