@@ -10,12 +10,12 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
-        json_path: Path = typer.Option(None, "--json", help="Write {bare_fps, e2e_fps, ratio, p50_ms, p99_ms, device, backbone, batch} here."),
+        json_path: Path = typer.Option(None, "--json", help="Write {encoder_fps, bare_fps, e2e_fps, ratio, p50_ms, p99_ms, device, backbone, batch} here."),
         frames: int = typer.Option(256, "--frames", min=1, help="Frames per measurement."),
         batch: int = typer.Option(None, "--batch", min=1, max=1024, help="Micro-batch size (default QC_BATCH_SIZE)."),
         size: int = typer.Option(256, "--size", min=32, max=2048, help="Side of the synthetic JPEG frames."),
     ) -> None:
-        """Throughput of the bare model vs the whole pipeline (broker -> worker -> database), in one run.
+        """Throughput of the image encoder alone, the bare model and the whole pipeline (broker -> worker -> database), in one run.
 
         Uses QC_BACKBONE, QC_PRETRAINED, QC_IMAGE_SIZE, QC_DEVICE, QC_PRECISION; SQLite unless
         QC_DATABASE_URL.

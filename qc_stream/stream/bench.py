@@ -1,11 +1,12 @@
-"""``qc-stream bench``: bare-model frames/s and end-to-end frames/s, measured in one run.
+"""``qc-stream bench``: bare image encoder, bare model and end-to-end frames/s, measured in one run.
 
 1. Frames: synthetic JPEGs over several products, encoded once up front.
 2. One worker subprocess (same settings, same batch size) on an embedded broker and a database,
    warmed up with a few batches; the bare model (``Detector.detect`` on already decoded frames, no
    Kafka, no decode, no database) is loaded in this process and warmed up too.
-3. Interleaved rounds: bare model on a chunk of the frames, then the same chunk through broker ->
-   worker -> database. Alternating keeps the two figures in the same time window, which matters on
+3. Interleaved rounds: the backbone's image encoder alone (preprocessing + ``encode_image``, the
+   floor any CLIP-based detector pays), the bare model on the same chunk of frames, then the same
+   chunk through broker -> worker -> database. Alternating keeps the two figures in the same time window, which matters on
    a shared machine whose load drifts. End-to-end throughput per round comes from the stored rows'
    ``processed_at`` (steady state: frames after the round's first batch over the span).
 4. Latency: a further set of frames sent in bursts of one batch at half the measured end-to-end
@@ -52,6 +53,7 @@ class BareModel:
         self.products = [p for p, _ in frames]
         for i in range(0, min(len(self.images), WARMUP_BATCHES * batch), batch):
             self.detector.detect(self.images[i : i + batch], self.products[i : i + batch])
+        self.measure_encoder(0, min(len(self.images), WARMUP_BATCHES * batch))
         self.info = {"backbone": self.detector.model_version, "prompt_version": self.detector.prompt_version,
                      "device": _device_name(self.detector)}
 
@@ -62,6 +64,24 @@ class BareModel:
         for i in range(start, stop, self.batch):
             j = min(i + self.batch, stop)
             self.detector.detect(self.images[i:j], self.products[i:j])
+        _sync(self.detector)
+        return stop - start, time.perf_counter() - t0
+
+    def measure_encoder(self, start: int, stop: int) -> tuple[int, float]:
+        """(frames, seconds) for the image encoder alone on frames[start:stop]: same preprocessing,
+        batches and precision as ``detect``, without the prompts, maps and regions."""
+        import torch
+
+        from qc_stream.dapo.backbone import autocast
+        from qc_stream.inference.decode import preprocess_batch
+
+        bb, dev = self.detector.backbone, self.detector._device
+        _sync(self.detector)
+        t0 = time.perf_counter()
+        for i in range(start, stop, self.batch):
+            x = preprocess_batch(self.images[i : min(i + self.batch, stop)], bb.image_size, bb.mean, bb.std, device=dev)
+            with torch.inference_mode(), autocast(dev, self.detector.settings.precision):
+                bb.model.encode_image(x)
         _sync(self.detector)
         return stop - start, time.perf_counter() - t0
 
@@ -146,17 +166,20 @@ def measure(settings: Settings, frames, bare: BareModel, batch: int, workdir: Pa
             send(warm, "warm")
             expected += len(warm)
             wait_for_rows(repo, expected, 300 + len(warm) * 2.0, workers=[worker])
-            bare_frames = bare_s = e2e_frames = e2e_s = 0.0
+            enc_frames = enc_s = bare_frames = bare_s = e2e_frames = e2e_s = 0.0
             rounds = []
             for r, (a, b) in enumerate(_rounds(len(frames), batch)):
+                n_x, t_x = bare.measure_encoder(a, b)
                 n_b, t_b = bare.measure(a, b)
                 send(frames[a:b], f"r{r}")
                 expected += b - a
                 wait_for_rows(repo, expected, 120 + (b - a) * 2.0, workers=[worker], poll_s=0.1)
                 n_e, t_e = _steady(stamps_of(f"r{r}"))
+                enc_frames, enc_s = enc_frames + n_x, enc_s + t_x
                 bare_frames, bare_s, e2e_frames, e2e_s = bare_frames + n_b, bare_s + t_b, e2e_frames + n_e, e2e_s + t_e
-                rounds.append({"bare_fps": round(n_b / t_b, 2), "e2e_fps": round(n_e / t_e, 2)})
-                echo(f"  round {r + 1}: bare {n_b / t_b:.1f} frames/s, end to end {n_e / t_e:.1f} frames/s")
+                rounds.append({"encoder_fps": round(n_x / t_x, 2), "bare_fps": round(n_b / t_b, 2), "e2e_fps": round(n_e / t_e, 2)})
+                echo(f"  round {r + 1}: image encoder {n_x / t_x:.1f}, bare model {n_b / t_b:.1f}, "
+                     f"end to end {n_e / t_e:.1f} frames/s")
             e2e_fps = e2e_frames / e2e_s
             # Latency at half the sustainable rate, in bursts of one batch (cameras on a line fire
             # together): the queue stays short, so this is the pipeline's own latency.
@@ -176,6 +199,7 @@ def measure(settings: Settings, frames, bare: BareModel, batch: int, workdir: Pa
             producer.close()
             worker.stop()
     return {
+        "encoder_fps": enc_frames / enc_s,
         "bare_fps": bare_frames / bare_s,
         "e2e_fps": e2e_fps,
         "p50_ms": percentile(lat, 0.5),
@@ -246,6 +270,7 @@ def _run_bench(settings: Settings, *, frames: int, batch: int, size: int, json_p
     finally:
         bare.close()
     report = {
+        "encoder_fps": round(m["encoder_fps"], 2),
         "bare_fps": round(m["bare_fps"], 2),
         "e2e_fps": round(m["e2e_fps"], 2),
         "ratio": round(m["e2e_fps"] / m["bare_fps"], 3),
@@ -267,7 +292,7 @@ def _run_bench(settings: Settings, *, frames: int, batch: int, size: int, json_p
             "warmup_batches": WARMUP_BATCHES,
         },
     }
-    echo(f"bare {report['bare_fps']:.1f} frames/s, end to end {report['e2e_fps']:.1f} frames/s = {report['ratio']:.2f} x bare; "
+    echo(f"image encoder {report['encoder_fps']:.1f} frames/s, bare model {report['bare_fps']:.1f} frames/s, end to end {report['e2e_fps']:.1f} frames/s = {report['ratio']:.2f} x bare; "
          f"latency p50 {report['p50_ms']:.0f} ms, p99 {report['p99_ms']:.0f} ms")
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
