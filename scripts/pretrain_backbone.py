@@ -45,11 +45,11 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 
 
-def model_config(image_size: int) -> dict:
+def model_config(image_size: int, width: int = 192, layers: int = 4) -> dict:
     return {
         "model_cfg": {
             "embed_dim": 128,
-            "vision_cfg": {"image_size": image_size, "layers": 4, "width": 192, "head_width": 32, "patch_size": 16},
+            "vision_cfg": {"image_size": image_size, "layers": layers, "width": width, "head_width": 32, "patch_size": 16},
             "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
         },
         "preprocess_cfg": {"mean": list(MEAN), "std": list(STD), "interpolation": "bicubic", "resize_mode": "shortest"},
@@ -220,7 +220,7 @@ without internet: the default backbone of the demo, `qc-stream predict` and the 
 
 | | |
 |---|---|
-| architecture | embed 128; vision width 192, 4 layers, 6 heads, patch 16; text width 128, 3 layers, 4 heads, ctx 32 |
+| architecture | embed 128; vision width {c.get('vision_width', 192)}, {c.get('vision_layers', 4)} layers, {c.get('vision_width', 192) // 32} heads, patch 16; text width 128, 3 layers, 4 heads, ctx 32 |
 | parameters | {c['parameters'] / 1e6:.2f} M (6.3 M of them the token table), weights fp16 ({c['weights_mb']:.1f} MB) |
 | data | fresh synthetic samples every step: all {len(PRODUCTS)} products, {c['normal_share']:.0%} normal; defects from the product's own subset, or with probability {c['any_type_share']:.0%} any of the {len(DEFECT_TYPES)} types; captions from templates + synonyms, 15 % with a generic noun ("object", "surface"), 15 % of defect captions without the type ("a damaged pill"); {c.get('closeup_share', 0):.0%} close-ups (rendered 1.5-2x larger and cropped; a defect's centre stays in the crop) with close-up captions |
 | resolution | steps at {c['low_res']} px (positional embedding interpolated) and every {c['hi_every']}-th step at {c['image_size']} px |
@@ -251,6 +251,8 @@ def main() -> None:
     ap.add_argument("--image-size", type=int, default=192)
     ap.add_argument("--low-res", type=int, default=128)
     ap.add_argument("--hi-every", type=int, default=4)
+    ap.add_argument("--vision-width", type=int, default=192, help="image tower width (a multiple of 32)")
+    ap.add_argument("--vision-layers", type=int, default=4, help="image tower depth")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--warmup-share", type=float, default=0.03)
@@ -267,12 +269,14 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="data-generating processes")
     ap.add_argument("--host", default="2-core CPU VM", help="what the run ran on (for the model card)")
     args = ap.parse_args()
+    if args.vision_width % 32 or args.vision_width <= 0 or args.vision_layers <= 0:
+        ap.error("--vision-width must be a positive multiple of 32 (heads of width 32), --vision-layers positive")
 
     import open_clip
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    config = model_config(args.image_size)
+    config = model_config(args.image_size, args.vision_width, args.vision_layers)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
     model = open_clip.create_model(f"local-dir:{args.out.resolve()}", load_weights=False)
@@ -305,6 +309,7 @@ def main() -> None:
     def card(final: bool) -> dict:
         return {
             "image_size": args.image_size, "low_res": args.low_res, "hi_every": args.hi_every,
+            "vision_width": args.vision_width, "vision_layers": args.vision_layers,
             "parameters": n_params, "weights_mb": n_params * 2 / 1e6, "normal_share": args.normal_share,
             "any_type_share": args.any_type_share, "closeup_share": args.closeup_share, "patch_loss_weight": args.patch_loss_weight,
             "init": str(args.init) if args.init else None, "lr": args.lr, "weight_decay": args.weight_decay,
