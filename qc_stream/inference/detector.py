@@ -198,7 +198,6 @@ class Detector:
         import torch
 
         from qc_stream.dapo.backbone import autocast
-        from qc_stream.inference.decode import preprocess_batch
 
         if len(images) != len(products):
             raise ValueError(f"{len(images)} images but {len(products)} products")
@@ -210,8 +209,7 @@ class Detector:
         allowed = [set(prompts.vocab.words_for(p)) for p in products]
         candidates = torch.tensor([[w in a for w in words] for a in allowed], dtype=torch.bool, device=self._device)
 
-        bb = self.backbone
-        x = preprocess_batch(images, bb.image_size, bb.mean, bb.std, device=self._device)
+        x = self._input(images)
         with torch.inference_mode(), autocast(self._device, self.settings.precision):
             out = prompts.model(x, words, candidates)
         score = out.image_score.float().clamp(0, 1)
@@ -228,6 +226,23 @@ class Detector:
             self._postprocess(images[i], products[i], float(score[i]), amap[i], type_idx[i], image_types[i], cand[i], prompts)
             for i in range(len(images))
         ]
+
+    def encode_images(self, images: Sequence[Image.Image]):
+        """The backbone's image embeddings alone, with ``detect``'s preprocessing and precision: the
+        floor any CLIP-based detector pays (``qc-stream bench`` times it beside ``detect``)."""
+        import torch
+
+        from qc_stream.dapo.backbone import autocast
+
+        x = self._input(images)
+        with torch.inference_mode(), autocast(self._device, self.settings.precision):
+            return self.backbone.model.encode_image(x)
+
+    def _input(self, images: Sequence[Image.Image]):
+        from qc_stream.inference.decode import preprocess_batch
+
+        bb = self.backbone
+        return preprocess_batch(images, bb.image_size, bb.mean, bb.std, device=self._device)
 
     def _postprocess(self, image, product, score, amap, type_idx, image_types, candidates, prompts):
         words = prompts.vocab.words

@@ -4,10 +4,10 @@
 2. One worker subprocess (same settings, same batch size) on an embedded broker and a database,
    warmed up with a few batches; the bare model (``Detector.detect`` on already decoded frames, no
    Kafka, no decode, no database) is loaded in this process and warmed up too.
-3. Interleaved rounds: the backbone's image encoder alone (preprocessing + ``encode_image``, the
-   floor any CLIP-based detector pays), the bare model on the same chunk of frames, then the same
-   chunk through broker -> worker -> database. Alternating keeps the two figures in the same time window, which matters on
-   a shared machine whose load drifts. End-to-end throughput per round comes from the stored rows'
+3. Interleaved rounds: the backbone's image encoder alone (``Detector.encode_images``, the floor
+   any CLIP-based detector pays), the bare model on the same chunk of frames, then the same chunk
+   through broker -> worker -> database. Alternating keeps the three figures in the same time
+   window, which matters on a shared machine whose load drifts. End-to-end throughput per round comes from the stored rows'
    ``processed_at`` (steady state: frames after the round's first batch over the span).
 4. Latency: a further set of frames sent in bursts of one batch at half the measured end-to-end
    rate; p50/p99 of captured (producer clock) -> processed (worker clock), same machine.
@@ -68,20 +68,11 @@ class BareModel:
         return stop - start, time.perf_counter() - t0
 
     def measure_encoder(self, start: int, stop: int) -> tuple[int, float]:
-        """(frames, seconds) for the image encoder alone on frames[start:stop]: same preprocessing,
-        batches and precision as ``detect``, without the prompts, maps and regions."""
-        import torch
-
-        from qc_stream.dapo.backbone import autocast
-        from qc_stream.inference.decode import preprocess_batch
-
-        bb, dev = self.detector.backbone, self.detector._device
+        """(frames, seconds) for the image encoder alone (``Detector.encode_images``) on frames[start:stop]."""
         _sync(self.detector)
         t0 = time.perf_counter()
         for i in range(start, stop, self.batch):
-            x = preprocess_batch(self.images[i : min(i + self.batch, stop)], bb.image_size, bb.mean, bb.std, device=dev)
-            with torch.inference_mode(), autocast(dev, self.detector.settings.precision):
-                bb.model.encode_image(x)
+            self.detector.encode_images(self.images[i : min(i + self.batch, stop)])
         _sync(self.detector)
         return stop - start, time.perf_counter() - t0
 

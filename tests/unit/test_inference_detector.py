@@ -214,3 +214,18 @@ def test_vocabulary_from_manifest_dedupes_and_matches_case():
     assert v.words_for("other") == ("dent", "burr")
     with pytest.raises(ConfigError):
         Vocabulary.from_manifest({"words": []})
+
+
+def test_encode_images_is_the_backbones_embedding_of_detects_input(detector):
+    """What bench times as "image encoder alone": the backbone's embedding of the same preprocessed
+    batch detect feeds its model (any image size in, [B, embed_dim] out)."""
+    import torch
+
+    from qc_stream.inference.decode import preprocess_batch
+
+    bb = detector.backbone
+    emb = detector.encode_images(_images())
+    with torch.inference_mode():
+        ref = bb.model.encode_image(preprocess_batch(_images(), bb.image_size, bb.mean, bb.std))
+    assert emb.shape == (2, bb.embed_dim)
+    assert torch.allclose(emb.float(), ref.float(), atol=1e-5)
