@@ -121,11 +121,15 @@ def to_input(u8: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tens
 # ---------------- model ----------------
 
 
-def encode_image_any_size(model, x: torch.Tensor, with_patch_mean: bool = False):
+def encode_image_any_size(model, x: torch.Tensor, with_patch_mean: bool = False, keep: float = 1.0,
+                          generator: torch.Generator | None = None):
     """CLIP image embedding at any multiple of the patch size (positional embedding interpolated).
 
     `with_patch_mean`: also return the projected mean of the patch tokens (same ln_post and
-    projection as CLS), for the optional patch-level loss."""
+    projection as CLS), for the optional patch-level loss.
+    `keep` < 1: drop a random share of each image's patch tokens after the positional embedding
+    (FLIP, Li et al. 2023): the tower's cost falls with the token count, so a fixed CPU budget sees
+    more images; the mean patch token is then over the kept tokens."""
     v = model.visual
     t = v.conv1(x)
     g = t.shape[-1]
@@ -136,8 +140,13 @@ def encode_image_any_size(model, x: torch.Tensor, with_patch_mean: bool = False)
         grid = pos[1:].reshape(1, base, base, -1).permute(0, 3, 1, 2)
         grid = F.interpolate(grid, size=(g, g), mode="bicubic", align_corners=False, antialias=g < base)
         pos = torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(g * g, -1)])
-    cls = v.class_embedding.view(1, 1, -1).expand(t.shape[0], 1, -1).to(t.dtype)
-    t = torch.cat([cls, t], dim=1) + pos.to(t.dtype)
+    t = t + pos[1:].to(t.dtype)
+    if keep < 1.0:
+        n = t.shape[1]
+        kept = torch.rand(t.shape[0], n, generator=generator).argsort(dim=1)[:, : max(1, round(n * keep))]
+        t = torch.gather(t, 1, kept.to(t.device)[..., None].expand(-1, -1, t.shape[-1]))
+    cls = (v.class_embedding + pos[0]).view(1, 1, -1).expand(t.shape[0], 1, -1).to(t.dtype)
+    t = torch.cat([cls, t], dim=1)
     t = v.ln_pre(t)
     t = v.transformer(t)
     pooled, _ = v._pool(t)
@@ -224,7 +233,8 @@ without internet: the default backbone of the demo, `qc-stream predict` and the 
 | parameters | {c['parameters'] / 1e6:.2f} M (6.3 M of them the token table), weights fp16 ({c['weights_mb']:.1f} MB) |
 | data | fresh synthetic samples every step: all {len(PRODUCTS)} products, {c['normal_share']:.0%} normal; defects from the product's own subset, or with probability {c['any_type_share']:.0%} any of the {len(DEFECT_TYPES)} types; captions from templates + synonyms, 15 % with a generic noun ("object", "surface"), 15 % of defect captions without the type ("a damaged pill"); {c.get('closeup_share', 0):.0%} close-ups (rendered 1.5-2x larger and cropped; a defect's centre stays in the crop) with close-up captions |
 | resolution | steps at {c['low_res']} px (positional embedding interpolated) and every {c['hi_every']}-th step at {c['image_size']} px |
-| loss | multi-positive symmetric InfoNCE (every caption that correctly describes an image is a positive), learnable temperature |
+| loss | multi-positive symmetric InfoNCE (every caption that correctly describes an image is a positive), learnable temperature; weight {c.get('patch_loss_weight', 0)} on the same loss for the mean patch token |
+| token dropping | {f"{c['mask_ratio']:.0%} of patch tokens dropped per image (FLIP), the last {c['unmasked_share']:.0%} of the budget without" if c.get('mask_ratio') else "none"} |
 | optimiser | AdamW lr {c['lr']}, weight decay {c['weight_decay']}, batch {c['batch']} (half at {c['image_size']} px), warm-up then cosine on wall time, bf16 autocast: {c['bf16']} |
 | run | {c['steps']} steps, {c['images_seen']:,} images, {c['minutes']:.1f} min on {c['host']} (device {c.get('device', 'cpu')}), finished {c['finished_at']} |
 | final loss | {c['loss_last']:.3f} (mean of the last 50 steps; first 50: {c['loss_first']:.3f}) |
@@ -260,6 +270,10 @@ def main() -> None:
     ap.add_argument("--any-type-share", type=float, default=0.3)
     ap.add_argument("--patch-loss-weight", type=float, default=0.0,
                     help="weight of the same loss on the mean patch token (0 = CLS only)")
+    ap.add_argument("--mask-ratio", type=float, default=0.0,
+                    help="share of patch tokens dropped per image while training (FLIP; 0 = none)")
+    ap.add_argument("--unmasked-share", type=float, default=0.1,
+                    help="with --mask-ratio: the last share of the wall-time budget trains without dropping")
     ap.add_argument("--init", type=Path, default=None, help="start from these weights (safetensors)")
     ap.add_argument("--closeup-share", type=float, default=0.0,
                     help="share of images that are zoomed-in crops (rendered 1.5-2x larger, cropped)")
@@ -269,6 +283,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="data-generating processes")
     ap.add_argument("--host", default="2-core CPU VM", help="what the run ran on (for the model card)")
     args = ap.parse_args()
+    if not 0.0 <= args.mask_ratio < 1.0 or not 0.0 <= args.unmasked_share <= 1.0:
+        ap.error("--mask-ratio must be in [0, 1), --unmasked-share in [0, 1]")
     if args.vision_width % 32 or args.vision_width <= 0 or args.vision_layers <= 0:
         ap.error("--vision-width must be a positive multiple of 32 (heads of width 32), --vision-layers positive")
 
@@ -301,6 +317,7 @@ def main() -> None:
     use_bf16 = not args.no_bf16
     command = "python scripts/pretrain_backbone.py " + shlex.join(a for a in sys.argv[1:])
     losses, images_seen, step = [], 0, 0
+    mask_rng = torch.Generator().manual_seed(args.seed)
     t_start = time.perf_counter()
     last_ckpt = t_start
     zs = None
@@ -312,6 +329,7 @@ def main() -> None:
             "vision_width": args.vision_width, "vision_layers": args.vision_layers,
             "parameters": n_params, "weights_mb": n_params * 2 / 1e6, "normal_share": args.normal_share,
             "any_type_share": args.any_type_share, "closeup_share": args.closeup_share, "patch_loss_weight": args.patch_loss_weight,
+            "mask_ratio": args.mask_ratio, "unmasked_share": args.unmasked_share if args.mask_ratio else None,
             "init": str(args.init) if args.init else None, "lr": args.lr, "weight_decay": args.weight_decay,
             "batch": args.batch, "bf16": use_bf16, "steps": step, "images_seen": images_seen,
             "minutes": (time.perf_counter() - t_start) / 60, "threads": args.threads, "host": args.host, "device": args.device,
@@ -332,7 +350,8 @@ def main() -> None:
             g["lr"] = lr
         x = to_input(batch["images"], args.device)
         with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=use_bf16):
-            img, patch_mean = encode_image_any_size(model, x, with_patch_mean=True)
+            keep = 1.0 - args.mask_ratio if frac < 1.0 - args.unmasked_share else 1.0
+            img, patch_mean = encode_image_any_size(model, x, with_patch_mean=True, keep=keep, generator=mask_rng)
             txt = model.encode_text(batch["tokens"].to(args.device, non_blocking=True))
         positives = batch["positives"].to(args.device)
         loss = multi_positive_loss(img, txt, model.logit_scale, positives)

@@ -1,0 +1,71 @@
+"""The pretraining script's image encoder (`scripts/pretrain_backbone.py`): at the native size and
+without token dropping it is open_clip's own `encode_image`; with token dropping (FLIP) it drops
+the right number of patch tokens, seeded, and still gives one embedding per image."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+
+from qc_stream.settings import DEFAULT_MODELS_DIR, REPO_ROOT
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def script():
+    spec = importlib.util.spec_from_file_location("pretrain_backbone", REPO_ROOT / "scripts" / "pretrain_backbone.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("pretrain_backbone", module)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def model():
+    import open_clip
+
+    torch.manual_seed(0)
+    m = open_clip.create_model(f"local-dir:{DEFAULT_MODELS_DIR / 'backbones' / 'qc-test-tiny'}", load_weights=False)
+    return m.eval()
+
+
+def _native_size(model) -> int:
+    size = model.visual.image_size
+    return size[0] if isinstance(size, (tuple, list)) else size
+
+
+def test_full_tokens_at_native_size_equal_open_clip(script, model):
+    x = torch.randn(3, 3, _native_size(model), _native_size(model))
+    with torch.no_grad():
+        ours = script.encode_image_any_size(model, x)
+        theirs = model.encode_image(x)
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_token_dropping_keeps_the_asked_share_and_is_seeded(script, model):
+    x = torch.randn(4, 3, _native_size(model), _native_size(model))
+    seen = []
+    real_transformer = model.visual.transformer.forward
+
+    def spy(t, *a, **k):
+        seen.append(t.shape[1])
+        return real_transformer(t, *a, **k)
+
+    model.visual.transformer.forward = spy
+    try:
+        with torch.no_grad():
+            a, pa = script.encode_image_any_size(model, x, with_patch_mean=True, keep=0.5,
+                                                 generator=torch.Generator().manual_seed(7))
+            b, _ = script.encode_image_any_size(model, x, with_patch_mean=True, keep=0.5,
+                                                generator=torch.Generator().manual_seed(7))
+            full = script.encode_image_any_size(model, x)
+    finally:
+        del model.visual.transformer.forward
+    n_patches = (_native_size(model) // model.visual.patch_size[0]) ** 2
+    assert seen[0] == 1 + round(n_patches * 0.5) and seen[2] == 1 + n_patches
+    assert a.shape == pa.shape == full.shape == (4, model.visual.proj.shape[1])
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a, full)
