@@ -1,6 +1,7 @@
-"""The pretraining script's image encoder (`scripts/pretrain_backbone.py`): at the native size and
+"""The pretraining script's encoders (`scripts/pretrain_backbone.py`). Image: at the native size and
 without token dropping it is open_clip's own `encode_image`; with token dropping (FLIP) it drops
-the right number of patch tokens, seeded, and still gives one embedding per image."""
+the right number of patch tokens, seeded, and still gives one embedding per image. Text: cut to the
+batch's longest caption it runs fewer positions and still equals open_clip's `encode_text`."""
 
 from __future__ import annotations
 
@@ -69,3 +70,28 @@ def test_token_dropping_keeps_the_asked_share_and_is_seeded(script, model):
     assert a.shape == pa.shape == full.shape == (4, model.visual.proj.shape[1])
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a, full)
+
+
+def test_trimmed_text_encoder_equals_open_clip(script, model):
+    import open_clip
+
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{DEFAULT_MODELS_DIR / 'backbones' / 'qc-test-tiny'}")
+    tokens = tokenizer(["a photo of a scratched metal plate", "hole", "a close-up of a cracked ceramic tile with a chip"])
+    assert (tokens != 0).sum(dim=1).max() < tokens.shape[1]  # there is padding to cut
+    seen = []
+    real_transformer = model.transformer.forward
+
+    def spy(t, *a, **k):
+        seen.append(t.shape[1])
+        return real_transformer(t, *a, **k)
+
+    model.transformer.forward = spy
+    try:
+        with torch.no_grad():
+            ours = script.encode_text_trimmed(model, tokens)
+    finally:
+        del model.transformer.forward
+    with torch.no_grad():
+        theirs = model.encode_text(tokens)
+    assert seen == [int((tokens != 0).sum(dim=1).max())]
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
