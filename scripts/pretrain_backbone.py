@@ -13,7 +13,9 @@ image), so the budget buys many more images; the 192 px steps keep the native si
 Token dropping (`--mask-ratio 0.5`, FLIP): on the CPU the image tower is the bottleneck, not the
 data, so dropping half the patch tokens while training buys ~1.35x the images in the same time;
 the last `--unmasked-share` of the budget trains on all tokens, as inference sees them. The best
-2-core runs so far (model card, runs 4 and 6, `--mask-ratio 0.5` and `0.75`) use it.
+2-core runs so far (model card, runs 4 and 6, `--mask-ratio 0.5` and `0.75`) use it. The text tower
+runs only up to the batch's longest caption (exact, ~1/3 cheaper). `scripts/time_pretrain_step.py`
+shows where a step's time goes on the machine at hand.
 
 The learning-rate schedule runs on wall time (`--minutes`), so the run ends on time on a shared
 machine; checkpoints (fp16 safetensors + config + model card) are written every

@@ -95,3 +95,17 @@ def test_trimmed_text_encoder_equals_open_clip(script, model):
         theirs = model.encode_text(tokens)
     assert seen == [int((tokens != 0).sum(dim=1).max())]
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_step_timer_reports_each_part_and_rejects_a_full_mask():
+    import subprocess
+
+    script = REPO_ROOT / "scripts" / "time_pretrain_step.py"
+    done = subprocess.run([sys.executable, str(script), "--batch", "8", "--repeats", "1", "--mask-ratio", "0.5"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stdout.splitlines() if line.rstrip().endswith(" s")]
+    assert [line.split()[0] for line in lines] == ["data", "image", "text", "text"]
+    assert "50% of tokens dropped" in done.stdout
+    bad = subprocess.run([sys.executable, str(script), "--mask-ratio", "1"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--mask-ratio must be in [0, 1)" in bad.stderr
