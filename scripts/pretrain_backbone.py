@@ -37,6 +37,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
+import open_clip
 import torch
 import torch.nn.functional as F
 from open_clip.transformer import text_global_pool
@@ -276,7 +277,7 @@ Reproduce: `{c['command']}`
 # ---------------- main ----------------
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=REPO / "models" / "backbones" / "qc-clip-tiny")
     ap.add_argument("--minutes", type=float, default=45.0)
@@ -307,14 +308,16 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--workers", type=int, default=1, help="data-generating processes")
     ap.add_argument("--host", default="2-core CPU VM", help="what the run ran on (for the model card)")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if not 0.0 <= args.mask_ratio < 1.0 or not 0.0 <= args.unmasked_share <= 1.0:
         ap.error("--mask-ratio must be in [0, 1), --unmasked-share in [0, 1]")
     if args.vision_width % 32 or args.vision_width <= 0 or args.vision_layers <= 0:
         ap.error("--vision-width must be a positive multiple of 32 (heads of width 32), --vision-layers positive")
+    return args
 
-    import open_clip
 
+def main() -> None:
+    args = parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     config = model_config(args.image_size, args.vision_width, args.vision_layers)
