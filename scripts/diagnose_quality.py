@@ -6,10 +6,13 @@
               what can the frozen backbone's features give at all, without the distribution shift?
     recipe    DAPO trained on the auxiliary products (the shipped recipe, overridable), measured on the
               VALIDATION seed, with alternative image-score rules from the same forward pass
+    versions  saved prompt versions (DAPO or baselines) measured on the VALIDATION seed: how to choose
+              between versions without looking at the test seed
 
     .venv/bin/python scripts/diagnose_quality.py oracle
     .venv/bin/python scripts/diagnose_quality.py ceiling --epochs 4
     .venv/bin/python scripts/diagnose_quality.py recipe --models-dir models --per-product 96 --epochs 4
+    .venv/bin/python scripts/diagnose_quality.py versions dapo-qc-clip-tiny-v3 dapo-qc-clip-tiny-v4
 
 Numbers are for choosing what to try next; the benchmark itself is `qc-stream eval`.
 """
@@ -104,21 +107,37 @@ def ceiling(args) -> None:
     _report(_train(backbone, args, data, words), test_sets("quick"), f"ceiling ({backbone.backbone_id}, test seed)")
 
 
-def recipe(args) -> None:
-    from qc_stream.dapo import load_backbone
+def _validation_sets():
     from qc_stream.evaluation.data import test_sets
     from qc_stream.synth.split import load_split
 
     split = load_split()
-    validation = dataclasses.replace(split, seeds={**split.seeds, "test": split.seeds["validation"]})
+    return test_sets("quick", split=dataclasses.replace(split, seeds={**split.seeds, "test": split.seeds["validation"]}))
+
+
+def recipe(args) -> None:
+    from qc_stream.dapo import load_backbone
+
     backbone = load_backbone(args.backbone, models_dir=args.models_dir)
     model = _train(backbone, args)
-    _report(model, test_sets("quick", split=validation), f"recipe ({backbone.backbone_id}, validation seed)")
+    _report(model, _validation_sets(), f"recipe ({backbone.backbone_id}, validation seed)")
+
+
+def versions(args) -> None:
+    from qc_stream.dapo import load_backbone, load_prompt_version
+
+    if not args.names:
+        raise SystemExit("versions: name at least one prompt version (see models/prompts/)")
+    backbone = load_backbone(args.backbone, models_dir=args.models_dir)
+    sets = _validation_sets()
+    for name in args.names:
+        _report(load_prompt_version(name, backbone, args.models_dir).model, sets, f"{name} (validation seed)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("oracle", "ceiling", "recipe"))
+    ap.add_argument("what", choices=("oracle", "ceiling", "recipe", "versions"))
+    ap.add_argument("names", nargs="*", help="versions: the prompt versions to measure")
     ap.add_argument("--backbone", default="qc-clip-tiny")
     ap.add_argument("--models-dir", type=Path, default=REPO / "models", help="folder holding backbones/<name>/")
     ap.add_argument("--per-product", type=int, default=96)
@@ -132,7 +151,9 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    {"oracle": oracle, "ceiling": ceiling, "recipe": recipe}[args.what](args)
+    if args.names and args.what != "versions":
+        ap.error("prompt version names go only with 'versions'")
+    {"oracle": oracle, "ceiling": ceiling, "recipe": recipe, "versions": versions}[args.what](args)
 
 
 if __name__ == "__main__":
