@@ -12,7 +12,7 @@
     .venv/bin/python scripts/diagnose_quality.py oracle
     .venv/bin/python scripts/diagnose_quality.py ceiling --epochs 4
     .venv/bin/python scripts/diagnose_quality.py recipe --models-dir models --per-product 96 --epochs 4
-    .venv/bin/python scripts/diagnose_quality.py versions dapo-qc-clip-tiny-v3 dapo-qc-clip-tiny-v4
+    .venv/bin/python scripts/diagnose_quality.py versions dapo-qc-clip-tiny-v3 agnostic-qc-clip-tiny-v3
 
 Numbers are for choosing what to try next; the benchmark itself is `qc-stream eval`.
 """

@@ -67,8 +67,8 @@ def _paint(kind: str, scene, rng: np.random.Generator, strength: float) -> tuple
     """One defect drawn into a copy of the scene: (image, bool mask).
 
     A surface defect is kept on the product: strokes that ran off its edge are not drawn, so no
-    visible change lies outside the mask (before this, up to a third of an object's scratch was
-    drawn on the background, unlabelled)."""
+    visible change lies outside the mask (before this, a third of a washer scratch's visible change
+    on average, and up to 80 %, was drawn on the background, unlabelled)."""
     img = scene.img.copy()
     mask = PAINTERS[kind](img, scene, rng, strength)
     if kind not in OUTLINE_DEFECTS:
