@@ -14,7 +14,9 @@ Token dropping (`--mask-ratio 0.5`, FLIP): on the CPU the image tower is the bot
 data, so dropping half the patch tokens while training buys ~1.35x the images in the same time;
 the last `--unmasked-share` of the budget trains on all tokens, as inference sees them. The best
 2-core runs so far (model card, runs 4 and 6, `--mask-ratio 0.5` and `0.75`) use it. The text tower
-runs only up to the batch's longest caption (exact, ~1/3 cheaper). `scripts/time_pretrain_step.py`
+runs only up to the batch's longest caption (exact, ~1/3 cheaper). With `--keep-defect-tokens`
+the patches a defect covers are never among the dropped ones: with 75 % dropped, a caption that
+names a small defect would otherwise describe an image that no longer shows it three times in four. `scripts/time_pretrain_step.py`
 shows where a step's time goes on the machine at hand.
 
 The learning-rate schedule runs on wall time (`--minutes`), so the run ends on time on a shared
@@ -54,11 +56,14 @@ MEAN = (0.48145466, 0.4578275, 0.40821073)
 STD = (0.26862954, 0.26130258, 0.27577711)
 
 
+PATCH = 16  # the image tower's patch size
+
+
 def model_config(image_size: int, width: int = 192, layers: int = 4) -> dict:
     return {
         "model_cfg": {
             "embed_dim": 128,
-            "vision_cfg": {"image_size": image_size, "layers": layers, "width": width, "head_width": 32, "patch_size": 16},
+            "vision_cfg": {"image_size": image_size, "layers": layers, "width": width, "head_width": 32, "patch_size": PATCH},
             "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
         },
         "preprocess_cfg": {"mean": list(MEAN), "std": list(STD), "interpolation": "bicubic", "resize_mode": "shortest"},
@@ -81,7 +86,8 @@ def batch_plan(step: int, args) -> tuple[int, int]:
 def make_batch(step: int, args, tokenizer):
     size, n = batch_plan(step, args)
     rng = np.random.default_rng([args.seed, step])
-    images, img_keys, cap_keys, texts = [], [], [], []
+    images, img_keys, cap_keys, texts, defect_patches = [], [], [], [], []
+    grid = size // PATCH
     for i in range(n):
         product = PRODUCT_NAMES[int(rng.integers(len(PRODUCT_NAMES)))]
         if rng.random() < args.normal_share:
@@ -95,6 +101,9 @@ def make_batch(step: int, args, tokenizer):
         s = render_sample(product, args.seed, step * 1024 + i, render, 0.0 if kinds == [] else 1.0, kinds)
         text, key = caption(rng, product, s.defect_type, closeup=zoom)
         images.append(closeup_crop(s, rng, size) if zoom else s.image)
+        # which patches the defect touches (unknown for a close-up crop: none marked)
+        defect_patches.append(np.zeros(grid * grid, bool) if zoom else
+                              s.mask.reshape(grid, PATCH, grid, PATCH).any(axis=(1, 3)).reshape(-1))
         img_keys.append((product, s.defect_type or "normal"))
         cap_keys.append(key)
         texts.append(text)
@@ -102,6 +111,7 @@ def make_batch(step: int, args, tokenizer):
         "images": torch.from_numpy(np.stack(images)),
         "tokens": tokenizer(texts),
         "positives": torch.from_numpy(matches(img_keys, cap_keys)),
+        "defect_patches": torch.from_numpy(np.stack(defect_patches)),
     }
 
 
@@ -131,14 +141,16 @@ def to_input(u8: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tens
 
 
 def encode_image_any_size(model, x: torch.Tensor, with_patch_mean: bool = False, keep: float = 1.0,
-                          generator: torch.Generator | None = None):
+                          generator: torch.Generator | None = None, always_keep: torch.Tensor | None = None):
     """CLIP image embedding at any multiple of the patch size (positional embedding interpolated).
 
     `with_patch_mean`: also return the projected mean of the patch tokens (same ln_post and
     projection as CLS), for the optional patch-level loss.
     `keep` < 1: drop a random share of each image's patch tokens after the positional embedding
     (FLIP, Li et al. 2023): the tower's cost falls with the token count, so a fixed CPU budget sees
-    more images; the mean patch token is then over the kept tokens."""
+    more images; the mean patch token is then over the kept tokens.
+    `always_keep` ([B, n] bool, optional): patches kept first, before the random ones (up to the
+    kept count), e.g. the patches a defect covers, so a caption naming the defect stays true."""
     v = model.visual
     t = v.conv1(x)
     g = t.shape[-1]
@@ -152,7 +164,10 @@ def encode_image_any_size(model, x: torch.Tensor, with_patch_mean: bool = False,
     t = t + pos[1:].to(t.dtype)
     if keep < 1.0:
         n = t.shape[1]
-        kept = torch.rand(t.shape[0], n, generator=generator).argsort(dim=1)[:, : max(1, round(n * keep))]
+        order = torch.rand(t.shape[0], n, generator=generator)
+        if always_keep is not None:
+            order = order - always_keep.float()  # in [-1, 0) for those: they sort first
+        kept = order.argsort(dim=1)[:, : max(1, round(n * keep))]
         t = torch.gather(t, 1, kept.to(t.device)[..., None].expand(-1, -1, t.shape[-1]))
     cls = (v.class_embedding + pos[0]).view(1, 1, -1).expand(t.shape[0], 1, -1).to(t.dtype)
     t = torch.cat([cls, t], dim=1)
@@ -260,7 +275,7 @@ without internet: the default backbone of the demo, `qc-stream predict` and the 
 | data | fresh synthetic samples every step: all {len(PRODUCTS)} products, {c['normal_share']:.0%} normal; defects from the product's own subset, or with probability {c['any_type_share']:.0%} any of the {len(DEFECT_TYPES)} types; captions from templates + synonyms, 15 % with a generic noun ("object", "surface"), 15 % of defect captions without the type ("a damaged pill"); {c.get('closeup_share', 0):.0%} close-ups (rendered 1.5-2x larger and cropped; a defect's centre stays in the crop) with close-up captions |
 | resolution | steps at {c['low_res']} px (positional embedding interpolated) and every {c['hi_every']}-th step at {c['image_size']} px |
 | loss | multi-positive symmetric InfoNCE (every caption that correctly describes an image is a positive), learnable temperature; weight {c.get('patch_loss_weight', 0)} on the same loss for the mean patch token |
-| token dropping | {f"{c['mask_ratio']:.0%} of patch tokens dropped per image (FLIP), the last {c['unmasked_share']:.0%} of the budget without" if c.get('mask_ratio') else "none"} |
+| token dropping | {f"{c['mask_ratio']:.0%} of patch tokens dropped per image (FLIP), the last {c['unmasked_share']:.0%} of the budget without" + ("; a defect's patches are never dropped" if c.get('keep_defect_tokens') else "") if c.get('mask_ratio') else "none"} |
 | optimiser | AdamW lr {c['lr']}, weight decay {c['weight_decay']}, batch {c['batch']} (half at {c['image_size']} px), warm-up then cosine on wall time, bf16 autocast: {c['bf16']} |
 | run | {c['steps']} steps, {c['images_seen']:,} images, {c['minutes']:.1f} min on {c['host']} (device {c.get('device', 'cpu')}), finished {c['finished_at']} |
 | final loss | {c['loss_last']:.3f} (mean of the last 50 steps; first 50: {c['loss_first']:.3f}) |
@@ -300,6 +315,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="share of patch tokens dropped per image while training (FLIP; 0 = none)")
     ap.add_argument("--unmasked-share", type=float, default=0.1,
                     help="with --mask-ratio: the last share of the wall-time budget trains without dropping")
+    ap.add_argument("--keep-defect-tokens", action="store_true",
+                    help="with --mask-ratio: never drop the patches a defect covers (the caption names it)")
     ap.add_argument("--init", type=Path, default=None, help="start from these weights (safetensors)")
     ap.add_argument("--closeup-share", type=float, default=0.0,
                     help="share of images that are zoomed-in crops (rendered 1.5-2x larger, cropped)")
@@ -358,6 +375,7 @@ def main() -> None:
             "parameters": n_params, "weights_mb": n_params * 2 / 1e6, "normal_share": args.normal_share,
             "any_type_share": args.any_type_share, "closeup_share": args.closeup_share, "patch_loss_weight": args.patch_loss_weight,
             "mask_ratio": args.mask_ratio, "unmasked_share": args.unmasked_share if args.mask_ratio else None,
+            "keep_defect_tokens": bool(args.keep_defect_tokens and args.mask_ratio),
             "init": str(args.init) if args.init else None, "lr": args.lr, "weight_decay": args.weight_decay,
             "batch": args.batch, "bf16": use_bf16, "steps": step, "images_seen": images_seen,
             "minutes": (time.perf_counter() - t_start) / 60, "threads": args.threads, "host": args.host, "device": args.device,
@@ -379,7 +397,9 @@ def main() -> None:
         x = to_input(batch["images"], args.device)
         with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=use_bf16):
             keep = 1.0 - args.mask_ratio if frac < 1.0 - args.unmasked_share else 1.0
-            img, patch_mean = encode_image_any_size(model, x, with_patch_mean=True, keep=keep, generator=mask_rng)
+            img, patch_mean = encode_image_any_size(
+                model, x, with_patch_mean=True, keep=keep, generator=mask_rng,
+                always_keep=batch["defect_patches"] if args.keep_defect_tokens else None)
             txt = encode_text_trimmed(model, batch["tokens"].to(args.device, non_blocking=True))
         positives = batch["positives"].to(args.device)
         loss = multi_positive_loss(img, txt, model.logit_scale, positives)

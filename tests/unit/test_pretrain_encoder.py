@@ -72,6 +72,39 @@ def test_token_dropping_keeps_the_asked_share_and_is_seeded(script, model):
     assert not torch.allclose(a, full)
 
 
+def test_always_kept_patches_survive_token_dropping(script, model):
+    # two images that differ in one patch only: with the same seed, their embeddings differ iff
+    # that patch was kept. Flagged as always kept, it must survive every draw; unflagged, a 1-in-8
+    # keep share drops it in most draws.
+    size, p = _native_size(model), model.visual.patch_size[0]
+    g = size // p
+    a = torch.randn(1, 3, size, size)
+    b = a.clone()
+    b[..., p:2 * p, p:2 * p] += 3.0  # patch (1, 1)
+    flag = torch.zeros(1, g * g, dtype=torch.bool)
+    flag[:, g + 1] = True
+
+    def differs(always_keep, seed):
+        with torch.no_grad():  # one image per call, same seed: the same patches are drawn for both
+            ea, eb = (script.encode_image_any_size(model, img, keep=0.125, always_keep=always_keep,
+                                                   generator=torch.Generator().manual_seed(seed)) for img in (a, b))
+        return not torch.allclose(ea, eb)
+
+    assert all(differs(flag, seed) for seed in range(8))
+    assert sum(differs(None, seed) for seed in range(8)) <= 4
+
+
+def test_batches_mark_the_patches_a_defect_covers(script):
+    args = script.parse_args(["--batch", "16", "--mask-ratio", "0.75", "--keep-defect-tokens"])
+    batch = script.make_batch(0, args, lambda texts: torch.zeros(len(texts), 4, dtype=torch.long))
+    size = batch["images"].shape[1]
+    flags = batch["defect_patches"]
+    assert flags.shape == (16, (size // script.PATCH) ** 2) and flags.dtype == torch.bool
+    assert batch["positives"].shape == (16, 16)
+    assert flags.any(dim=1).sum() > 0  # some images carry a defect
+    assert flags.sum(dim=1).max() < flags.shape[1]  # a defect is local
+
+
 def test_trimmed_text_encoder_equals_open_clip(script, model):
     import open_clip
 
