@@ -16,8 +16,8 @@ the last `--unmasked-share` of the budget trains on all tokens, as inference see
 2-core runs so far (model card, runs 4 and 6, `--mask-ratio 0.5` and `0.75`) use it. The text tower
 runs only up to the batch's longest caption (exact, ~1/3 cheaper). With `--keep-defect-tokens`
 the patches a defect covers are never among the dropped ones: with 75 % dropped, a caption that
-names a small defect would otherwise describe an image that no longer shows it three times in four. `scripts/time_pretrain_step.py`
-shows where a step's time goes on the machine at hand.
+names a small defect would otherwise describe an image that no longer shows it three times in
+four. `scripts/time_pretrain_step.py` shows where a step's time goes on the machine at hand.
 
 The learning-rate schedule runs on wall time (`--minutes`), so the run ends on time on a shared
 machine; checkpoints (fp16 safetensors + config + model card) are written every
@@ -328,6 +328,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if not 0.0 <= args.mask_ratio < 1.0 or not 0.0 <= args.unmasked_share <= 1.0:
         ap.error("--mask-ratio must be in [0, 1), --unmasked-share in [0, 1]")
+    if args.image_size % PATCH or args.low_res % PATCH or min(args.image_size, args.low_res) <= 0:
+        ap.error(f"--image-size and --low-res must be positive multiples of the patch size ({PATCH})")
     if args.vision_width % 32 or args.vision_width <= 0 or args.vision_layers <= 0:
         ap.error("--vision-width must be a positive multiple of 32 (heads of width 32), --vision-layers positive")
     return args

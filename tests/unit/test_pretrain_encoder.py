@@ -142,3 +142,9 @@ def test_step_timer_reports_each_part_and_rejects_a_full_mask():
     assert "50% of tokens dropped" in done.stdout
     bad = subprocess.run([sys.executable, str(script), "--mask-ratio", "1"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--mask-ratio must be in [0, 1)" in bad.stderr
+
+
+def test_sizes_off_the_patch_grid_are_refused(script, capsys):
+    with pytest.raises(SystemExit):
+        script.parse_args(["--low-res", "100"])
+    assert "multiples of the patch size" in capsys.readouterr().err
