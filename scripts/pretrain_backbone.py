@@ -88,6 +88,7 @@ def make_batch(step: int, args, tokenizer):
     rng = np.random.default_rng([args.seed, step])
     images, img_keys, cap_keys, texts, defect_patches = [], [], [], [], []
     grid = size // PATCH
+    flag_defects = args.keep_defect_tokens and args.mask_ratio > 0  # only then does the loop read them
     for i in range(n):
         product = PRODUCT_NAMES[int(rng.integers(len(PRODUCT_NAMES)))]
         if rng.random() < args.normal_share:
@@ -101,18 +102,20 @@ def make_batch(step: int, args, tokenizer):
         s = render_sample(product, args.seed, step * 1024 + i, render, 0.0 if kinds == [] else 1.0, kinds)
         text, key = caption(rng, product, s.defect_type, closeup=zoom)
         images.append(closeup_crop(s, rng, size) if zoom else s.image)
-        # which patches the defect touches (unknown for a close-up crop: none marked)
-        defect_patches.append(np.zeros(grid * grid, bool) if zoom else
-                              s.mask.reshape(grid, PATCH, grid, PATCH).any(axis=(1, 3)).reshape(-1))
+        if flag_defects:  # which patches the defect touches (unknown for a close-up crop: none marked)
+            defect_patches.append(np.zeros(grid * grid, bool) if zoom else
+                                  s.mask.reshape(grid, PATCH, grid, PATCH).any(axis=(1, 3)).reshape(-1))
         img_keys.append((product, s.defect_type or "normal"))
         cap_keys.append(key)
         texts.append(text)
-    return {
+    batch = {
         "images": torch.from_numpy(np.stack(images)),
         "tokens": tokenizer(texts),
         "positives": torch.from_numpy(matches(img_keys, cap_keys)),
-        "defect_patches": torch.from_numpy(np.stack(defect_patches)),
     }
+    if flag_defects:
+        batch["defect_patches"] = torch.from_numpy(np.stack(defect_patches))
+    return batch
 
 
 class SynthBatches(torch.utils.data.IterableDataset):
@@ -401,7 +404,7 @@ def main() -> None:
             keep = 1.0 - args.mask_ratio if frac < 1.0 - args.unmasked_share else 1.0
             img, patch_mean = encode_image_any_size(
                 model, x, with_patch_mean=True, keep=keep, generator=mask_rng,
-                always_keep=batch["defect_patches"] if args.keep_defect_tokens else None)
+                always_keep=batch.get("defect_patches"))
             txt = encode_text_trimmed(model, batch["tokens"].to(args.device, non_blocking=True))
         positives = batch["positives"].to(args.device)
         loss = multi_positive_loss(img, txt, model.logit_scale, positives)

@@ -103,6 +103,9 @@ def test_batches_mark_the_patches_a_defect_covers(script):
     assert batch["positives"].shape == (16, 16)
     assert flags.any(dim=1).sum() > 0  # some images carry a defect
     assert flags.sum(dim=1).max() < flags.shape[1]  # a defect is local
+    plain_args = script.parse_args(["--batch", "16", "--mask-ratio", "0.75"])
+    plain = script.make_batch(0, plain_args, lambda texts: torch.zeros(len(texts), 4, dtype=torch.long))
+    assert "defect_patches" not in plain  # not computed when the run does not use them
 
 
 def test_trimmed_text_encoder_equals_open_clip(script, model):
