@@ -7,8 +7,11 @@ too small, too large), so a worker can dead-letter it and ``predict`` can print 
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -94,6 +97,16 @@ def resize_rgb(img: Image.Image, size: int) -> np.ndarray:
     return np.asarray(img)
 
 
+def _resize_threads() -> int:
+    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+@lru_cache(maxsize=1)
+def _resize_pool() -> ThreadPoolExecutor:
+    # One pool per process, created on first use; its threads are daemons and idle between batches.
+    return ThreadPoolExecutor(max_workers=_resize_threads(), thread_name_prefix="qc-resize")
+
+
 def preprocess_batch(
     images: Sequence[Image.Image],
     size: int,
@@ -104,14 +117,20 @@ def preprocess_batch(
 ):
     """Pictures -> normalised float tensor [B, 3, size, size] on ``device``.
 
-    Resizing happens on the CPU in uint8; the batch travels to the device as uint8 (4x fewer bytes
-    than float) and is converted and normalised there.
+    Resizing happens on the CPU in uint8, one picture per thread (PIL releases the GIL while it
+    resizes; on a GPU worker a single thread resizing 256 px frames to 518 px was as slow as the
+    ViT-L forward). The batch travels to the device as uint8 (4x fewer bytes than float) and is
+    converted and normalised there.
     """
     import torch
 
     if not images:
         raise ValueError("empty batch")
-    batch = np.stack([resize_rgb(im, size) for im in images])  # [B, S, S, 3] uint8
+    if len(images) == 1 or _resize_threads() == 1:
+        resized = [resize_rgb(im, size) for im in images]
+    else:
+        resized = list(_resize_pool().map(lambda im: resize_rgb(im, size), images))
+    batch = np.stack(resized)  # [B, S, S, 3] uint8
     t = torch.from_numpy(batch).to(device, non_blocking=True).permute(0, 3, 1, 2)
     t = t.to(dtype or torch.float32).div_(255.0)
     m = torch.tensor(mean, device=device, dtype=t.dtype).view(1, 3, 1, 1)

@@ -38,11 +38,21 @@ def find_regions(
     labels, n = ndimage.label(amap >= threshold, structure=np.ones((3, 3), dtype=int))
     if n == 0:
         return []
-    areas = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    flat = labels.ravel()
+    areas = np.bincount(flat, minlength=n + 1)[1:]
+    # Peak per component over its pixels only (ndimage.maximum sorts the whole map: ~6x slower).
+    on = flat > 0
+    peaks = np.full(n + 1, -np.inf, dtype=np.float32)  # same dtype as amap: ufunc.at stays on its fast path
+    np.maximum.at(peaks, flat[on], amap.ravel()[on])
+    peaks = np.clip(peaks[1:], 0.0, 1.0).astype(np.float64)
+    keep = np.flatnonzero(areas >= min_area)
+    # Strongest first (score, then area), ranked before any Region is built: a noisy map can hold
+    # thousands of specks, and only the top ``max_regions`` are reported.
+    keep = keep[np.lexsort((-areas[keep], -peaks[keep]))][:max_regions]
     slices = ndimage.find_objects(labels)
 
     regions = []
-    for k in np.flatnonzero(areas >= min_area):
+    for k in keep:
         ys, xs = slices[k]
         inside = labels[ys, xs] == k + 1  # work inside the bbox only: cost ~ region size, not image size
         regions.append(
@@ -50,11 +60,10 @@ def find_regions(
                 defect_type=_majority_word(type_map, (ys, xs), inside, words),
                 area_px=int(areas[k]),
                 bbox=(int(xs.start), int(ys.start), int(xs.stop), int(ys.stop)),
-                score=float(np.clip(amap[ys, xs][inside].max(), 0.0, 1.0)),
+                score=float(peaks[k]),
             )
         )
-    regions.sort(key=lambda r: (r.score, r.area_px), reverse=True)
-    return regions[:max_regions]
+    return regions
 
 
 def _majority_word(type_map, box, inside, words) -> str | None:

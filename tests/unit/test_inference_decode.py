@@ -104,3 +104,16 @@ def test_resize_and_preprocess_batch():
     assert t.shape == (2, 3, 32, 32) and t.dtype == torch.float32
     assert torch.allclose(t[0, 0], torch.ones(32, 32)) and torch.allclose(t[0, 1], -torch.ones(32, 32))
     assert torch.allclose(t[1, 2], torch.ones(32, 32), atol=1e-6)
+
+
+def test_threaded_preprocess_keeps_each_picture_in_its_place():
+    # The batch is resized on a thread pool: row i must still be picture i, equal to a one-by-one resize.
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    imgs = [Image.fromarray(rng.integers(0, 256, (40 + 7 * i, 60, 3), dtype=np.uint8)) for i in range(9)]
+    t = preprocess_batch(imgs, 48, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    for i, im in enumerate(imgs):
+        ref = torch.from_numpy(resize_rgb(im, 48)).permute(2, 0, 1).float() / 255.0
+        assert torch.equal(t[i], ref)

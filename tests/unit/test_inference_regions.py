@@ -44,6 +44,27 @@ def test_regions_are_eight_connected_and_capped():
     assert len(find_regions(checker, 0.5, max_regions=7)) == 7
 
 
+def test_capped_regions_are_the_strongest_of_many():
+    # A noisy map with hundreds of components: the reported ones are the top ones by (score, area),
+    # the same as ranking every component, and scores are the components' own peaks.
+    from scipy import ndimage
+
+    rng = np.random.default_rng(3)
+    amap = ndimage.gaussian_filter(rng.random((120, 160)).astype(np.float32), 1.0)
+    amap = (amap - amap.min()) / (amap.max() - amap.min())
+    labels, n = ndimage.label(amap >= 0.55, structure=np.ones((3, 3), dtype=int))
+    assert n > 50
+    every = sorted(
+        ((float(amap[labels == k].max()), int((labels == k).sum())) for k in range(1, n + 1) if (labels == k).sum() >= 2),
+        reverse=True,
+    )
+    found = find_regions(amap, 0.55, min_area=2, max_regions=10)
+    assert [(r.score, r.area_px) for r in found] == [(pytest.approx(s), a) for s, a in every[:10]]
+    for r in found:
+        x0, y0, x1, y1 = r.bbox
+        assert amap[y0:y1, x0:x1].max() >= r.score - 1e-6
+
+
 def test_no_regions_below_threshold_and_shape_checks():
     assert find_regions(np.full((8, 8), 0.3, dtype=np.float32), 0.5) == []
     with pytest.raises(ValueError):
