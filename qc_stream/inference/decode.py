@@ -11,7 +11,6 @@ import os
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -101,10 +100,16 @@ def _resize_threads() -> int:
     return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
-@lru_cache(maxsize=1)
+_POOL: tuple[int, ThreadPoolExecutor] | None = None
+
+
 def _resize_pool() -> ThreadPoolExecutor:
-    # One pool per process, created on first use; its threads are daemons and idle between batches.
-    return ThreadPoolExecutor(max_workers=_resize_threads(), thread_name_prefix="qc-resize")
+    """One pool per process, created on first use. Keyed by pid: a forked child inherits the pool
+    object but not its threads, and would wait forever on it."""
+    global _POOL
+    if _POOL is None or _POOL[0] != os.getpid():
+        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=_resize_threads(), thread_name_prefix="qc-resize"))
+    return _POOL[1]
 
 
 def preprocess_batch(

@@ -117,3 +117,20 @@ def test_threaded_preprocess_keeps_each_picture_in_its_place():
     for i, im in enumerate(imgs):
         ref = torch.from_numpy(resize_rgb(im, 48)).permute(2, 0, 1).float() / 255.0
         assert torch.equal(t[i], ref)
+
+
+def test_preprocess_works_in_a_forked_child_after_the_parent_used_the_pool():
+    # A forked child inherits the parent's pool object without its threads; it must make its own.
+    import multiprocessing as mp
+
+    imgs = [Image.new("RGB", (30, 20), (i * 20, 0, 0)) for i in range(4)]
+    preprocess_batch(imgs, 16, mean=(0, 0, 0), std=(1, 1, 1))  # the parent's pool now exists
+    ctx = mp.get_context("fork")
+    with ctx.Pool(1) as pool:
+        shape = pool.apply_async(_child_preprocess_shape).get(timeout=60)
+    assert shape == (4, 3, 16, 16)
+
+
+def _child_preprocess_shape():
+    imgs = [Image.new("RGB", (30, 20), (i * 20, 0, 0)) for i in range(4)]
+    return tuple(preprocess_batch(imgs, 16, mean=(0, 0, 0), std=(1, 1, 1)).shape)
