@@ -8,11 +8,14 @@
               VALIDATION seed, with alternative image-score rules from the same forward pass
     versions  saved prompt versions (DAPO or baselines) measured on the VALIDATION seed: how to choose
               between versions without looking at the test seed
+    types     type naming on the VALIDATION seed: a DAPO version's image score with its own per-image
+              type distribution, the hand-crafted baseline's (product-named frozen prompts), and blends
 
     .venv/bin/python scripts/diagnose_quality.py oracle
     .venv/bin/python scripts/diagnose_quality.py ceiling --epochs 4
     .venv/bin/python scripts/diagnose_quality.py recipe --models-dir models --per-product 96 --epochs 4
     .venv/bin/python scripts/diagnose_quality.py versions dapo-qc-clip-tiny-v3 agnostic-qc-clip-tiny-v3
+    .venv/bin/python scripts/diagnose_quality.py types dapo-qc-clip-tiny-v3
 
 Numbers are for choosing what to try next; the benchmark itself is `qc-stream eval`.
 """
@@ -134,10 +137,42 @@ def versions(args) -> None:
         _report(load_prompt_version(name, backbone, args.models_dir).model, sets, f"{name} (validation seed)")
 
 
+def types(args) -> None:
+    from qc_stream.dapo import load_backbone, load_prompt_version
+    from qc_stream.dapo.metrics import type_metrics, type_scores
+    from qc_stream.evaluation.runner import handcrafted_for, score
+    from qc_stream.synth import PRODUCTS
+
+    if len(args.names) != 1:
+        raise SystemExit("types: name exactly one DAPO prompt version (see models/prompts/)")
+    backbone = load_backbone(args.backbone, models_dir=args.models_dir)
+    dapo = load_prompt_version(args.names[0], backbone, args.models_dir).model.eval()
+    handcrafted = handcrafted_for(backbone)
+    rows = {}
+    for p, ts in _validation_sets().items():
+        words = list(PRODUCTS[p].defects)
+        rd, rh = score(dapo, ts.all, words), score(handcrafted(p), ts.all, words)
+        truth = [s.defect_type for s in ts.all]
+        defective = [i for i, t in enumerate(truth) if t is not None]
+        rows[p] = {}
+        # w = weight of the hand-crafted type distribution; the image score stays DAPO's throughout
+        for w in args.weights:
+            dist = (1 - w) * rd["types"] + w * rh["types"]
+            rows[p][f"type_f1[w={w:g}]"] = type_metrics(truth, type_scores(rd["score"], dist), words)["type_f1"]
+            rows[p][f"type_acc_defects[w={w:g}]"] = float(np.mean([words[int(np.argmax(dist[i]))] == truth[i] for i in defective]))
+        rows[p]["type_f1[handcrafted alone]"] = type_metrics(truth, type_scores(rh["score"], rh["types"]), words)["type_f1"]
+        # and the other way round: is the baseline's edge in its score or in its naming?
+        rows[p]["type_f1[handcrafted score, DAPO types]"] = type_metrics(truth, type_scores(rh["score"], rd["types"]), words)["type_f1"]
+        print(f"  {p:12s} {json.dumps({k: round(v, 3) for k, v in rows[p].items()})}", flush=True)
+    print(f"{args.names[0]} type naming (validation seed) mean: {json.dumps(_mean(rows))}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("what", choices=("oracle", "ceiling", "recipe", "versions"))
-    ap.add_argument("names", nargs="*", help="versions: the prompt versions to measure")
+    ap.add_argument("what", choices=("oracle", "ceiling", "recipe", "versions", "types"))
+    ap.add_argument("names", nargs="*", help="versions: the prompt versions to measure; types: one DAPO version")
+    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
+                    help="types: weights of the hand-crafted type distribution to try (0 = DAPO's own)")
     ap.add_argument("--backbone", default="qc-clip-tiny")
     ap.add_argument("--models-dir", type=Path, default=REPO / "models", help="folder holding backbones/<name>/")
     ap.add_argument("--per-product", type=int, default=96)
@@ -151,9 +186,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.names and args.what != "versions":
-        ap.error("prompt version names go only with 'versions'")
-    {"oracle": oracle, "ceiling": ceiling, "recipe": recipe, "versions": versions}[args.what](args)
+    if args.names and args.what not in ("versions", "types"):
+        ap.error("prompt version names go only with 'versions' or 'types'")
+    if any(not 0.0 <= w <= 1.0 for w in args.weights):
+        ap.error("--weights must lie in [0, 1]")
+    {"oracle": oracle, "ceiling": ceiling, "recipe": recipe, "versions": versions, "types": types}[args.what](args)
 
 
 if __name__ == "__main__":

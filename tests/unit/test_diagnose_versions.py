@@ -31,4 +31,21 @@ def test_versions_scores_each_named_version_on_the_validation_seed():
 def test_versions_needs_names_and_names_need_versions():
     assert run("versions").returncode != 0
     wrong = run("oracle", "dapo-qc-clip-tiny-v3")
-    assert wrong.returncode == 2 and "only with 'versions'" in wrong.stderr
+    assert wrong.returncode == 2 and "only with 'versions' or 'types'" in wrong.stderr
+
+
+def test_types_compares_dapo_type_naming_with_the_handcrafted_distribution():
+    r = run("types", "dapo-qc-clip-tiny-v3", "--weights", "0", "1", "--threads", "2")
+    assert r.returncode == 0, r.stderr
+    (mean,) = [line for line in r.stdout.splitlines() if "type naming (validation seed) mean:" in line]
+    scores = json.loads(mean.split("mean:", 1)[1])
+    assert set(scores) == {"type_f1[w=0]", "type_acc_defects[w=0]", "type_f1[w=1]", "type_acc_defects[w=1]",
+                           "type_f1[handcrafted alone]", "type_f1[handcrafted score, DAPO types]"}
+    # 4-6 candidate types per product: both distributions name defects well above chance (< 0.25)
+    assert scores["type_acc_defects[w=0]"] > 0.25 and scores["type_acc_defects[w=1]"] > 0.25
+    assert all(0.0 <= v <= 1.0 for v in scores.values())
+
+
+def test_types_needs_exactly_one_version_and_weights_in_range():
+    assert run("types").returncode != 0
+    assert run("types", "dapo-qc-clip-tiny-v3", "--weights", "1.5").returncode == 2
