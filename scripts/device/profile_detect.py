@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
+from pathlib import Path
 
 
 def main(argv=None) -> int:
@@ -31,9 +33,6 @@ def main(argv=None) -> int:
     from qc_stream.inference.decode import decode_image, preprocess_batch
     from qc_stream.inference.detector import Detector
     from qc_stream.settings import Settings
-    import tempfile
-    from pathlib import Path
-
     from qc_stream.stream.bench import _frames, _prompts_fit, _untrained_models_dir
 
     settings = Settings()
@@ -43,8 +42,9 @@ def main(argv=None) -> int:
     det = Detector.from_settings(settings)
     bb = det.backbone
     dev = det._device
-    images = [decode_image(f.data) for _, f in _frames(args.frames, 256, seed=7)]
-    products = [p for p, _ in _frames(args.frames, 256, seed=7)]
+    frames = _frames(args.frames, 256, seed=7)
+    images = [decode_image(f.data) for _, f in frames]
+    products = [p for p, _ in frames]
     batches = [(images[i : i + args.batch], products[i : i + args.batch]) for i in range(0, len(images), args.batch)]
     batches = [b for b in batches if len(b[0]) == args.batch]
     words = list(det._prompts.vocab.words)
