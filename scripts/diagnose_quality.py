@@ -68,7 +68,7 @@ def _train(backbone, args, data=None, words=None):
     from qc_stream.evaluation.recipe import Recipe, train_method
 
     recipe = Recipe(per_product=args.per_product, stage_epochs=(args.epochs, 0, 0), lr=args.lr, seed=args.seed,
-                    model_config={**V3_CONFIG, **json.loads(args.config)})
+                    model_config={**V3_CONFIG, **json.loads(args.config)}, type_weight=args.type_weight)
     t0 = time.perf_counter()
     model, history, _ = train_method(backbone, "dapo", "joint", recipe, progress=False, data=data, words=words)
     print(f"trained {args.epochs} epochs ({len(history.steps)} steps) in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -180,6 +180,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--config", default="{}", help="DAPO config overrides (JSON), on top of the v3 settings")
+    ap.add_argument("--type-weight", type=float, default=0.0,
+                    help="recipe/ceiling: weight of the per-image type cross-entropy (0 = the paper's loss)")
     ap.add_argument("--grids", type=int, nargs="+", default=[8, 12, 16, 24])
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()

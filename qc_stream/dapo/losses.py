@@ -4,8 +4,11 @@ total = CE(image logits, label)
       + pixel_weight * sum over tapped layers of [focal(gamma) on the (1+C)-way pixel softmax
                                                  + Dice(p_normal, 1 - mask) + Dice(sum of abnormal p, mask)]
 
+      + type_weight * CE(per-image type distribution, true type)   [defective samples; off by default]
+
 Pixel terms only for samples that have a mask (``has_mask``); mask-free samples train on the image
-term alone. Layer probabilities are upsampled bilinearly to the mask size before the pixel terms.
+term alone. The type term is an addition to the paper's loss (docs/dapo.md): the pixel softmax
+trains the defect words on patches, but nothing else trains the per-image type that names a defect. Layer probabilities are upsampled bilinearly to the mask size before the pixel terms.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class LossParts:
     total: torch.Tensor
     image: torch.Tensor
     pixel: torch.Tensor  # already multiplied by pixel_weight; 0 when no sample has a mask
+    types: torch.Tensor | None = None  # already multiplied by type_weight; None when the term is off
 
 
 def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -46,13 +50,26 @@ def dapo_loss(
     classes: torch.Tensor,
     gamma: float = 2.0,
     pixel_weight: float = 4.0,
+    type_weight: float = 0.0,
 ) -> LossParts:
     """``labels`` [B] 0/1; ``masks`` [B, H, W] 0/1 floats (rows without a mask are ignored);
-    ``has_mask`` [B] bool; ``classes`` [B] the abnormal class index (1..C) of each sample's defect."""
+    ``has_mask`` [B] bool; ``classes`` [B] the abnormal class index (1..C) of each sample's defect.
+    ``type_weight`` > 0 needs a type-aware model (classes index the defect words)."""
     image = F.cross_entropy(out.image_logits, labels.long())
     zero = out.image_logits.sum() * 0
+    types = None
+    if type_weight > 0:
+        defective = (labels > 0) & (classes > 0)
+        if bool(defective.any()):
+            p_true = out.image_type_probs[defective].float().gather(1, (classes[defective].long() - 1)[:, None])
+            types = type_weight * (-torch.log(p_true.clamp_min(1e-6))).mean()
+        else:
+            types = zero
+        image_total = image + types
+    else:
+        image_total = image
     if masks is None or not bool(has_mask.any()):
-        return LossParts(total=image, image=image, pixel=zero)
+        return LossParts(total=image_total, image=image, pixel=zero, types=types)
     sel = has_mask.nonzero().squeeze(1)
     mask = masks[sel].float()
     size = mask.shape[-2:]
@@ -68,4 +85,4 @@ def dapo_loss(
         )
         pixel = pixel + term.mean()
     pixel = pixel_weight * pixel
-    return LossParts(total=image + pixel, image=image, pixel=pixel)
+    return LossParts(total=image_total + pixel, image=image, pixel=pixel, types=types)

@@ -48,6 +48,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     focal_gamma: float = 2.0
     pixel_weight: float = 4.0
+    type_weight: float = 0.0  # per-image type cross-entropy on defective samples (type-aware models only)
     cumulative: bool = True  # staged: earlier groups keep training in later stages
     max_steps_per_stage: int | None = None  # cap for quick runs and tests
     words: list[str] | None = None  # vocabulary to train on (default: the dataset's defect words, sorted)
@@ -181,6 +182,7 @@ def batch_loss(model: PromptDetector, batch: dict, words: list[str], config: Tra
         batch["classes"].to(device),
         gamma=config.focal_gamma,
         pixel_weight=config.pixel_weight,
+        type_weight=config.type_weight if model.type_aware else 0.0,
     )
 
 
@@ -270,6 +272,7 @@ def train(
                         "loss": parts.total.item(),
                         "image_loss": parts.image.item(),
                         "pixel_loss": parts.pixel.item(),
+                        **({"type_loss": parts.types.item()} if parts.types is not None else {}),
                     }
                     history.steps.append(record)
                     if on_step is not None:

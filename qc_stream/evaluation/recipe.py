@@ -23,6 +23,7 @@ class Recipe:
     seed: int = 0
     max_steps_per_stage: int | None = None
     all_seen_types: bool = True  # defects of every seen type on every auxiliary product
+    type_weight: float = 0.0  # DAPO only: per-image type cross-entropy (TrainConfig.type_weight)
     # method config overrides. No deep visual prompts by default: with them, DAPO generalised worse
     # to the held-out products here (image AUROC 0.57 vs 0.81, same recipe; docs/benchmark.md).
     model_config: dict | None = field(default_factory=lambda: {"n_deep_visual": 0})
@@ -74,6 +75,7 @@ def train_method(backbone, method: str, schedule: str = "staged", recipe: Recipe
         words=train_words,
         progress=progress,
         max_steps_per_stage=recipe.max_steps_per_stage,
+        type_weight=recipe.type_weight,
     )
     history = train(model, data, config, schedule=schedule, on_step=on_step)
     model.vocabulary = all_words()

@@ -134,3 +134,33 @@ def test_visual_only_stage_after_inference_reuses_cached_text(backbone):
     history = train(model, data, TrainConfig(stage_epochs=(0, 0, 1), cumulative=False, progress=False))
     assert [s["stage"] for s in history.steps] == ["deep_visual"]
     assert all(torch.equal(v, model.trainable_state_dict()[k]) for k, v in text_before.items())
+
+
+def test_type_loss_is_the_cross_entropy_of_the_true_type_on_defective_samples_only():
+    from qc_stream.dapo.losses import dapo_loss
+    from qc_stream.dapo.model import DapoOutput
+
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])
+    out = DapoOutput(image_score=torch.zeros(3), anomaly_map=torch.zeros(3, 4, 4), type_map_probs=torch.zeros(3, 3, 4, 4),
+                     image_type_probs=probs, words=["a", "b", "c"], candidate_mask=torch.ones(3, 3, dtype=torch.bool),
+                     image_logits=torch.zeros(3, 2))
+    labels, classes = torch.tensor([1, 1, 0]), torch.tensor([1, 3, 0])  # "a", "c", a normal sample
+    no_mask = torch.zeros(3, dtype=torch.bool)
+    plain = dapo_loss(out, labels, None, no_mask, classes)
+    typed = dapo_loss(out, labels, None, no_mask, classes, type_weight=2.0)
+    expected = 2.0 * -(np.log(0.7) + np.log(0.1)) / 2  # the normal sample's row does not count
+    assert plain.types is None
+    assert typed.types.item() == pytest.approx(expected, rel=1e-5)
+    assert typed.total.item() == pytest.approx(plain.total.item() + expected, rel=1e-5)
+
+
+def test_training_with_the_type_loss_records_it_and_lowers_it(backbone):
+    model = _model(backbone)
+    data = _dataset(16)
+    history = train(model, data, TrainConfig(joint_epochs=6, type_weight=1.0, progress=False), schedule="joint")
+    type_losses = [s["type_loss"] for s in history.steps]
+    assert len(type_losses) == len(history.steps) and all(t >= 0 for t in type_losses)
+    assert np.mean(type_losses[-2:]) < np.mean(type_losses[:2]), type_losses
+    # off by default: the paper's loss, nothing recorded
+    assert "type_loss" not in train(_model(backbone), _dataset(8), TrainConfig(joint_epochs=1, progress=False),
+                                    schedule="joint").steps[0]
