@@ -34,6 +34,8 @@ def main() -> None:
     ap.add_argument("--cls-type-weight", type=float, default=None,
                     help="DAPO per-image type rule: weight of the CLS distribution (DapoConfig default 0.5)")
     ap.add_argument("--smooth-sigma", type=float, default=None, help="DAPO anomaly-map Gaussian smoothing (px)")
+    ap.add_argument("--type-weight", type=float, default=0.0,
+                    help="DAPO training: weight of the per-image type cross-entropy (0 = the paper's loss)")
     ap.add_argument("--methods", default="dapo,agnostic")
     ap.add_argument("--tag", default="v2", help="version names: <method>-<backbone>-<tag>")
     ap.add_argument("--threads", type=int, default=2)
@@ -65,8 +67,9 @@ def main() -> None:
         t0 = time.perf_counter()
         schedule = args.schedule if method == "dapo" else "joint"
         method_recipe = recipe
-        if method == "dapo" and dapo_overrides:
-            method_recipe = Recipe(**{**recipe.to_dict(), "model_config": {**recipe.model_config, **dapo_overrides}})
+        if method == "dapo" and (dapo_overrides or args.type_weight):
+            method_recipe = Recipe(**{**recipe.to_dict(), "model_config": {**recipe.model_config, **dapo_overrides},
+                                      "type_weight": args.type_weight})
         model, history, config = train_method(backbone, method, schedule, method_recipe, progress=False,
                                                on_step=lambda r: r["step"] % 20 == 0 and print(
                                                    f"  {method} {r['stage']} step {r['step']} loss {r['loss']:.3f}", flush=True))
