@@ -3,12 +3,12 @@
 total = CE(image logits, label)
       + pixel_weight * sum over tapped layers of [focal(gamma) on the (1+C)-way pixel softmax
                                                  + Dice(p_normal, 1 - mask) + Dice(sum of abnormal p, mask)]
-
-      + type_weight * CE(per-image type distribution, true type)   [defective samples; off by default]
+      + type_weight * CE(per-image type distribution, true word)   [defective samples; 0 by default]
 
 Pixel terms only for samples that have a mask (``has_mask``); mask-free samples train on the image
-term alone. The type term is an addition to the paper's loss (docs/dapo.md): the pixel softmax
-trains the defect words on patches, but nothing else trains the per-image type that names a defect. Layer probabilities are upsampled bilinearly to the mask size before the pixel terms.
+term alone. Layer probabilities are upsampled bilinearly to the mask size before the pixel terms.
+The type term is not in the paper: its pixel softmax trains the defect words on patches, but
+nothing trains the per-image type that names a defect (docs/dapo.md "Fourth round": not adopted).
 """
 
 from __future__ import annotations
