@@ -12,6 +12,7 @@ Each version's manifest carries its quick-benchmark metrics on the held-out prod
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -67,9 +68,9 @@ def main() -> None:
         t0 = time.perf_counter()
         schedule = args.schedule if method == "dapo" else "joint"
         method_recipe = recipe
-        if method == "dapo" and (dapo_overrides or args.type_weight):
-            method_recipe = Recipe(**{**recipe.to_dict(), "model_config": {**recipe.model_config, **dapo_overrides},
-                                      "type_weight": args.type_weight})
+        if method == "dapo":
+            method_recipe = dataclasses.replace(recipe, model_config={**recipe.model_config, **dapo_overrides},
+                                                type_weight=args.type_weight)
         model, history, config = train_method(backbone, method, schedule, method_recipe, progress=False,
                                                on_step=lambda r: r["step"] % 20 == 0 and print(
                                                    f"  {method} {r['stage']} step {r['step']} loss {r['loss']:.3f}", flush=True))
