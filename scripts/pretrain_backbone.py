@@ -17,7 +17,12 @@ the last `--unmasked-share` of the budget trains on all tokens, as inference see
 runs only up to the batch's longest caption (exact, ~1/3 cheaper). With `--keep-defect-tokens`
 the patches a defect covers are never among the dropped ones: with 75 % dropped, a caption that
 names a small defect would otherwise describe an image that no longer shows it three times in
-four. `scripts/time_pretrain_step.py` shows where a step's time goes on the machine at hand.
+four. That alone gives the defect away by position (a cluster among scattered survivors), so
+`--decoy-keep` gives every image without a defect another image's defect patches to keep.
+`scripts/time_pretrain_step.py` shows where a step's time goes on the machine at hand.
+
+Precision: bf16 autocast on a GPU, and on a CPU only where it is native (AVX-512 BF16 or AMX);
+elsewhere it is emulated and ~10x slower than fp32, so such CPUs train in fp32.
 
 The learning-rate schedule runs on wall time (`--minutes`), so the run ends on time on a shared
 machine; checkpoints (fp16 safetensors + config + model card) are written every
@@ -114,8 +119,28 @@ def make_batch(step: int, args, tokenizer):
         "positives": torch.from_numpy(matches(img_keys, cap_keys)),
     }
     if flag_defects:
-        batch["defect_patches"] = torch.from_numpy(np.stack(defect_patches))
+        patterns = np.stack(defect_patches)
+        if args.decoy_keep:
+            patterns = add_decoys(patterns, rng)
+        batch["defect_patches"] = torch.from_numpy(patterns)
     return batch
+
+
+def add_decoys(patterns: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Give every image without a kept-patch pattern (normal images, close-ups) the pattern of a random
+    defective image of the batch.
+
+    With only the defects' patches kept for sure, which positions survive the dropping gives the
+    defect away: a tight cluster among scattered survivors means "defect", and the tower can learn
+    that from the positional embedding instead of from the pixels, a shortcut inference (all tokens
+    kept) never offers. With decoys every image shows such a cluster."""
+    donors = np.flatnonzero(patterns.any(axis=1))
+    if donors.size == 0:
+        return patterns
+    out = patterns.copy()
+    empty = np.flatnonzero(~patterns.any(axis=1))
+    out[empty] = patterns[rng.choice(donors, size=empty.size)]
+    return out
 
 
 class SynthBatches(torch.utils.data.IterableDataset):
@@ -131,6 +156,16 @@ class SynthBatches(torch.utils.data.IterableDataset):
         while True:
             yield make_batch(step, self.args, self.tokenizer)
             step += nw
+
+
+def bf16_is_native(device: str) -> bool:
+    """Whether bf16 autocast pays on `device`: always on a GPU; on a CPU only with AVX-512 BF16 or AMX.
+
+    Elsewhere PyTorch emulates bf16 matmuls: on an AVX2-only EPYC (2026-11-27) the image tower's step
+    took 11.6 s in bf16 against 1.06 s in fp32."""
+    if torch.device(device).type != "cpu":
+        return True
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def to_input(u8: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -278,7 +313,7 @@ without internet: the default backbone of the demo, `qc-stream predict` and the 
 | data | fresh synthetic samples every step: all {len(PRODUCTS)} products, {c['normal_share']:.0%} normal; defects from the product's own subset, or with probability {c['any_type_share']:.0%} any of the {len(DEFECT_TYPES)} types; captions from templates + synonyms, 15 % with a generic noun ("object", "surface"), 15 % of defect captions without the type ("a damaged pill"); {c.get('closeup_share', 0):.0%} close-ups (rendered 1.5-2x larger and cropped; a defect's centre stays in the crop) with close-up captions |
 | resolution | steps at {c['low_res']} px (positional embedding interpolated) and every {c['hi_every']}-th step at {c['image_size']} px |
 | loss | multi-positive symmetric InfoNCE (every caption that correctly describes an image is a positive), learnable temperature; weight {c.get('patch_loss_weight', 0)} on the same loss for the mean patch token |
-| token dropping | {f"{c['mask_ratio']:.0%} of patch tokens dropped per image (FLIP), the last {c['unmasked_share']:.0%} of the budget without" + ("; a defect's patches are never dropped" if c.get('keep_defect_tokens') else "") if c.get('mask_ratio') else "none"} |
+| token dropping | {f"{c['mask_ratio']:.0%} of patch tokens dropped per image (FLIP), the last {c['unmasked_share']:.0%} of the budget without" + ("; a defect's patches are never dropped" if c.get('keep_defect_tokens') else "") + ("; images without a defect keep another image's defect patches (decoys)" if c.get('decoy_keep') else "") if c.get('mask_ratio') else "none"} |
 | optimiser | AdamW lr {c['lr']}, weight decay {c['weight_decay']}, batch {c['batch']} (half at {c['image_size']} px), warm-up then cosine on wall time, bf16 autocast: {c['bf16']} |
 | run | {c['steps']} steps, {c['images_seen']:,} images, {c['minutes']:.1f} min on {c['host']} (device {c.get('device', 'cpu')}), finished {c['finished_at']} |
 | final loss | {c['loss_last']:.3f} (mean of the last 50 steps; first 50: {c['loss_first']:.3f}) |
@@ -320,11 +355,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="with --mask-ratio: the last share of the wall-time budget trains without dropping")
     ap.add_argument("--keep-defect-tokens", action="store_true",
                     help="with --mask-ratio: never drop the patches a defect covers (the caption names it)")
+    ap.add_argument("--decoy-keep", action="store_true",
+                    help="with --keep-defect-tokens: images without a defect keep a random defective image's "
+                         "patches, so the kept positions do not give the defect away")
     ap.add_argument("--init", type=Path, default=None, help="start from these weights (safetensors)")
     ap.add_argument("--closeup-share", type=float, default=0.0,
                     help="share of images that are zoomed-in crops (rendered 1.5-2x larger, cropped)")
     ap.add_argument("--seed", type=int, default=1000)
-    ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument("--no-bf16", action="store_true",
+                    help="train in fp32 (the default on a CPU without native bf16, see bf16_is_native)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--workers", type=int, default=1, help="data-generating processes")
     ap.add_argument("--host", default="2-core CPU VM", help="what the run ran on (for the model card)")
@@ -364,7 +403,7 @@ def main() -> None:
     )
     val = build_val(args.image_size)
     budget = args.minutes * 60
-    use_bf16 = not args.no_bf16
+    use_bf16 = not args.no_bf16 and bf16_is_native(args.device)
     command = "python scripts/pretrain_backbone.py " + shlex.join(a for a in sys.argv[1:])
     losses, images_seen, step = [], 0, 0
     mask_rng = torch.Generator().manual_seed(args.seed)
@@ -381,6 +420,7 @@ def main() -> None:
             "any_type_share": args.any_type_share, "closeup_share": args.closeup_share, "patch_loss_weight": args.patch_loss_weight,
             "mask_ratio": args.mask_ratio, "unmasked_share": args.unmasked_share if args.mask_ratio else None,
             "keep_defect_tokens": bool(args.keep_defect_tokens and args.mask_ratio),
+            "decoy_keep": bool(args.decoy_keep and args.keep_defect_tokens and args.mask_ratio),
             "init": str(args.init) if args.init else None, "lr": args.lr, "weight_decay": args.weight_decay,
             "batch": args.batch, "bf16": use_bf16, "steps": step, "images_seen": images_seen,
             "minutes": (time.perf_counter() - t_start) / 60, "threads": args.threads, "host": args.host, "device": args.device,

@@ -51,15 +51,16 @@ def main() -> None:
     batch = pb.make_batch(0, args, tokenizer)
     x, tokens = pb.to_input(batch["images"]), batch["tokens"]
     rng = torch.Generator().manual_seed(0)
+    bf16 = not args.no_bf16 and pb.bf16_is_native("cpu")  # as the run would choose
 
     def image_tower():
-        with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             img, patch = pb.encode_image_any_size(model, x, with_patch_mean=True, keep=1 - args.mask_ratio, generator=rng)
         (img.float().sum() + patch.float().sum()).backward()
 
     def text_tower(encode):
         def step():
-            with torch.autocast("cpu", dtype=torch.bfloat16):
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 txt = encode(model, tokens)
             txt.float().sum().backward()
         return step
@@ -71,7 +72,7 @@ def main() -> None:
         (f"text tower, all {tokens.shape[1]} positions", seconds(text_tower(lambda m, t: m.encode_text(t)), own.repeats)),
         (f"text tower, cut to {longest} (as trained)", seconds(text_tower(pb.encode_text_trimmed), own.repeats)),
     ]
-    print(f"{x.shape[0]} images at {x.shape[-1]} px, {args.threads} threads, forward + backward in bf16:")
+    print(f"{x.shape[0]} images at {x.shape[-1]} px, {args.threads} threads, forward + backward in {'bf16' if bf16 else 'fp32'}:")
     for label, s in rows:
         print(f"  {label:<38} {s:.3f} s")
 

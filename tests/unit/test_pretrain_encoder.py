@@ -108,6 +108,35 @@ def test_batches_mark_the_patches_a_defect_covers(script):
     assert "defect_patches" not in plain  # not computed when the run does not use them
 
 
+def test_decoys_give_every_image_a_defect_pattern_and_leave_defects_alone(script):
+    import numpy as np
+
+    patterns = np.zeros((6, 9), bool)
+    patterns[1, [0, 1]] = True
+    patterns[4, [7]] = True
+    out = script.add_decoys(patterns, np.random.default_rng(0))
+    assert out.any(axis=1).all()  # no image is left without a cluster of kept patches
+    assert (out[[1, 4]] == patterns[[1, 4]]).all()  # a defect keeps its own patches
+    donors = {tuple(patterns[1]), tuple(patterns[4])}
+    assert all(tuple(row) in donors for row in out)  # decoys are copies of real defect patterns
+    assert not patterns[[0, 2, 3, 5]].any()  # the input is not changed in place
+    none = np.zeros((3, 9), bool)
+    assert not script.add_decoys(none, np.random.default_rng(0)).any()  # no defect in the batch: no decoy
+
+    args = script.parse_args(["--batch", "16", "--mask-ratio", "0.75", "--keep-defect-tokens", "--decoy-keep"])
+    batch = script.make_batch(0, args, lambda texts: torch.zeros(len(texts), 4, dtype=torch.long))
+    assert batch["defect_patches"].any(dim=1).all()
+
+
+def test_bf16_only_where_it_is_native(script, monkeypatch):
+    assert script.bf16_is_native("cuda")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert not script.bf16_is_native("cpu")  # emulated bf16 is ~10x slower than fp32
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
+    assert script.bf16_is_native("cpu")
+
+
 def test_trimmed_text_encoder_equals_open_clip(script, model):
     import open_clip
 
