@@ -52,6 +52,7 @@ from open_clip.transformer import text_global_pool
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from qc_stream.dapo.backbone import bf16_is_native  # noqa: E402
 from qc_stream.synth import PRODUCTS, generate  # noqa: E402
 from qc_stream.synth.captions import DEFECT_PHRASES, caption, matches  # noqa: E402
 from qc_stream.synth.catalog import DEFECT_TYPES  # noqa: E402
@@ -156,16 +157,6 @@ class SynthBatches(torch.utils.data.IterableDataset):
         while True:
             yield make_batch(step, self.args, self.tokenizer)
             step += nw
-
-
-def bf16_is_native(device: str) -> bool:
-    """Whether bf16 autocast pays on `device`: always on a GPU; on a CPU only with AVX-512 BF16 or AMX.
-
-    Elsewhere PyTorch emulates bf16 matmuls: on an AVX2-only EPYC (2026-11-27) the image tower's step
-    took 11.6 s in bf16 against 1.06 s in fp32."""
-    if torch.device(device).type != "cpu":
-        return True
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
 
 
 def to_input(u8: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:

@@ -62,6 +62,16 @@ def autocast(device: str | torch.device, precision: str = "fp32"):
     return torch.autocast(device_type=torch.device(device).type, dtype=dtypes[precision])
 
 
+def bf16_is_native(device: str | torch.device) -> bool:
+    """Whether bf16 autocast pays on ``device``: always on a GPU; on a CPU only with AVX-512 BF16 or AMX.
+
+    Elsewhere PyTorch emulates bf16 matmuls: on an AVX2-only EPYC (2026-11-27) a pretraining step of
+    the tiny image tower took 11.6 s in bf16 against 1.06 s in fp32."""
+    if torch.device(device).type != "cpu":
+        return True
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -126,11 +126,14 @@ class Detector:
     def from_settings(cls, settings: Settings) -> "Detector":
         """Backbone from ``QC_BACKBONE``/``QC_PRETRAINED``/``QC_IMAGE_SIZE`` on ``QC_DEVICE``; prompts from
         ``QC_PROMPT_VERSION`` or ``models/prompts/ACTIVE`` (an untrained model, with a warning, if none)."""
-        from qc_stream.dapo.backbone import load_backbone, resolve_device
+        from qc_stream.dapo.backbone import bf16_is_native, load_backbone, resolve_device
 
         device = resolve_device(settings.device)
         if settings.precision == "fp16" and device.type == "cpu":
             raise ConfigError("QC_PRECISION=fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
+        if settings.precision == "bf16" and not bf16_is_native(device):
+            log.warning("QC_PRECISION=bf16 on a CPU without AVX-512 BF16 or AMX: PyTorch emulates it, "
+                        "which is several times slower than fp32")
         backbone = load_backbone(
             settings.backbone,
             pretrained=settings.pretrained,

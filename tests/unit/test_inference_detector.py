@@ -104,6 +104,23 @@ def test_fp16_on_cpu_is_a_config_error(models_dir):
         Detector.from_settings(_settings(models_dir, precision="fp16"))
 
 
+def test_bf16_on_a_cpu_that_emulates_it_is_warned_about(models_dir, monkeypatch, caplog):
+    import torch
+
+    from qc_stream.dapo.backbone import bf16_is_native
+    from qc_stream.inference.detector import Detector
+
+    assert bf16_is_native("cuda")
+    for native in (False, True):
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda n=native: n)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+        assert bf16_is_native("cpu") is native
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="qc_stream.inference.detector"):
+            Detector.from_settings(_settings(models_dir, precision="bf16"))
+        assert ("emulates" in caplog.text) is not native
+
+
 def test_bf16_autocast_runs_close_to_fp32(models_dir, detector):
     from qc_stream.inference.detector import Detector
 

@@ -128,15 +128,6 @@ def test_decoys_give_every_image_a_defect_pattern_and_leave_defects_alone(script
     assert batch["defect_patches"].any(dim=1).all()
 
 
-def test_bf16_only_where_it_is_native(script, monkeypatch):
-    assert script.bf16_is_native("cuda")
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
-    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
-    assert not script.bf16_is_native("cpu")  # emulated bf16 is ~10x slower than fp32
-    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)
-    assert script.bf16_is_native("cpu")
-
-
 def test_trimmed_text_encoder_equals_open_clip(script, model):
     import open_clip
 
