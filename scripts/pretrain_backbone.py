@@ -361,6 +361,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if not 0.0 <= args.mask_ratio < 1.0 or not 0.0 <= args.unmasked_share <= 1.0:
         ap.error("--mask-ratio must be in [0, 1), --unmasked-share in [0, 1]")
+    if args.decoy_keep and not (args.keep_defect_tokens and args.mask_ratio):
+        ap.error("--decoy-keep works with --keep-defect-tokens and --mask-ratio > 0")
     if args.image_size % PATCH or args.low_res % PATCH or min(args.image_size, args.low_res) <= 0:
         ap.error(f"--image-size and --low-res must be positive multiples of the patch size ({PATCH})")
     if args.vision_width % 32 or args.vision_width <= 0 or args.vision_layers <= 0:

@@ -69,7 +69,9 @@ def bf16_is_native(device: str | torch.device) -> bool:
     the tiny image tower took 11.6 s in bf16 against 1.06 s in fp32."""
     if torch.device(device).type != "cpu":
         return True
-    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    # private probes (torch 2.x); a torch without them is taken as emulating bf16, the safe side
+    probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    return any(bool(probe()) for probe in probes if probe is not None)
 
 
 def sha256_file(path: Path) -> str:

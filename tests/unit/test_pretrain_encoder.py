@@ -126,6 +126,8 @@ def test_decoys_give_every_image_a_defect_pattern_and_leave_defects_alone(script
     args = script.parse_args(["--batch", "16", "--mask-ratio", "0.75", "--keep-defect-tokens", "--decoy-keep"])
     batch = script.make_batch(0, args, lambda texts: torch.zeros(len(texts), 4, dtype=torch.long))
     assert batch["defect_patches"].any(dim=1).all()
+    with pytest.raises(SystemExit):  # decoys without kept defect patches would silently do nothing
+        script.parse_args(["--mask-ratio", "0.75", "--decoy-keep"])
 
 
 def test_trimmed_text_encoder_equals_open_clip(script, model):
