@@ -132,8 +132,8 @@ def add_decoys(patterns: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Give every image without a kept-patch pattern (normal images, close-ups) the pattern of a random
     defective image of the batch.
 
-    With only the defects' patches kept for sure, which positions survive the dropping gives the
-    defect away: a tight cluster among scattered survivors means "defect", and the tower can learn
+    With only the defects' patches kept for sure, which positions survive the dropping could give
+    the defect away: a tight cluster among scattered survivors means "defect", and the tower can learn
     that from the positional embedding instead of from the pixels, a shortcut inference (all tokens
     kept) never offers. With decoys every image shows such a cluster."""
     donors = np.flatnonzero(patterns.any(axis=1))
@@ -158,6 +158,11 @@ class SynthBatches(torch.utils.data.IterableDataset):
         while True:
             yield make_batch(step, self.args, self.tokenizer)
             step += nw
+
+
+def train_in_bf16(args) -> bool:
+    """bf16 autocast unless `--no-bf16`, or the device would only emulate it."""
+    return not args.no_bf16 and bf16_is_native(args.device)
 
 
 def to_input(u8: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tensor:
@@ -397,7 +402,7 @@ def main() -> None:
     )
     val = build_val(args.image_size)
     budget = args.minutes * 60
-    use_bf16 = not args.no_bf16 and bf16_is_native(args.device)
+    use_bf16 = train_in_bf16(args)
     command = "python scripts/pretrain_backbone.py " + shlex.join(a for a in sys.argv[1:])
     losses, images_seen, step = [], 0, 0
     mask_rng = torch.Generator().manual_seed(args.seed)
@@ -414,7 +419,7 @@ def main() -> None:
             "any_type_share": args.any_type_share, "closeup_share": args.closeup_share, "patch_loss_weight": args.patch_loss_weight,
             "mask_ratio": args.mask_ratio, "unmasked_share": args.unmasked_share if args.mask_ratio else None,
             "keep_defect_tokens": bool(args.keep_defect_tokens and args.mask_ratio),
-            "decoy_keep": bool(args.decoy_keep and args.keep_defect_tokens and args.mask_ratio),
+            "decoy_keep": args.decoy_keep,  # parse_args refuses it without kept defect tokens
             "init": str(args.init) if args.init else None, "lr": args.lr, "weight_decay": args.weight_decay,
             "batch": args.batch, "bf16": use_bf16, "steps": step, "images_seen": images_seen,
             "minutes": (time.perf_counter() - t_start) / 60, "threads": args.threads, "host": args.host, "device": args.device,

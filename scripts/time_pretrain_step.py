@@ -51,7 +51,7 @@ def main() -> None:
     batch = pb.make_batch(0, args, tokenizer)
     x, tokens = pb.to_input(batch["images"]), batch["tokens"]
     rng = torch.Generator().manual_seed(0)
-    bf16 = not args.no_bf16 and pb.bf16_is_native("cpu")  # as the run would choose
+    bf16 = pb.train_in_bf16(args)  # as the run would choose
 
     def image_tower():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
