@@ -17,7 +17,7 @@ the last `--unmasked-share` of the budget trains on all tokens, as inference see
 runs only up to the batch's longest caption (exact, ~1/3 cheaper). With `--keep-defect-tokens`
 the patches a defect covers are never among the dropped ones: with 75 % dropped, a caption that
 names a small defect would otherwise describe an image that no longer shows it three times in
-four. Kept defect patches could give the defect away by position (a cluster among scattered
+four (`--keep-defect-from 0.5`: only in the second half of the budget). Kept defect patches could give the defect away by position (a cluster among scattered
 survivors); `--decoy-keep` gives every image without a defect another image's defect patches to
 keep, but did not help (model card, runs 12 and 13).
 `scripts/time_pretrain_step.py` shows where a step's time goes on the machine at hand.
@@ -158,6 +158,14 @@ class SynthBatches(torch.utils.data.IterableDataset):
         while True:
             yield make_batch(step, self.args, self.tokenizer)
             step += nw
+
+
+def token_plan(frac: float, args) -> tuple[float, bool]:
+    """At `frac` of the wall-time budget: the share of patch tokens kept, and whether a defect's
+    patches are kept for sure."""
+    if not args.mask_ratio or frac >= 1.0 - args.unmasked_share:
+        return 1.0, False
+    return 1.0 - args.mask_ratio, bool(args.keep_defect_tokens) and frac >= args.keep_defect_from
 
 
 def train_in_bf16(args) -> bool:
@@ -310,7 +318,7 @@ without internet: the default backbone of the demo, `qc-stream predict` and the 
 | data | fresh synthetic samples every step: all {len(PRODUCTS)} products, {c['normal_share']:.0%} normal; defects from the product's own subset, or with probability {c['any_type_share']:.0%} any of the {len(DEFECT_TYPES)} types; captions from templates + synonyms, 15 % with a generic noun ("object", "surface"), 15 % of defect captions without the type ("a damaged pill"); {c.get('closeup_share', 0):.0%} close-ups (rendered 1.5-2x larger and cropped; a defect's centre stays in the crop) with close-up captions |
 | resolution | steps at {c['low_res']} px (positional embedding interpolated) and every {c['hi_every']}-th step at {c['image_size']} px |
 | loss | multi-positive symmetric InfoNCE (every caption that correctly describes an image is a positive), learnable temperature; weight {c.get('patch_loss_weight', 0)} on the same loss for the mean patch token |
-| token dropping | {f"{c['mask_ratio']:.0%} of patch tokens dropped per image (FLIP), the last {c['unmasked_share']:.0%} of the budget without" + ("; a defect's patches are never dropped" if c.get('keep_defect_tokens') else "") + ("; images without a defect keep another image's defect patches (decoys)" if c.get('decoy_keep') else "") if c.get('mask_ratio') else "none"} |
+| token dropping | {f"{c['mask_ratio']:.0%} of patch tokens dropped per image (FLIP), the last {c['unmasked_share']:.0%} of the budget without" + (("; a defect's patches are never dropped" + (f" from {c['keep_defect_from']:.0%} of the budget on" if c.get('keep_defect_from') else "")) if c.get('keep_defect_tokens') else "") + ("; images without a defect keep another image's defect patches (decoys)" if c.get('decoy_keep') else "") if c.get('mask_ratio') else "none"} |
 | optimiser | AdamW lr {c['lr']}, weight decay {c['weight_decay']}, batch {c['batch']} (half at {c['image_size']} px), warm-up then cosine on wall time, bf16 autocast: {c['bf16']} |
 | run | {c['steps']} steps, {c['images_seen']:,} images, {c['minutes']:.1f} min on {c['host']} (device {c.get('device', 'cpu')}), finished {c['finished_at']} |
 | final loss | {c['loss_last']:.3f} (mean of the last 50 steps; first 50: {c['loss_first']:.3f}) |
@@ -352,6 +360,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="with --mask-ratio: the last share of the wall-time budget trains without dropping")
     ap.add_argument("--keep-defect-tokens", action="store_true",
                     help="with --mask-ratio: never drop the patches a defect covers (the caption names it)")
+    ap.add_argument("--keep-defect-from", type=float, default=0.0,
+                    help="with --keep-defect-tokens: keep them only from this share of the wall-time budget on "
+                         "(the first part drops tokens at random, so the tower learns defects from pixels first)")
     ap.add_argument("--decoy-keep", action="store_true",
                     help="with --keep-defect-tokens: images without a defect keep a random defective image's "
                          "patches, so the kept positions do not give the defect away")
@@ -369,6 +380,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--mask-ratio must be in [0, 1), --unmasked-share in [0, 1]")
     if args.decoy_keep and not (args.keep_defect_tokens and args.mask_ratio):
         ap.error("--decoy-keep works with --keep-defect-tokens and --mask-ratio > 0")
+    if not 0.0 <= args.keep_defect_from < 1.0:
+        ap.error("--keep-defect-from must be in [0, 1)")
+    if args.keep_defect_from and not (args.keep_defect_tokens and args.mask_ratio):
+        ap.error("--keep-defect-from works with --keep-defect-tokens and --mask-ratio > 0")
     if args.image_size % PATCH or args.low_res % PATCH or min(args.image_size, args.low_res) <= 0:
         ap.error(f"--image-size and --low-res must be positive multiples of the patch size ({PATCH})")
     if args.vision_width % 32 or args.vision_width <= 0 or args.vision_layers <= 0:
@@ -420,6 +435,7 @@ def main() -> None:
             "mask_ratio": args.mask_ratio, "unmasked_share": args.unmasked_share if args.mask_ratio else None,
             "keep_defect_tokens": bool(args.keep_defect_tokens and args.mask_ratio),
             "decoy_keep": args.decoy_keep,  # parse_args refuses it without kept defect tokens
+            "keep_defect_from": args.keep_defect_from,
             "init": str(args.init) if args.init else None, "lr": args.lr, "weight_decay": args.weight_decay,
             "batch": args.batch, "bf16": use_bf16, "steps": step, "images_seen": images_seen,
             "minutes": (time.perf_counter() - t_start) / 60, "threads": args.threads, "host": args.host, "device": args.device,
@@ -440,10 +456,10 @@ def main() -> None:
             g["lr"] = lr
         x = to_input(batch["images"], args.device)
         with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=use_bf16):
-            keep = 1.0 - args.mask_ratio if frac < 1.0 - args.unmasked_share else 1.0
+            keep, keep_defects = token_plan(frac, args)
             img, patch_mean = encode_image_any_size(
                 model, x, with_patch_mean=True, keep=keep, generator=mask_rng,
-                always_keep=batch.get("defect_patches"))
+                always_keep=batch.get("defect_patches") if keep_defects else None)
             txt = encode_text_trimmed(model, batch["tokens"].to(args.device, non_blocking=True))
         positives = batch["positives"].to(args.device)
         loss = multi_positive_loss(img, txt, model.logit_scale, positives)

@@ -130,6 +130,24 @@ def test_decoys_give_every_image_a_defect_pattern_and_leave_defects_alone(script
         script.parse_args(["--mask-ratio", "0.75", "--decoy-keep"])
 
 
+def test_token_plan_follows_the_budget(script):
+    plain = script.parse_args(["--mask-ratio", "0.75", "--unmasked-share", "0.15"])
+    assert script.token_plan(0.2, plain) == (0.25, False)
+    assert script.token_plan(0.9, plain) == (1.0, False)  # the last 15 % sees every token
+    assert script.token_plan(0.5, script.parse_args([])) == (1.0, False)  # no dropping at all
+    late = script.parse_args(["--mask-ratio", "0.75", "--unmasked-share", "0.15", "--keep-defect-tokens",
+                              "--keep-defect-from", "0.5"])
+    assert script.token_plan(0.3, late) == (0.25, False)  # first half: random dropping only
+    assert script.token_plan(0.6, late) == (0.25, True)
+    assert script.token_plan(0.9, late) == (1.0, False)
+    always = script.parse_args(["--mask-ratio", "0.75", "--keep-defect-tokens"])
+    assert script.token_plan(0.0, always) == (0.25, True)
+    with pytest.raises(SystemExit):  # without kept defect tokens it would silently do nothing
+        script.parse_args(["--mask-ratio", "0.75", "--keep-defect-from", "0.5"])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--mask-ratio", "0.75", "--keep-defect-tokens", "--keep-defect-from", "1.0"])
+
+
 def test_trimmed_text_encoder_equals_open_clip(script, model):
     import open_clip
 
