@@ -14,8 +14,11 @@
     .venv/bin/python scripts/diagnose_quality.py oracle
     .venv/bin/python scripts/diagnose_quality.py ceiling --epochs 4
     .venv/bin/python scripts/diagnose_quality.py recipe --models-dir models --per-product 96 --epochs 4
-    .venv/bin/python scripts/diagnose_quality.py versions dapo-qc-clip-tiny-v3 agnostic-qc-clip-tiny-v3
-    .venv/bin/python scripts/diagnose_quality.py types dapo-qc-clip-tiny-v3
+    .venv/bin/python scripts/diagnose_quality.py versions dapo-qc-clip-tiny-cpu-v1 agnostic-qc-clip-tiny-cpu-v1
+    .venv/bin/python scripts/diagnose_quality.py types dapo-qc-clip-tiny-cpu-v1
+    .venv/bin/python scripts/diagnose_quality.py --backbone qc-clip-tiny versions dapo-qc-clip-tiny-v3  # GPU backbone
+
+`--backbone` (default: the default backbone) must be the one a named version was trained on.
 
 Numbers are for choosing what to try next; the benchmark itself is `qc-stream eval`.
 """
@@ -33,6 +36,8 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from qc_stream.settings import DEFAULT_BACKBONE  # noqa: E402
 
 V3_CONFIG = {"n_deep_visual": 0, "cls_type_weight": 1.0, "smooth_sigma": 4.0}  # the shipped v3 settings
 
@@ -173,7 +178,7 @@ def main() -> None:
     ap.add_argument("names", nargs="*", help="versions: the prompt versions to measure; types: one DAPO version")
     ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
                     help="types: weights of the hand-crafted type distribution to try (0 = DAPO's own)")
-    ap.add_argument("--backbone", default="qc-clip-tiny")
+    ap.add_argument("--backbone", default=DEFAULT_BACKBONE)
     ap.add_argument("--models-dir", type=Path, default=REPO / "models", help="folder holding backbones/<name>/")
     ap.add_argument("--per-product", type=int, default=96)
     ap.add_argument("--epochs", type=int, default=4)

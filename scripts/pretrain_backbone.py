@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pretrain the small open_clip backbone `qc-clip-tiny` contrastively on synthetic image-caption pairs.
+"""Pretrain the small open_clip backbone `qc-clip-tiny-cpu` contrastively on synthetic image-caption pairs.
 
 No pretrained CLIP reaches these machines, so we give a tiny CLIP the "world knowledge" DAPO needs:
 every product of the catalog, normal and with every defect word, described by varied captions
@@ -13,7 +13,7 @@ image), so the budget buys many more images; the 192 px steps keep the native si
 Token dropping (`--mask-ratio 0.5`, FLIP): on the CPU the image tower is the bottleneck, not the
 data, so dropping half the patch tokens while training buys ~1.35x the images in the same time;
 the last `--unmasked-share` of the budget trains on all tokens, as inference sees them. The best
-2-core runs so far (model card, runs 4 and 6, `--mask-ratio 0.5` and `0.75`) use it. The text tower
+2-core runs (model card of `qc-clip-tiny`, runs 4, 6 and 14) use it. The text tower
 runs only up to the batch's longest caption (exact, ~1/3 cheaper). With `--keep-defect-tokens`
 the patches a defect covers are never among the dropped ones: with 75 % dropped, a caption that
 names a small defect would otherwise describe an image that no longer shows it three times in
@@ -29,7 +29,11 @@ The learning-rate schedule runs on wall time (`--minutes`), so the run ends on t
 machine; checkpoints (fp16 safetensors + config + model card) are written every
 `--checkpoint-minutes`, so a usable model exists even if the run is stopped.
 
-    .venv/bin/python scripts/pretrain_backbone.py --minutes 45
+The shipped default `qc-clip-tiny-cpu` (run 14, 57 minutes on 2 cores):
+
+    .venv/bin/python scripts/pretrain_backbone.py --out models/backbones/qc-clip-tiny-cpu --minutes 57 \
+        --hi-every 2 --patch-loss-weight 0.25 --mask-ratio 0.75 --unmasked-share 0.15 \
+        --keep-defect-tokens --keep-defect-from 0.5
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from qc_stream.dapo.backbone import bf16_is_native  # noqa: E402
+from qc_stream.settings import DEFAULT_BACKBONE  # noqa: E402
 from qc_stream.synth import PRODUCTS, generate  # noqa: E402
 from qc_stream.synth.captions import DEFECT_PHRASES, caption, matches  # noqa: E402
 from qc_stream.synth.catalog import DEFECT_TYPES  # noqa: E402
@@ -304,7 +309,7 @@ def export(model, out: Path, config: dict, card: dict) -> None:
 def model_card(c: dict) -> str:
     zs = c.get("zero_shot") or {}
     per = ", ".join(f"{k} {v:.2f}" for k, v in (zs.get("image_auroc") or {}).items())
-    return f"""# qc-clip-tiny
+    return f"""# {c.get('name', DEFAULT_BACKBONE)}
 
 A tiny open_clip CLIP (ViT image tower, patch 16, exported at {c['image_size']} px; text tower with the
 standard open_clip BPE tokenizer, context 32) pretrained from scratch on synthetic industrial
@@ -337,7 +342,7 @@ Reproduce: `{c['command']}`
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=REPO / "models" / "backbones" / "qc-clip-tiny")
+    ap.add_argument("--out", type=Path, default=REPO / "models" / "backbones" / DEFAULT_BACKBONE)
     ap.add_argument("--minutes", type=float, default=45.0)
     ap.add_argument("--checkpoint-minutes", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=2)
@@ -428,7 +433,7 @@ def main() -> None:
 
     def card(final: bool) -> dict:
         return {
-            "image_size": args.image_size, "low_res": args.low_res, "hi_every": args.hi_every,
+            "name": args.out.name, "image_size": args.image_size, "low_res": args.low_res, "hi_every": args.hi_every,
             "vision_width": args.vision_width, "vision_layers": args.vision_layers,
             "parameters": n_params, "weights_mb": n_params * 2 / 1e6, "normal_share": args.normal_share,
             "any_type_share": args.any_type_share, "closeup_share": args.closeup_share, "patch_loss_weight": args.patch_loss_weight,

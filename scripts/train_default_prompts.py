@@ -21,10 +21,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from qc_stream.settings import DEFAULT_BACKBONE  # noqa: E402
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--backbone", default="qc-clip-tiny")
+    ap.add_argument("--backbone", default=DEFAULT_BACKBONE)
     ap.add_argument("--models-dir", type=Path, default=REPO / "models")
     ap.add_argument("--per-product", type=int, default=48)
     ap.add_argument("--stage-epochs", default="1,1,1")

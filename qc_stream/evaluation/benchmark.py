@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from qc_stream.errors import QcError
+from qc_stream.settings import DEFAULT_BACKBONE
 
 METHODS = ("dapo", "handcrafted", "agnostic")
 ABLATION_RECIPE = dict(per_product=32)  # the default recipe on fewer images (two CPU trainings)
@@ -30,7 +31,7 @@ def find_version(models_dir: Path, method: str, backbone) -> str:
     return found[-1]
 
 
-def run_benchmark(quick: bool = True, backbone_name: str = "qc-clip-tiny", models_dir: Path | None = None,
+def run_benchmark(quick: bool = True, backbone_name: str = DEFAULT_BACKBONE, models_dir: Path | None = None,
                   dapo_version: str | None = None, agnostic_version: str | None = None,
                   ablation: bool | None = None, log: Callable[[str], None] = _log) -> dict:
     import torch

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qc_stream.cli.main import app
+from qc_stream.settings import DEFAULT_BACKBONE
 
 
 @pytest.fixture
@@ -47,8 +48,10 @@ def test_eval_refuses_an_unknown_prompt_version(tiny_modes):
 
 
 def test_shipped_prompts_beat_the_handcrafted_baseline_on_held_out_products():
-    """A small held-out sample (2 products, 32 images): DAPO's anomaly maps localise defects far
-    better than the hand-crafted prompt ensemble on the same backbone."""
+    """A small held-out sample (each of the 5 held-out products, 16 images): DAPO's anomaly maps
+    localise defects far better than the hand-crafted prompt ensemble on the same backbone. On two
+    objects alone (metal_plate, capsule) the 2-core backbone's hand-crafted maps come close in pixel
+    AUROC, so the sample covers every held-out product as the benchmark does."""
     import torch
 
     torch.set_num_threads(2)
@@ -58,13 +61,13 @@ def test_shipped_prompts_beat_the_handcrafted_baseline_on_held_out_products():
 
     MODES["_test"] = (8, 4, 4)
     try:
-        sets = test_sets("_test", products=["metal_plate", "capsule"])
+        sets = test_sets("_test")
     finally:
         del MODES["_test"]
-    backbone = load_backbone("qc-clip-tiny")
+    backbone = load_backbone(DEFAULT_BACKBONE)
     dapo = load_prompt_version(active_version(), backbone).model
     d = evaluate(lambda p: dapo, sets)
     h = evaluate(handcrafted_for(backbone), sets)
     assert not math.isnan(d["pixel_auroc"])
     assert d["pixel_auroc"] > h["pixel_auroc"] + 0.05
-    assert d["pixel_aupro"] > h["pixel_aupro"]
+    assert d["pixel_aupro"] > h["pixel_aupro"] + 0.1

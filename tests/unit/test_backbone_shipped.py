@@ -1,4 +1,4 @@
-"""The shipped default backbone `qc-clip-tiny`: loads offline through open_clip and has really
+"""The shipped default backbone (`qc-clip-tiny-cpu`, pretrained on 2 CPU cores): loads offline through open_clip and has really
 learned the synthetic world (image-text retrieval far above chance on fresh samples)."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from qc_stream.settings import DEFAULT_MODELS_DIR
+from qc_stream.settings import DEFAULT_BACKBONE, DEFAULT_MODELS_DIR, Settings
 from qc_stream.synth import PRODUCTS, generate
 from qc_stream.synth.captions import DEFECT_PHRASES
 
-FOLDER = DEFAULT_MODELS_DIR / "backbones" / "qc-clip-tiny"
+FOLDER = DEFAULT_MODELS_DIR / "backbones" / DEFAULT_BACKBONE
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def backbone():
     torch.set_num_threads(2)
     from qc_stream.dapo import load_backbone
 
-    return load_backbone("qc-clip-tiny")
+    return load_backbone(DEFAULT_BACKBONE)
 
 
 def test_shipped_files_are_small_and_documented():
@@ -34,11 +34,14 @@ def test_shipped_files_are_small_and_documented():
     assert (FOLDER / "weights.safetensors").stat().st_size < 25 * 1024 * 1024
     card = (FOLDER / "MODEL_CARD.md").read_text()
     assert "Reproduce" in card and "scripts/pretrain_backbone.py" in card
+    run = json.loads((FOLDER / "training_log.json").read_text())
+    assert run["device"] == "cpu" and run["threads"] == 2 and run["minutes"] <= 60  # the issue's budget
+    assert Settings().backbone == DEFAULT_BACKBONE
 
 
 def test_loads_offline_with_the_shipped_weights(backbone):
     assert backbone.weights_path is not None and backbone.weights_path.name == "weights.safetensors"
-    assert backbone.backbone_id.startswith("qc-clip-tiny@")
+    assert backbone.backbone_id.startswith(f"{DEFAULT_BACKBONE}@")
     assert backbone.image_size == 192 and backbone.grid_size == (12, 12)
     assert not any(p.requires_grad for p in backbone.model.parameters())
 
@@ -50,7 +53,7 @@ def test_shipped_fp16_weights_load_at_another_image_size(backbone):
 
     from qc_stream.dapo import load_backbone
 
-    bigger = load_backbone("qc-clip-tiny", image_size=256)
+    bigger = load_backbone(DEFAULT_BACKBONE, image_size=256)
     assert bigger.image_size == 256 and bigger.grid_size == (16, 16)
     assert bigger.weights_sha256 == backbone.weights_sha256
     assert torch.equal(bigger.model.visual.conv1.weight, backbone.model.visual.conv1.weight)

@@ -6,10 +6,11 @@ import json
 import subprocess
 import sys
 
-from qc_stream.settings import REPO_ROOT
+from qc_stream.settings import DEFAULT_MODELS_DIR, REPO_ROOT
 from qc_stream.synth.split import load_split
 
 SCRIPT = REPO_ROOT / "scripts" / "diagnose_quality.py"
+ACTIVE = (DEFAULT_MODELS_DIR / "prompts" / "ACTIVE").read_text().strip()  # of the default backbone
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -17,10 +18,10 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_versions_scores_each_named_version_on_the_validation_seed():
-    r = run("versions", "dapo-qc-clip-tiny-v3", "--threads", "2")
+    r = run("versions", ACTIVE, "--threads", "2")
     assert r.returncode == 0, r.stderr
     means = [line for line in r.stdout.splitlines() if "(validation seed) mean:" in line]
-    assert len(means) == 1 and means[0].startswith("dapo-qc-clip-tiny-v3")
+    assert len(means) == 1 and means[0].startswith(ACTIVE)
     scores = json.loads(means[0].split("mean:", 1)[1])
     # the shipped prompts localise and rank clearly better than chance on unseen images
     assert scores["pixel_auroc"] > 0.65 and scores["image_auroc[cls]"] > 0.65
@@ -30,12 +31,12 @@ def test_versions_scores_each_named_version_on_the_validation_seed():
 
 def test_versions_needs_names_and_names_need_versions():
     assert run("versions").returncode != 0
-    wrong = run("oracle", "dapo-qc-clip-tiny-v3")
+    wrong = run("oracle", ACTIVE)
     assert wrong.returncode == 2 and "only with 'versions' or 'types'" in wrong.stderr
 
 
 def test_types_compares_dapo_type_naming_with_the_handcrafted_distribution():
-    r = run("types", "dapo-qc-clip-tiny-v3", "--weights", "0", "1", "--threads", "2")
+    r = run("types", ACTIVE, "--weights", "0", "1", "--threads", "2")
     assert r.returncode == 0, r.stderr
     (mean,) = [line for line in r.stdout.splitlines() if "type naming (validation seed) mean:" in line]
     scores = json.loads(mean.split("mean:", 1)[1])
@@ -48,4 +49,4 @@ def test_types_compares_dapo_type_naming_with_the_handcrafted_distribution():
 
 def test_types_needs_exactly_one_version_and_weights_in_range():
     assert run("types").returncode != 0
-    assert run("types", "dapo-qc-clip-tiny-v3", "--weights", "1.5").returncode == 2
+    assert run("types", ACTIVE, "--weights", "1.5").returncode == 2
