@@ -17,9 +17,10 @@ the last `--unmasked-share` of the budget trains on all tokens, as inference see
 runs only up to the batch's longest caption (exact, ~1/3 cheaper). With `--keep-defect-tokens`
 the patches a defect covers are never among the dropped ones: with 75 % dropped, a caption that
 names a small defect would otherwise describe an image that no longer shows it three times in
-four (`--keep-defect-from 0.5`: only in the second half of the budget). Kept defect patches could give the defect away by position (a cluster among scattered
-survivors); `--decoy-keep` gives every image without a defect another image's defect patches to
-keep, but did not help (model card, runs 12 and 13).
+four (`--keep-defect-from 0.5`: only in the second half of the budget, as the shipped run 14).
+Kept defect patches could give the defect away by position (a cluster among scattered survivors);
+`--decoy-keep` gives every image without a defect another image's defect patches to keep, but did
+not help (model card, runs 12 and 13).
 `scripts/time_pretrain_step.py` shows where a step's time goes on the machine at hand.
 
 Precision: bf16 autocast on a GPU, and on a CPU only where it is native (AVX-512 BF16 or AMX);

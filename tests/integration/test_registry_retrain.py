@@ -45,9 +45,8 @@ BROKEN = dict(
 
 def _decent_seed_version(models_dir) -> str:
     """An active version that really detects defects on DECENT_PRODUCT (image AUROC about 0.96, AUPRO
-    about 0.7 on the holdout):
-    the default backbone + DAPO, 3 seeded training steps on 8 images of that product (seed 101, not the
-    validation seed the retrain holdout is drawn from)."""
+    about 0.7 on the holdout): the default backbone + DAPO, 3 seeded training steps on 8 images of
+    that product (seed 101, not the validation seed the retrain holdout is drawn from)."""
     import torch
 
     from qc_stream.dapo.backbone import load_backbone
@@ -126,7 +125,8 @@ def test_broken_training_run_is_refused_and_nothing_changes(decent_env):
     print(report.message)
     # Precondition: the active version is worth defending; else a refusal (or promotion) is chance.
     active = report.active_metrics
-    assert active["image_auroc"] > 0.9 and active["pixel_aupro"] > 0.5, f"the seed version is not decent: {report.message}"
+    assert active["image_auroc"] > 0.9 and active["pixel_aupro"] > 0.5, (
+        f"the seed version is not decent: {report.message}")
     assert not report.promoted and report.version == seed
     assert report.decision.reasons and "REFUSED" in report.message
     assert versions.active_name() == seed and active_version(models) == seed
