@@ -171,7 +171,7 @@ def token_plan(frac: float, args) -> tuple[float, bool]:
     patches are kept for sure."""
     if not args.mask_ratio or frac >= 1.0 - args.unmasked_share:
         return 1.0, False
-    return 1.0 - args.mask_ratio, bool(args.keep_defect_tokens) and frac >= args.keep_defect_from
+    return 1.0 - args.mask_ratio, args.keep_defect_tokens and frac >= args.keep_defect_from
 
 
 def train_in_bf16(args) -> bool:
@@ -384,12 +384,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if not 0.0 <= args.mask_ratio < 1.0 or not 0.0 <= args.unmasked_share <= 1.0:
         ap.error("--mask-ratio must be in [0, 1), --unmasked-share in [0, 1]")
-    if args.decoy_keep and not (args.keep_defect_tokens and args.mask_ratio):
-        ap.error("--decoy-keep works with --keep-defect-tokens and --mask-ratio > 0")
     if not 0.0 <= args.keep_defect_from < 1.0:
         ap.error("--keep-defect-from must be in [0, 1)")
-    if args.keep_defect_from and not (args.keep_defect_tokens and args.mask_ratio):
-        ap.error("--keep-defect-from works with --keep-defect-tokens and --mask-ratio > 0")
+    for flag, used in (("--decoy-keep", args.decoy_keep), ("--keep-defect-from", args.keep_defect_from)):
+        if used and not (args.keep_defect_tokens and args.mask_ratio):  # else it would silently do nothing
+            ap.error(f"{flag} works with --keep-defect-tokens and --mask-ratio > 0")
     if args.image_size % PATCH or args.low_res % PATCH or min(args.image_size, args.low_res) <= 0:
         ap.error(f"--image-size and --low-res must be positive multiples of the patch size ({PATCH})")
     if args.vision_width % 32 or args.vision_width <= 0 or args.vision_layers <= 0:

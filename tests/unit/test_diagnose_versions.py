@@ -6,11 +6,12 @@ import json
 import subprocess
 import sys
 
-from qc_stream.settings import DEFAULT_MODELS_DIR, REPO_ROOT
+from qc_stream.dapo.checkpoint import active_version
+from qc_stream.settings import REPO_ROOT
 from qc_stream.synth.split import load_split
 
 SCRIPT = REPO_ROOT / "scripts" / "diagnose_quality.py"
-ACTIVE = (DEFAULT_MODELS_DIR / "prompts" / "ACTIVE").read_text().strip()  # of the default backbone
+ACTIVE = active_version()  # the shipped one, made for the default backbone
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
