@@ -51,8 +51,8 @@ def oracle(args) -> None:
     import torch
     import torch.nn.functional as F
 
-    from qc_stream.dapo.metrics import pixel_metrics
-    from qc_stream.evaluation.data import test_sets
+    from qc_stream.evaluation.metrics import pixel_metrics
+    from qc_stream.synth.datasets import test_sets
 
     sets = test_sets("quick")
     gen = torch.Generator().manual_seed(0)
@@ -70,7 +70,7 @@ def oracle(args) -> None:
 
 def _train(backbone, args, data=None, words=None):
     """DAPO with the v3 settings, joint schedule, `args.epochs` epochs (the shared training recipe)."""
-    from qc_stream.evaluation.recipe import Recipe, train_method
+    from qc_stream.training.recipe import Recipe, train_method
 
     recipe = Recipe(per_product=args.per_product, stage_epochs=(args.epochs, 0, 0), lr=args.lr, seed=args.seed,
                     model_config={**V3_CONFIG, **json.loads(args.config)}, type_weight=args.type_weight)
@@ -81,7 +81,7 @@ def _train(backbone, args, data=None, words=None):
 
 
 def _report(model, sets, label: str) -> None:
-    from qc_stream.dapo.metrics import image_metrics, pixel_metrics, type_metrics, type_scores
+    from qc_stream.evaluation.metrics import image_metrics, pixel_metrics, type_metrics, type_scores
     from qc_stream.evaluation.runner import score
     from qc_stream.synth import PRODUCTS
 
@@ -104,7 +104,7 @@ def _report(model, sets, label: str) -> None:
 
 def ceiling(args) -> None:
     from qc_stream.dapo import load_backbone
-    from qc_stream.evaluation.data import test_sets
+    from qc_stream.synth.datasets import test_sets
     from qc_stream.synth import PRODUCTS, generate
     from qc_stream.synth.split import load_split
 
@@ -116,7 +116,7 @@ def ceiling(args) -> None:
 
 
 def _validation_sets():
-    from qc_stream.evaluation.data import test_sets
+    from qc_stream.synth.datasets import test_sets
     from qc_stream.synth.split import load_split
 
     split = load_split()
@@ -144,7 +144,7 @@ def versions(args) -> None:
 
 def types(args) -> None:
     from qc_stream.dapo import load_backbone, load_prompt_version
-    from qc_stream.dapo.metrics import type_metrics, type_scores
+    from qc_stream.evaluation.metrics import type_metrics, type_scores
     from qc_stream.evaluation.runner import handcrafted_for, score
     from qc_stream.synth import PRODUCTS
 

@@ -62,7 +62,7 @@ from qc_stream.dapo.backbone import bf16_is_native  # noqa: E402
 from qc_stream.settings import DEFAULT_BACKBONE  # noqa: E402
 from qc_stream.synth import PRODUCTS, generate  # noqa: E402
 from qc_stream.synth.captions import DEFECT_PHRASES, caption, matches  # noqa: E402
-from qc_stream.synth.catalog import DEFECT_TYPES  # noqa: E402
+from qc_stream.domain.catalog import DEFECT_TYPES  # noqa: E402
 from qc_stream.synth.generator import closeup_crop, render_sample  # noqa: E402
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -53,8 +53,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from qc_stream.dapo import load_backbone, save_prompt_version
-    from qc_stream.evaluation.data import test_sets
-    from qc_stream.evaluation.recipe import Recipe, train_method
+    from qc_stream.synth.datasets import test_sets
+    from qc_stream.training.recipe import Recipe, train_method
     from qc_stream.evaluation.runner import evaluate
 
     backbone = load_backbone(args.backbone, models_dir=args.models_dir, device=args.device)

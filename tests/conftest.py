@@ -83,7 +83,7 @@ def broker():
     tansu keeps a group's first session timeout for its lifetime, so tests must use a unique app id
     (consumer group) each: see ``unique_app_id``.
     """
-    from qc_stream.broker.embedded import EmbeddedBroker
+    from qc_stream.devtools.broker import EmbeddedBroker
 
     with EmbeddedBroker() as b:
         yield b

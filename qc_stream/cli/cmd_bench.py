@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         import json
 
         from qc_stream.settings import load_settings
-        from qc_stream.stream.bench import run_bench
+        from qc_stream.devtools.bench import run_bench
 
         settings = load_settings()
         report = run_bench(settings, frames=frames, batch=batch or settings.batch_size, size=size, json_path=json_path,

@@ -15,9 +15,9 @@ def register(app: typer.Typer) -> None:
         host: Optional[str] = typer.Option("127.0.0.1", "--host", help="Address to bind and advertise."),
     ) -> None:
         """Run the embedded broker until Ctrl-C (memory storage: topics vanish when it stops)."""
-        from qc_stream.broker.embedded import EmbeddedBroker
+        from qc_stream.devtools.broker import EmbeddedBroker
         from qc_stream.settings import load_settings
-        from qc_stream.stream.topics import ensure_topics
+        from qc_stream.wire.topics import ensure_topics
 
         settings = load_settings()
         b = EmbeddedBroker(port=port, host=host).start()

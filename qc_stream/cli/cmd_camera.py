@@ -23,9 +23,11 @@ def register(app: typer.Typer) -> None:
         """Send frames to qc.frames (key = camera id, metadata in headers). Reads QC_KAFKA_BOOTSTRAP."""
         from qc_stream.producers.camera import run_camera
         from qc_stream.producers.producer import FrameProducer
+        from qc_stream.errors import InputError
         from qc_stream.producers.sources import open_source
         from qc_stream.settings import load_settings
-        from qc_stream.stream.topics import ensure_topics
+        from qc_stream.synth.source import synthetic
+        from qc_stream.wire.topics import ensure_topics
 
         import logging
 
@@ -33,7 +35,12 @@ def register(app: typer.Typer) -> None:
         settings = load_settings()
         if source == "synthetic" and count is None:
             count = 100
-        frames = open_source(source, product=product, count=count, defect_rate=defect_rate, seed=seed, size=size)
+        if source == "synthetic":
+            if not product:
+                raise InputError("--source synthetic needs --product")
+            frames = synthetic(product, count=count, defect_rate=defect_rate, seed=seed, size=size)
+        else:
+            frames = open_source(source, count=count)
 
         def on_retry(attempt: int, wait: float, why: str) -> None:
             typer.echo(f"broker {settings.kafka_bootstrap} unreachable ({why}); retry {attempt} in {wait:.1f} s", err=True)

@@ -18,6 +18,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Embedded broker + SQLite (or QC_DATABASE_URL) + Redis if reachable + synthetic cameras + a worker."""
         from qc_stream.settings import load_settings
-        from qc_stream.stream.demo import DemoPlan, run_demo
+        from qc_stream.devtools.demo import DemoPlan, run_demo
 
         run_demo(load_settings(), DemoPlan(frames=frames, cameras=cameras, fps=fps or None, defect_rate=defect_rate, out=out))

@@ -73,7 +73,7 @@ def register(app: typer.Typer) -> None:
         size: int = typer.Option(256, "--size", min=32, max=2048, help="Synthetic image size (the demo's cameras send 256)."),
     ) -> None:
         """Per-product verdict thresholds from good parts, written to the version's thresholds.json."""
-        from qc_stream.inference.calibration import calibrate_version, format_table
+        from qc_stream.registry.calibration import calibrate_version, format_table
         from qc_stream.settings import load_settings
 
         settings = load_settings()

@@ -1,4 +1,7 @@
-"""DAPO detector: defect-aware hybrid prompts over a frozen open_clip backbone (+ baselines).
+"""The DAPO model: defect-aware hybrid prompts over a frozen open_clip backbone (+ baseline models).
+
+The model package only (as open_clip keeps its model apart from open_clip_train): training,
+losses and recipes live in ``qc_stream.training``, metrics in ``qc_stream.evaluation``.
 
 Importing this package imports torch and open_clip: CLI modules import it inside command bodies.
 See docs/dapo.md.
@@ -21,7 +24,6 @@ from qc_stream.dapo.checkpoint import (
     set_active_version,
 )
 from qc_stream.dapo.model import DapoConfig, DapoModel, DapoOutput, PromptDetector
-from qc_stream.dapo.train import TrainConfig, TrainHistory, evaluate_loss, train
 
 __all__ = [
     "AgnosticBaseline",
@@ -34,17 +36,13 @@ __all__ = [
     "HandcraftedConfig",
     "PromptDetector",
     "PromptVersion",
-    "TrainConfig",
-    "TrainHistory",
     "active_version",
     "autocast",
     "build_model",
-    "evaluate_loss",
     "list_versions",
     "load_backbone",
     "load_prompt_version",
     "resolve_device",
     "save_prompt_version",
     "set_active_version",
-    "train",
 ]

@@ -37,8 +37,8 @@ def run_benchmark(quick: bool = True, backbone_name: str = DEFAULT_BACKBONE, mod
     import torch
 
     from qc_stream.dapo import active_version, load_backbone, load_prompt_version
-    from qc_stream.evaluation.data import MODES, test_sets
-    from qc_stream.evaluation.recipe import Recipe, train_method
+    from qc_stream.synth.datasets import MODES, test_sets
+    from qc_stream.training.recipe import Recipe, train_method
     from qc_stream.evaluation.runner import evaluate, goals, handcrafted_for
     from qc_stream.settings import DEFAULT_MODELS_DIR
     from qc_stream.synth.split import load_split

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qc_stream.dapo.metrics import image_metrics, mean_over_products, pixel_metrics, type_metrics, type_scores
-from qc_stream.evaluation.data import ProductTestSet
+from qc_stream.evaluation.metrics import image_metrics, mean_over_products, pixel_metrics, type_metrics, type_scores
+from qc_stream.synth.datasets import ProductTestSet
 from qc_stream.synth import PRODUCTS
 
 SUBSETS = ("all", "seen", "novel")

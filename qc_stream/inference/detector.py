@@ -4,7 +4,7 @@ One ``Detector`` per process holds the frozen backbone and one prompt version. `
 batch under ``torch.inference_mode`` (and autocast when ``QC_PRECISION`` asks for it); the model's
 text features are cached per prompt version, so a batch costs one image forward. ``swap_prompts``
 loads another prompt version and switches to it atomically between batches, together with its
-calibrated verdict thresholds (``thresholds.json``, see ``qc_stream.inference.calibration``).
+calibrated verdict thresholds (``thresholds.json``, see ``qc_stream.dapo.thresholds``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from qc_stream.domain.inspection import Detection
+from qc_stream.domain.vocabulary import Vocabulary
 from qc_stream.errors import ConfigError
 from qc_stream.inference.regions import find_regions, scale_regions
 from qc_stream.settings import Settings
@@ -31,43 +32,6 @@ UNTRAINED = "untrained"
 REGION_WORK_PX = 512
 # The untrained fallback is seeded, so the same image gets the same result in every process.
 UNTRAINED_SEED = 0
-
-
-@dataclass(frozen=True)
-class Vocabulary:
-    """Defect words of a prompt version, and which of them each known product can show."""
-
-    words: tuple[str, ...]
-    products: dict[str, tuple[str, ...]]
-
-    @classmethod
-    def from_manifest(cls, vocab: dict) -> "Vocabulary":
-        words, seen = [], set()
-        for w in vocab.get("words") or ():  # the model refuses duplicate words (case-insensitive)
-            if w.casefold() not in seen:
-                seen.add(w.casefold())
-                words.append(w)
-        words = tuple(words)
-        canonical = {w.casefold(): w for w in words}
-        products = {
-            p: tuple(dict.fromkeys(canonical[w.casefold()] for w in ws if w.casefold() in canonical))
-            for p, ws in (vocab.get("products") or {}).items()
-        }
-        if not words:
-            raise ConfigError("the prompt version has an empty vocabulary: no defect words to score")
-        return cls(words, products)
-
-    @classmethod
-    def synthetic_default(cls) -> "Vocabulary":
-        from qc_stream.synth.catalog import DEFECT_TYPES, PRODUCTS
-
-        return cls(tuple(DEFECT_TYPES), {name: tuple(p.defects) for name, p in PRODUCTS.items()})
-
-    def words_for(self, product: str | None) -> tuple[str, ...]:
-        """The product's registered words; every word when the product is unknown or not given."""
-        if product is not None and self.products.get(product):
-            return self.products[product]
-        return self.words
 
 
 @dataclass(frozen=True)
@@ -299,7 +263,7 @@ def _active_version(models_dir: Path) -> str | None:
 
 def _load_prompts(version: str, backbone, models_dir: Path) -> _Prompts:
     from qc_stream.dapo.checkpoint import load_prompt_version
-    from qc_stream.inference.calibration import version_thresholds
+    from qc_stream.dapo.thresholds import version_thresholds
 
     loaded = load_prompt_version(version, backbone, models_dir=models_dir)
     vocab = Vocabulary.from_manifest(loaded.manifest.get("vocabulary") or {})
@@ -315,7 +279,7 @@ def _untrained(backbone) -> _Prompts:
     )
     import torch
 
-    vocab = Vocabulary.synthetic_default()
+    vocab = Vocabulary.catalog_default()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(UNTRAINED_SEED)
         model = DapoModel(backbone, vocabulary=vocab.words)

@@ -15,8 +15,8 @@ from typing import Callable
 from qc_stream.domain.inspection import FrameMeta
 from qc_stream.errors import InputError, QcError
 from qc_stream.settings import Settings
-from qc_stream.stream.codec import meta_to_headers
-from qc_stream.stream.topics import FRAMES
+from qc_stream.wire.codec import meta_to_headers
+from qc_stream.wire.topics import FRAMES
 
 log = logging.getLogger(__name__)
 

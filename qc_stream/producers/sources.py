@@ -1,6 +1,5 @@
 """Frame sources for a camera producer. Each yields ``SourceFrame``s (encoded bytes + a little context).
 
-- ``synthetic``: generated product images (``qc_stream.synth``) with a defect rate, JPEG-encoded.
 - ``directory``: every file of a folder once, sorted, sent as-is (non-images too: the worker must
   dead-letter them, which is the point).
 - ``video``: a video file, an RTSP/HTTP URL or a USB camera index, read with OpenCV.
@@ -34,18 +33,6 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(image).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
-
-
-def synthetic(product: str, *, count: int | None, defect_rate: float = 0.2, seed: int = 0, size: int = 256) -> Iterator[SourceFrame]:
-    """Generated frames of ``product`` (``qc_stream.synth``); endless when ``count`` is None."""
-    from qc_stream import synth
-
-    if product not in synth.PRODUCTS:
-        raise InputError(f"unknown synthetic product {product!r}; known: {', '.join(sorted(synth.PRODUCTS))}")
-    for i, sample in enumerate(synth.frames(product, seed=seed, size=size, defect_rate=defect_rate)):
-        if count is not None and i >= count:
-            return
-        yield SourceFrame(encode_jpeg(sample.image), "image/jpeg", sample.product, sample.defect_type)
 
 
 def regular_files(path: Path) -> list[Path]:
@@ -94,12 +81,11 @@ def video(spec: str, *, count: int | None = None, quality: int = 90) -> Iterator
         cap.release()
 
 
-def open_source(spec: str, *, product: str | None, count: int | None, defect_rate: float, seed: int, size: int) -> Iterator[SourceFrame]:
-    """``--source`` -> frames: ``synthetic``, a directory, a video file, ``rtsp://…``, ``usb:N``."""
-    if spec == "synthetic":
-        if not product:
-            raise InputError("--source synthetic needs --product")
-        return synthetic(product, count=count, defect_rate=defect_rate, seed=seed, size=size)
+def open_source(spec: str, *, count: int | None) -> Iterator[SourceFrame]:
+    """``--source`` -> frames: a directory, a video file, ``rtsp://…``, ``usb:N``.
+
+    ``synthetic`` frames come from ``qc_stream.synth.source`` (the runtime never imports the
+    generator); the camera command picks that source itself."""
     if "://" in spec or spec.startswith("usb:") or spec.isdigit():
         return video(spec, count=count)
     p = Path(spec)

@@ -70,7 +70,7 @@ class RegistryListener:
         from kafka.errors import KafkaError
 
         from qc_stream.errors import QcError
-        from qc_stream.stream.topics import ensure_topics
+        from qc_stream.wire.topics import ensure_topics
 
         try:
             ensure_topics(self.bootstrap, self.partitions, replication_factor=self.replication_factor)

@@ -84,11 +84,11 @@ def _shuffled(items: list[dict], seed: int) -> list[dict]:
 
 
 def evaluate(model, holdout: list[dict], product_words: dict[str, list[str]], batch_size: int = 16) -> dict:
-    """Mean over products of image, pixel and type metrics (``qc_stream.dapo.metrics``)."""
+    """Mean over products of image, pixel and type metrics (``qc_stream.evaluation.metrics``)."""
     import torch
 
-    from qc_stream.dapo.metrics import image_metrics, mean_over_products, pixel_metrics, type_metrics, type_scores
-    from qc_stream.dapo.train import mask_to_tensor
+    from qc_stream.evaluation.metrics import image_metrics, mean_over_products, pixel_metrics, type_metrics, type_scores
+    from qc_stream.training.train import mask_to_tensor
 
     size = model.backbone.image_size
     by_product: dict[str, list[dict]] = {}
@@ -140,7 +140,7 @@ class RetrainJob:
 
         from qc_stream.dapo.checkpoint import load_prompt_version, read_manifest, save_prompt_version
         from qc_stream.dapo.model import DapoModel
-        from qc_stream.dapo.train import TrainConfig, train
+        from qc_stream.training.train import TrainConfig, train
         from qc_stream.registry.examples import load_examples, split_holdout
         from qc_stream.synth import PRODUCTS
         from qc_stream.synth.split import load_split

@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 from qc_stream.domain.inspection import FrameMeta, InspectionResult
 from qc_stream.errors import QcError
 from qc_stream.settings import Settings
-from qc_stream.stream.codec import Headers, headers_to_meta, normalize_headers
+from qc_stream.wire.codec import Headers, headers_to_meta, normalize_headers
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ def load_detector(rt) -> None:
 def build_worker_app(settings: Settings, rt, update_offsets: dict[int, int], health=None):
     from qc_stream.stream.agents import inspect, model_updates
     from qc_stream.stream.app import build_app
-    from qc_stream.stream.topics import AppTopics
+    from qc_stream.wire.topics import AppTopics
 
     app = build_app(settings)
     topics = AppTopics(app, settings.topic_partitions)
@@ -93,7 +93,7 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
 
     from qc_stream.observability.server import HealthServer
     from qc_stream.stream.agents.model_updates import end_offsets
-    from qc_stream.stream.topics import ensure_topics
+    from qc_stream.wire.topics import ensure_topics
 
     rt = build_runtime(settings)
     # The heavy imports start at once on the inference thread, beside the broker calls below and

@@ -4,7 +4,7 @@
     samples = generate("pill", n=8, seed=1, size=256, defect_rate=0.5)
 """
 
-from qc_stream.synth.catalog import DEFECT_TYPES, GENERIC_NOUNS, PRODUCTS, Product, product
+from qc_stream.domain.catalog import DEFECT_TYPES, GENERIC_NOUNS, PRODUCTS, Product, product
 from qc_stream.synth.generator import Sample, frames, generate, render_sample
 from qc_stream.synth.split import Split, load_split
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from qc_stream.synth.catalog import GENERIC_NOUNS, PRODUCTS
+from qc_stream.domain.catalog import GENERIC_NOUNS, PRODUCTS
 
 NORMAL_ADJECTIVES = ("flawless", "perfect", "normal", "good", "intact", "unblemished", "clean", "defect-free")
 NORMAL_TEMPLATES = (

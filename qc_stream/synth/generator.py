@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from qc_stream.errors import InputError
-from qc_stream.synth.catalog import PRODUCTS, product as lookup_product
+from qc_stream.domain.catalog import PRODUCTS, product as lookup_product
 from qc_stream.synth.defects import OUTLINE_DEFECTS, PAINTERS
 from qc_stream.synth.noise import grid, mul, white_noise
 from qc_stream.synth.products import RENDERERS

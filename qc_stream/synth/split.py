@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from qc_stream.synth.catalog import PRODUCTS
+from qc_stream.domain.catalog import PRODUCTS
 
 SPLIT_FILE = Path(__file__).with_name("split.json")
 

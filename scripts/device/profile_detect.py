@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from qc_stream.inference.decode import decode_image, preprocess_batch
     from qc_stream.inference.detector import Detector
     from qc_stream.settings import Settings
-    from qc_stream.stream.bench import _frames, _prompts_fit, _untrained_models_dir
+    from qc_stream.devtools.bench import _frames, _prompts_fit, _untrained_models_dir
 
     settings = Settings()
     if not _prompts_fit(settings):  # as the bench does: untrained prompts cost the same

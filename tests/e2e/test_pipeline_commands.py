@@ -10,7 +10,7 @@ import sys
 import pytest
 from sqlalchemy import create_engine, text
 
-from qc_stream.stream.local import models_dir_without_prompts
+from qc_stream.devtools.local import models_dir_without_prompts
 
 TINY = {"QC_BACKBONE": "qc-test-tiny", "QC_DEVICE": "cpu", "QC_REDIS_URL": "off"}
 

@@ -16,10 +16,10 @@ import urllib.request
 
 from sqlalchemy import func, select
 
-from qc_stream.broker.embedded import EmbeddedBroker, free_port
+from qc_stream.devtools.broker import EmbeddedBroker, free_port
 from qc_stream.producers.camera import run_camera
 from qc_stream.producers.producer import FrameProducer
-from qc_stream.producers.sources import synthetic
+from qc_stream.synth.source import synthetic
 from qc_stream.registry.events import EventPublisher
 from qc_stream.registry.service import DefectRegistry
 from qc_stream.registry.versions import PromptVersions
@@ -30,9 +30,9 @@ from qc_stream.storage.inspections import InspectionRepository
 from qc_stream.storage.migrate import upgrade
 from qc_stream.storage.model_versions import ModelVersionRepository
 from qc_stream.storage.orm import DefectCountRow, InspectionRow
-from qc_stream.stream.codec import headers_to_meta
-from qc_stream.stream.local import WorkerProcess, read_topic, wait_for_rows, worker_env
-from qc_stream.stream.topics import FRAMES, ensure_topics
+from qc_stream.wire.codec import headers_to_meta
+from qc_stream.devtools.local import WorkerProcess, read_topic, wait_for_rows, worker_env
+from qc_stream.wire.topics import FRAMES, ensure_topics
 
 BEFORE, DURING, TOPUP = 40, 60, 10  # frames before the registration, while it happens, then top-ups
 NEW_TYPE = "Delamination"

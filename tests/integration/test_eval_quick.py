@@ -18,7 +18,7 @@ from qc_stream.settings import DEFAULT_BACKBONE
 
 @pytest.fixture
 def tiny_modes(monkeypatch):
-    from qc_stream.evaluation import data
+    from qc_stream.synth import datasets as data
 
     monkeypatch.setitem(data.MODES, "quick", (3, 2, 2))
 
@@ -56,7 +56,7 @@ def test_shipped_prompts_beat_the_handcrafted_baseline_on_held_out_products():
 
     torch.set_num_threads(2)
     from qc_stream.dapo import active_version, load_backbone, load_prompt_version
-    from qc_stream.evaluation.data import MODES, test_sets
+    from qc_stream.synth.datasets import MODES, test_sets
     from qc_stream.evaluation.runner import evaluate, handcrafted_for
 
     MODES["_test"] = (8, 4, 4)

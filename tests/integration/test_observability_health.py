@@ -88,7 +88,7 @@ def test_container_probe_follows_the_server(server, monkeypatch, capsys):
 
 
 def test_probe_reports_an_unreachable_server():
-    from qc_stream.broker.embedded import free_port
+    from qc_stream.devtools.broker import free_port
 
     healthy, line = probe("/healthz", port=free_port())
     assert not healthy and "unreachable" in line
@@ -125,7 +125,7 @@ def test_consumer_lag_counts_records_behind_the_groups_commit(broker, unique_app
 
 
 def test_lag_monitor_survives_an_unreachable_broker(caplog):
-    from qc_stream.broker.embedded import free_port
+    from qc_stream.devtools.broker import free_port
 
     monitor = LagMonitor(f"127.0.0.1:{free_port()}", "g", "qc.frames", interval_s=60, timeout_s=1.0)
     assert monitor.refresh() == {}

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from qc_stream.broker.embedded import free_port
-from qc_stream.stream.local import models_dir_without_prompts
+from qc_stream.devtools.broker import free_port
+from qc_stream.devtools.local import models_dir_without_prompts
 
 QC = str(Path(sys.executable).parent / "qc-stream")
 

@@ -84,7 +84,7 @@ def test_predict_prints_contract_lines_and_per_file_errors(tmp_path, tiny_env):
         assert f"error: {p}:" in proc.stderr
     assert "Traceback" not in proc.stderr
 
-    from qc_stream.synth.catalog import PRODUCTS
+    from qc_stream.domain.catalog import PRODUCTS
 
     for p in good:
         line = by_image[str(p)]
@@ -115,7 +115,7 @@ def test_predict_all_good_exits_zero_and_unknown_product_uses_all_words(tmp_path
     proc = _run(["predict", str(good[0]), "--product", "no-such-product"], tiny_env)
     assert proc.returncode == 0, proc.stderr
     (line,) = [json.loads(x) for x in proc.stdout.splitlines()]
-    from qc_stream.synth.catalog import DEFECT_TYPES
+    from qc_stream.domain.catalog import DEFECT_TYPES
 
     assert set(line["defect_probs"]) == set(DEFECT_TYPES)
     assert "overlay" not in line

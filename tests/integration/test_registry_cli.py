@@ -63,7 +63,7 @@ def test_invalid_registrations_fail_with_one_line_and_write_nothing(env):
 
 
 def test_broker_down_registers_and_says_the_event_was_not_published(env):
-    from qc_stream.broker.embedded import free_port
+    from qc_stream.devtools.broker import free_port
 
     env = {**env, "QC_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
     r = qc(env, "defects", "add", "-p", "pill", "-n", "burr")

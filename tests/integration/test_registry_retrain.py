@@ -52,7 +52,7 @@ def _decent_seed_version(models_dir) -> str:
     from qc_stream.dapo.backbone import load_backbone
     from qc_stream.dapo.checkpoint import save_prompt_version
     from qc_stream.dapo.model import DapoModel
-    from qc_stream.dapo.train import TrainConfig, train
+    from qc_stream.training.train import TrainConfig, train
     from qc_stream.synth import PRODUCTS, generate
 
     backbone = load_backbone(DEFAULT_BACKBONE, models_dir=models_dir)

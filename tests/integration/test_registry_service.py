@@ -26,7 +26,7 @@ def engine(pg_url):
 
 def _events(bootstrap: str) -> list[tuple[str, dict]]:
     """Every record on qc.defect-types, read without a consumer group."""
-    from qc_stream.stream.local import read_topic_to_end
+    from qc_stream.devtools.local import read_topic_to_end
 
     return [(m.key.decode(), json.loads(m.value)) for m in read_topic_to_end(bootstrap, DEFECT_TYPES_TOPIC)]
 
@@ -64,7 +64,7 @@ def test_vocabulary_is_cached_and_invalidated_on_change(engine, redis_url, redis
 
 
 def test_broker_down_still_registers_and_says_so(engine):
-    from qc_stream.broker.embedded import free_port
+    from qc_stream.devtools.broker import free_port
 
     registry = DefectRegistry(
         DefectTypeRepository(engine), publisher=EventPublisher(f"127.0.0.1:{free_port()}", timeout_s=1)

@@ -65,7 +65,7 @@ def setup(tmp_path, pg_url, broker):
 
 
 def _announcements(bootstrap: str) -> list[dict]:
-    from qc_stream.stream.local import read_topic_to_end
+    from qc_stream.devtools.local import read_topic_to_end
 
     return [json.loads(r.value) for r in read_topic_to_end(bootstrap, MODEL_UPDATES_TOPIC)]
 

@@ -17,14 +17,14 @@ import pytest
 from kafka import KafkaConsumer
 from PIL import Image
 
-from qc_stream.broker.embedded import EmbeddedBroker, free_port
+from qc_stream.devtools.broker import EmbeddedBroker, free_port
 from qc_stream.errors import QcError
 from qc_stream.producers.camera import run_camera
 from qc_stream.producers.producer import FrameProducer
-from qc_stream.producers.sources import directory, synthetic
+from qc_stream.synth.source import synthetic
 from qc_stream.settings import load_settings
-from qc_stream.stream.codec import headers_to_meta
-from qc_stream.stream.topics import FRAMES, ensure_topics
+from qc_stream.wire.codec import headers_to_meta
+from qc_stream.wire.topics import FRAMES, ensure_topics
 
 
 @pytest.fixture

@@ -16,19 +16,20 @@ from kafka import KafkaProducer
 from PIL import Image
 from sqlalchemy import func, select
 
-from qc_stream.broker.embedded import EmbeddedBroker
+from qc_stream.devtools.broker import EmbeddedBroker
 from qc_stream.producers.camera import run_camera
 from qc_stream.producers.producer import FrameProducer
-from qc_stream.producers.sources import directory, synthetic
+from qc_stream.producers.sources import directory
+from qc_stream.synth.source import synthetic
 from qc_stream.settings import load_settings
 from qc_stream.storage.cache import Cache
 from qc_stream.storage.db import make_engine
 from qc_stream.storage.inspections import InspectionRepository
 from qc_stream.storage.migrate import upgrade
 from qc_stream.storage.orm import DefectCountRow, InspectionRow
-from qc_stream.stream.codec import header_value, result_from_json
-from qc_stream.stream.local import WorkerProcess, models_dir_without_prompts, read_topic, wait_for_rows, worker_env
-from qc_stream.stream.topics import DEADLETTER, FRAMES, RESULTS, ensure_topics
+from qc_stream.wire.codec import header_value, result_from_json
+from qc_stream.devtools.local import WorkerProcess, models_dir_without_prompts, read_topic, wait_for_rows, worker_env
+from qc_stream.wire.topics import DEADLETTER, FRAMES, RESULTS, ensure_topics
 
 TINY = {"QC_BACKBONE": "qc-test-tiny", "QC_BATCH_SIZE": "8"}
 

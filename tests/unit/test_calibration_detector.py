@@ -19,9 +19,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from qc_stream.domain.inspection import FrameMeta, decide_verdict
-from qc_stream.inference.calibration import THRESHOLDS_FILE, write_thresholds
+from qc_stream.dapo.thresholds import THRESHOLDS_FILE, write_thresholds
 from qc_stream.settings import load_settings
-from qc_stream.stream.codec import meta_to_headers
+from qc_stream.wire.codec import meta_to_headers
 from qc_stream.stream.service import RawFrame, inspect_batch
 
 REPO = Path(__file__).resolve().parents[2]

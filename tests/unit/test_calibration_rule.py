@@ -6,13 +6,8 @@ import numpy as np
 import pytest
 
 from qc_stream.domain.thresholds import resolve_thresholds, thresholds_from_normal_scores
-from qc_stream.inference.calibration import (
-    THRESHOLDS_FILE,
-    calibrate_product,
-    flag_rate,
-    read_thresholds,
-    write_thresholds,
-)
+from qc_stream.dapo.thresholds import THRESHOLDS_FILE, read_thresholds, write_thresholds
+from qc_stream.registry.calibration import calibrate_product, flag_rate
 
 
 def test_warn_is_the_quantile_and_reject_the_max_plus_margin():

@@ -4,16 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from qc_stream.dapo import (
-    AgnosticBaseline,
-    DapoConfig,
-    DapoModel,
-    HandcraftedBaseline,
-    TrainConfig,
-    evaluate_loss,
-    load_backbone,
-    train,
-)
+from qc_stream.dapo import AgnosticBaseline, DapoConfig, DapoModel, HandcraftedBaseline, load_backbone
+from qc_stream.training import TrainConfig, evaluate_loss, train
 from qc_stream.errors import QcError
 
 WORDS = ["scratch", "hole"]
@@ -137,7 +129,7 @@ def test_visual_only_stage_after_inference_reuses_cached_text(backbone):
 
 
 def test_type_loss_is_the_cross_entropy_of_the_true_type_on_defective_samples_only():
-    from qc_stream.dapo.losses import dapo_loss
+    from qc_stream.training.losses import dapo_loss
     from qc_stream.dapo.model import DapoOutput
 
     probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.3, 0.3, 0.4]])

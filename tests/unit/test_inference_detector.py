@@ -46,7 +46,7 @@ def _images():
 
 
 def test_untrained_fallback_identity_and_vocabulary(detector):
-    from qc_stream.synth.catalog import DEFECT_TYPES, PRODUCTS
+    from qc_stream.domain.catalog import DEFECT_TYPES, PRODUCTS
 
     assert detector.prompt_version == "untrained"
     assert detector.model_version == detector.backbone_id and detector.model_version.startswith("qc-test-tiny@")
@@ -56,7 +56,7 @@ def test_untrained_fallback_identity_and_vocabulary(detector):
 
 
 def test_detect_outputs_at_image_size_with_product_candidates(detector):
-    from qc_stream.synth.catalog import PRODUCTS
+    from qc_stream.domain.catalog import PRODUCTS
 
     a, b = _images()
     out_a, out_b = detector.detect([a, b], ["pill", None])
@@ -223,7 +223,7 @@ def test_large_frame_regions_in_image_pixels(detector):
 
 
 def test_vocabulary_from_manifest_dedupes_and_matches_case():
-    from qc_stream.inference.detector import Vocabulary
+    from qc_stream.domain.vocabulary import Vocabulary
 
     v = Vocabulary.from_manifest({"words": ["dent", "Dent", "burr"], "products": {"panel": ["DENT", "gouge"]}})
     assert v.words == ("dent", "burr")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from qc_stream.dapo.metrics import (
+from qc_stream.evaluation.metrics import (
     aupro,
     f1_max,
     image_metrics,

@@ -21,9 +21,9 @@ from qc_stream.domain.inspection import Detection, FrameMeta
 from qc_stream.settings import load_settings
 from qc_stream.stream.agents import inspect, model_updates
 from qc_stream.stream.app import build_app
-from qc_stream.stream.codec import meta_to_headers
+from qc_stream.wire.codec import meta_to_headers
 from qc_stream.stream.runtime import WorkerRuntime
-from qc_stream.stream.topics import AppTopics
+from qc_stream.wire.topics import AppTopics
 
 
 class BrightnessDetector:
@@ -159,7 +159,7 @@ def test_offsets_are_acked_only_after_the_batch_is_stored(harness):
 
 
 def test_bad_frames_go_to_dead_letters_with_reason_and_good_ones_still_pass(harness):
-    from qc_stream.stream.codec import header_value
+    from qc_stream.wire.codec import header_value
 
     app, agent, rt, detector, stored, topics = harness
 

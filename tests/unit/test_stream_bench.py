@@ -8,7 +8,7 @@ import pytest
 
 from qc_stream.errors import QcError
 from qc_stream.settings import DEFAULT_MODELS_DIR, load_settings
-from qc_stream.stream.bench import _prompts_fit, _steady, _untrained_models_dir
+from qc_stream.devtools.bench import _prompts_fit, _steady, _untrained_models_dir
 
 
 def test_steady_counts_frames_after_the_first_batch_over_the_span_of_batches():

@@ -14,7 +14,7 @@ from PIL import Image
 from qc_stream.domain.inspection import Detection, FrameMeta
 from qc_stream.errors import InputError
 from qc_stream.settings import load_settings
-from qc_stream.stream.codec import deadletter_headers, header_value, headers_to_meta, meta_to_headers, result_from_json, result_to_json
+from qc_stream.wire.codec import deadletter_headers, header_value, headers_to_meta, meta_to_headers, result_from_json, result_to_json
 from qc_stream.stream.service import RawFrame, inspect_batch
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)

@@ -15,10 +15,10 @@ import time
 from collections import deque
 
 from qc_stream.observability import metrics
-from qc_stream.stream.codec import deadletter_headers, result_to_json
+from qc_stream.wire.codec import deadletter_headers, result_to_json
 from qc_stream.stream.runtime import WorkerRuntime
 from qc_stream.stream.service import BatchOutcome, PreparedBatch, RawFrame, infer_batch, prepare_batch
-from qc_stream.stream.topics import AppTopics
+from qc_stream.wire.topics import AppTopics
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import logging
 from qc_stream.errors import InputError
 from qc_stream.observability import metrics
 from qc_stream.stream.runtime import WorkerRuntime
-from qc_stream.stream.topics import MODEL_UPDATES
+from qc_stream.wire.topics import MODEL_UPDATES
 
 log = logging.getLogger(__name__)
 

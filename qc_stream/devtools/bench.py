@@ -31,7 +31,7 @@ PRODUCTS = ("pill", "screw", "wood", "tile")
 
 
 def _frames(n: int, size: int, seed: int):
-    from qc_stream.producers.sources import synthetic
+    from qc_stream.synth.source import synthetic
 
     per = -(-n // len(PRODUCTS))
     out = []
@@ -119,7 +119,7 @@ def _rounds(n: int, batch: int) -> list[tuple[int, int]]:
 def measure(settings: Settings, frames, bare: BareModel, batch: int, workdir: Path, latency_frames: int, echo) -> dict:
     from sqlalchemy import select
 
-    from qc_stream.broker.embedded import EmbeddedBroker
+    from qc_stream.devtools.broker import EmbeddedBroker
     from qc_stream.producers.camera import run_camera
     from qc_stream.producers.producer import FrameProducer
     from qc_stream.producers.sources import SourceFrame
@@ -127,9 +127,9 @@ def measure(settings: Settings, frames, bare: BareModel, batch: int, workdir: Pa
     from qc_stream.storage.inspections import InspectionRepository
     from qc_stream.storage.migrate import upgrade
     from qc_stream.storage.orm import InspectionRow
-    from qc_stream.stream.demo import percentile
-    from qc_stream.stream.local import WorkerProcess, wait_for_rows, worker_env
-    from qc_stream.stream.topics import ensure_topics
+    from qc_stream.devtools.demo import percentile
+    from qc_stream.devtools.local import WorkerProcess, wait_for_rows, worker_env
+    from qc_stream.wire.topics import ensure_topics
 
     db_url = settings.database_url if "QC_DATABASE_URL" in os.environ else f"sqlite:///{workdir / 'bench.db'}"
     upgrade(db_url)
@@ -233,7 +233,7 @@ def _prompts_fit(settings: Settings) -> bool:
 def _untrained_models_dir(settings: Settings, workdir: Path) -> Path:
     """The same backbones and no prompt versions: untrained prompts cost exactly what trained ones
     cost (same modules, same shapes)."""
-    from qc_stream.stream.local import models_dir_without_prompts
+    from qc_stream.devtools.local import models_dir_without_prompts
 
     return models_dir_without_prompts(workdir / "models", Path(settings.models_dir))
 

@@ -51,15 +51,15 @@ def _echo(msg: str = "", end: str = "\n") -> None:
 
 
 def run_demo(settings: Settings, plan: DemoPlan) -> dict:
-    from qc_stream.broker.embedded import EmbeddedBroker
+    from qc_stream.devtools.broker import EmbeddedBroker
     from qc_stream.producers.camera import run_camera
     from qc_stream.producers.producer import FrameProducer
-    from qc_stream.producers.sources import synthetic
+    from qc_stream.synth.source import synthetic
     from qc_stream.storage.db import make_engine, safe_url
     from qc_stream.storage.inspections import InspectionRepository
     from qc_stream.storage.migrate import upgrade
-    from qc_stream.stream.local import WorkerProcess, redis_reachable, worker_env
-    from qc_stream.stream.topics import ensure_topics
+    from qc_stream.devtools.local import WorkerProcess, redis_reachable, worker_env
+    from qc_stream.wire.topics import ensure_topics
 
     if plan.cameras < 1 or plan.frames < plan.cameras:
         raise QcError("--frames must be at least --cameras (and --cameras at least 1)")

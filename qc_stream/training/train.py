@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from qc_stream.dapo.backbone import Backbone, autocast, resolve_device
-from qc_stream.dapo.losses import dapo_loss
+from qc_stream.training.losses import dapo_loss
 from qc_stream.dapo.model import PromptDetector, check_words
 from qc_stream.errors import QcError
 

@@ -54,8 +54,9 @@ def train_method(backbone, method: str, schedule: str = "staged", recipe: Recipe
     `data` / `words` replace the auxiliary samples and the seen words (diagnostics train on other
     products). The returned model knows every catalog word and product subset (novel words are
     zero-shot), so it can serve the demo's products as well as the benchmark."""
-    from qc_stream.dapo import TrainConfig, build_model, train
-    from qc_stream.evaluation.data import training_set
+    from qc_stream.dapo import build_model
+    from qc_stream.training import TrainConfig, train
+    from qc_stream.synth.datasets import training_set
 
     recipe = recipe or Recipe()
     split = load_split()
