@@ -114,9 +114,13 @@ class Settings(BaseSettings):
         try:
             url = make_url(v)
         except ArgumentError:
-            raise ValueError(f"not a database URL: {v!r} (e.g. postgresql+psycopg://user@host/db)")
+            raise ValueError(
+                f"not a database URL: {v!r} (e.g. postgresql+psycopg://user@host/db)"
+            ) from None
         if url.get_backend_name() not in ("postgresql", "sqlite"):
-            raise ValueError(f"unsupported database {url.get_backend_name()!r}: use postgresql or sqlite")
+            raise ValueError(
+                f"unsupported database {url.get_backend_name()!r}: use postgresql or sqlite"
+            )
         return v
 
     @field_validator("redis_url")
@@ -143,7 +147,7 @@ class Settings(BaseSettings):
         try:
             data = json.loads(v)
         except json.JSONDecodeError as e:
-            raise ValueError(f"not JSON: {e.msg}")
+            raise ValueError(f"not JSON: {e.msg}") from None
         if not isinstance(data, dict):
             raise ValueError('expected a JSON object like {"pill": [0.4, 0.7]}')
         for product, pair in data.items():
@@ -153,11 +157,13 @@ class Settings(BaseSettings):
                 or not all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in pair)
                 or pair[0] > pair[1]
             ):
-                raise ValueError(f"{product!r}: expected [warn, reject] with 0 <= warn <= reject <= 1")
+                raise ValueError(
+                    f"{product!r}: expected [warn, reject] with 0 <= warn <= reject <= 1"
+                )
         return v
 
     @model_validator(mode="after")
-    def _check_consistency(self) -> "Settings":
+    def _check_consistency(self) -> Settings:
         if self.warn_threshold > self.reject_threshold:
             raise ValueError("QC_WARN_THRESHOLD must not exceed QC_REJECT_THRESHOLD")
         if self.kafka_max_request_bytes < self.max_frame_bytes + KAFKA_OVERHEAD_BYTES:

@@ -39,7 +39,11 @@ sys.path.insert(0, str(REPO))
 
 from qc_stream.settings import DEFAULT_BACKBONE  # noqa: E402
 
-V3_CONFIG = {"n_deep_visual": 0, "cls_type_weight": 1.0, "smooth_sigma": 4.0}  # the shipped v3 settings
+V3_CONFIG = {
+    "n_deep_visual": 0,
+    "cls_type_weight": 1.0,
+    "smooth_sigma": 4.0,
+}  # the shipped v3 settings
 
 
 def _mean(rows: dict[str, dict]) -> dict:
@@ -62,8 +66,12 @@ def oracle(args) -> None:
             masks = [s.mask for s in ts.all]
             m = torch.from_numpy(np.stack(masks).astype(np.float32))[:, None]
             small = F.adaptive_avg_pool2d(m, g)
-            small = small + 0.02 * torch.rand(small.shape, generator=gen)  # ties broken, as in a real map
-            up = F.interpolate(small, size=masks[0].shape, mode="bilinear", align_corners=False)[:, 0].numpy()
+            small = small + 0.02 * torch.rand(
+                small.shape, generator=gen
+            )  # ties broken, as in a real map
+            up = F.interpolate(small, size=masks[0].shape, mode="bilinear", align_corners=False)[
+                :, 0
+            ].numpy()
             rows[p] = pixel_metrics(masks, up)
         print(f"grid {g}x{g}: {_mean(rows)}", flush=True)
 
@@ -72,11 +80,22 @@ def _train(backbone, args, data=None, words=None):
     """DAPO with the v3 settings, joint schedule, `args.epochs` epochs (the shared training recipe)."""
     from qc_stream.training.recipe import Recipe, train_method
 
-    recipe = Recipe(per_product=args.per_product, stage_epochs=(args.epochs, 0, 0), lr=args.lr, seed=args.seed,
-                    model_config={**V3_CONFIG, **json.loads(args.config)}, type_weight=args.type_weight)
+    recipe = Recipe(
+        per_product=args.per_product,
+        stage_epochs=(args.epochs, 0, 0),
+        lr=args.lr,
+        seed=args.seed,
+        model_config={**V3_CONFIG, **json.loads(args.config)},
+        type_weight=args.type_weight,
+    )
     t0 = time.perf_counter()
-    model, history, _ = train_method(backbone, "dapo", "joint", recipe, progress=False, data=data, words=words)
-    print(f"trained {args.epochs} epochs ({len(history.steps)} steps) in {time.perf_counter() - t0:.0f} s", flush=True)
+    model, history, _ = train_method(
+        backbone, "dapo", "joint", recipe, progress=False, data=data, words=words
+    )
+    print(
+        f"trained {args.epochs} epochs ({len(history.steps)} steps) in {time.perf_counter() - t0:.0f} s",
+        flush=True,
+    )
     return model
 
 
@@ -92,27 +111,44 @@ def _report(model, sets, label: str) -> None:
         r = score(model, ts.all, words)
         y = np.array([s.defect_type is not None for s in ts.all], int)
         flat = r["map"].reshape(len(y), -1)
-        top1 = np.sort(flat, 1)[:, -max(1, flat.shape[1] // 100):].mean(1)
-        rules = {"cls": r["score"], "map_max": flat.max(1), "map_top1%": top1, "cls*map_top1%": r["score"] * top1}
-        rows[p] = {f"image_auroc[{k}]": image_metrics(y, v)["image_auroc"] for k, v in rules.items()}
+        top1 = np.sort(flat, 1)[:, -max(1, flat.shape[1] // 100) :].mean(1)
+        rules = {
+            "cls": r["score"],
+            "map_max": flat.max(1),
+            "map_top1%": top1,
+            "cls*map_top1%": r["score"] * top1,
+        }
+        rows[p] = {
+            f"image_auroc[{k}]": image_metrics(y, v)["image_auroc"] for k, v in rules.items()
+        }
         rows[p]["image_ap[cls]"] = image_metrics(y, r["score"])["image_ap"]
         rows[p].update(pixel_metrics([s.mask for s in ts.all], r["map"]))
-        rows[p]["type_f1"] = type_metrics([s.defect_type for s in ts.all], type_scores(r["score"], r["types"]), words)["type_f1"]
+        rows[p]["type_f1"] = type_metrics(
+            [s.defect_type for s in ts.all], type_scores(r["score"], r["types"]), words
+        )["type_f1"]
         print(f"  {p:12s} {json.dumps({k: round(v, 3) for k, v in rows[p].items()})}", flush=True)
     print(f"{label} mean: {json.dumps(_mean(rows))}", flush=True)
 
 
 def ceiling(args) -> None:
     from qc_stream.dapo import load_backbone
-    from qc_stream.synth.datasets import test_sets
     from qc_stream.synth import PRODUCTS, generate
+    from qc_stream.synth.datasets import test_sets
     from qc_stream.synth.split import load_split
 
     split = load_split()
     backbone = load_backbone(args.backbone, models_dir=args.models_dir)
-    data = [s for p in split.held_out_products for s in generate(p, args.per_product, int(split.seeds["train"]), 256, 0.6)]
+    data = [
+        s
+        for p in split.held_out_products
+        for s in generate(p, args.per_product, int(split.seeds["train"]), 256, 0.6)
+    ]
     words = sorted({t for p in split.held_out_products for t in PRODUCTS[p].defects})
-    _report(_train(backbone, args, data, words), test_sets("quick"), f"ceiling ({backbone.backbone_id}, test seed)")
+    _report(
+        _train(backbone, args, data, words),
+        test_sets("quick"),
+        f"ceiling ({backbone.backbone_id}, test seed)",
+    )
 
 
 def _validation_sets():
@@ -120,7 +156,10 @@ def _validation_sets():
     from qc_stream.synth.split import load_split
 
     split = load_split()
-    return test_sets("quick", split=dataclasses.replace(split, seeds={**split.seeds, "test": split.seeds["validation"]}))
+    return test_sets(
+        "quick",
+        split=dataclasses.replace(split, seeds={**split.seeds, "test": split.seeds["validation"]}),
+    )
 
 
 def recipe(args) -> None:
@@ -139,7 +178,11 @@ def versions(args) -> None:
     backbone = load_backbone(args.backbone, models_dir=args.models_dir)
     sets = _validation_sets()
     for name in args.names:
-        _report(load_prompt_version(name, backbone, args.models_dir).model, sets, f"{name} (validation seed)")
+        _report(
+            load_prompt_version(name, backbone, args.models_dir).model,
+            sets,
+            f"{name} (validation seed)",
+        )
 
 
 def types(args) -> None:
@@ -163,30 +206,55 @@ def types(args) -> None:
         # w = weight of the hand-crafted type distribution; the image score stays DAPO's throughout
         for w in args.weights:
             dist = (1 - w) * rd["types"] + w * rh["types"]
-            rows[p][f"type_f1[w={w:g}]"] = type_metrics(truth, type_scores(rd["score"], dist), words)["type_f1"]
-            rows[p][f"type_acc_defects[w={w:g}]"] = float(np.mean([words[int(np.argmax(dist[i]))] == truth[i] for i in defective]))
-        rows[p]["type_f1[handcrafted alone]"] = type_metrics(truth, type_scores(rh["score"], rh["types"]), words)["type_f1"]
+            rows[p][f"type_f1[w={w:g}]"] = type_metrics(
+                truth, type_scores(rd["score"], dist), words
+            )["type_f1"]
+            rows[p][f"type_acc_defects[w={w:g}]"] = float(
+                np.mean([words[int(np.argmax(dist[i]))] == truth[i] for i in defective])
+            )
+        rows[p]["type_f1[handcrafted alone]"] = type_metrics(
+            truth, type_scores(rh["score"], rh["types"]), words
+        )["type_f1"]
         # and the other way round: is the baseline's edge in its score or in its naming?
-        rows[p]["type_f1[handcrafted score, DAPO types]"] = type_metrics(truth, type_scores(rh["score"], rd["types"]), words)["type_f1"]
+        rows[p]["type_f1[handcrafted score, DAPO types]"] = type_metrics(
+            truth, type_scores(rh["score"], rd["types"]), words
+        )["type_f1"]
         print(f"  {p:12s} {json.dumps({k: round(v, 3) for k, v in rows[p].items()})}", flush=True)
-    print(f"{args.names[0]} type naming (validation seed) mean: {json.dumps(_mean(rows))}", flush=True)
+    print(
+        f"{args.names[0]} type naming (validation seed) mean: {json.dumps(_mean(rows))}", flush=True
+    )
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("what", choices=("oracle", "ceiling", "recipe", "versions", "types"))
-    ap.add_argument("names", nargs="*", help="versions: the prompt versions to measure; types: one DAPO version")
-    ap.add_argument("--weights", type=float, nargs="+", default=[0.0, 0.25, 0.5, 0.75, 1.0],
-                    help="types: weights of the hand-crafted type distribution to try (0 = DAPO's own)")
+    ap.add_argument(
+        "names", nargs="*", help="versions: the prompt versions to measure; types: one DAPO version"
+    )
+    ap.add_argument(
+        "--weights",
+        type=float,
+        nargs="+",
+        default=[0.0, 0.25, 0.5, 0.75, 1.0],
+        help="types: weights of the hand-crafted type distribution to try (0 = DAPO's own)",
+    )
     ap.add_argument("--backbone", default=DEFAULT_BACKBONE)
-    ap.add_argument("--models-dir", type=Path, default=REPO / "models", help="folder holding backbones/<name>/")
+    ap.add_argument(
+        "--models-dir", type=Path, default=REPO / "models", help="folder holding backbones/<name>/"
+    )
     ap.add_argument("--per-product", type=int, default=96)
     ap.add_argument("--epochs", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--config", default="{}", help="DAPO config overrides (JSON), on top of the v3 settings")
-    ap.add_argument("--type-weight", type=float, default=0.0,
-                    help="recipe/ceiling: weight of the per-image type cross-entropy (0 = the paper's loss)")
+    ap.add_argument(
+        "--config", default="{}", help="DAPO config overrides (JSON), on top of the v3 settings"
+    )
+    ap.add_argument(
+        "--type-weight",
+        type=float,
+        default=0.0,
+        help="recipe/ceiling: weight of the per-image type cross-entropy (0 = the paper's loss)",
+    )
     ap.add_argument("--grids", type=int, nargs="+", default=[8, 12, 16, 24])
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
@@ -197,7 +265,9 @@ def main() -> None:
         ap.error("prompt version names go only with 'versions' or 'types'")
     if any(not 0.0 <= w <= 1.0 for w in args.weights):
         ap.error("--weights must lie in [0, 1]")
-    {"oracle": oracle, "ceiling": ceiling, "recipe": recipe, "versions": versions, "types": types}[args.what](args)
+    {"oracle": oracle, "ceiling": ceiling, "recipe": recipe, "versions": versions, "types": types}[
+        args.what
+    ](args)
 
 
 if __name__ == "__main__":

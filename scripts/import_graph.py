@@ -99,7 +99,9 @@ def find_cycles(graph: dict[str, dict[str, set[str]]]) -> list[list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--root", type=Path, default=Path(__file__).resolve().parents[1] / "qc_stream")
+    parser.add_argument(
+        "--root", type=Path, default=Path(__file__).resolve().parents[1] / "qc_stream"
+    )
     parser.add_argument("--mermaid", action="store_true", help="print a mermaid flowchart instead")
     args = parser.parse_args(argv)
 

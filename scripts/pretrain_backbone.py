@@ -46,7 +46,7 @@ import os
 import shlex
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -59,10 +59,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from qc_stream.dapo.backbone import bf16_is_native  # noqa: E402
+from qc_stream.domain.catalog import DEFECT_TYPES  # noqa: E402
 from qc_stream.settings import DEFAULT_BACKBONE  # noqa: E402
 from qc_stream.synth import PRODUCTS, generate  # noqa: E402
 from qc_stream.synth.captions import DEFECT_PHRASES, caption, matches  # noqa: E402
-from qc_stream.domain.catalog import DEFECT_TYPES  # noqa: E402
 from qc_stream.synth.generator import closeup_crop, render_sample  # noqa: E402
 
 MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -76,10 +76,27 @@ def model_config(image_size: int, width: int = 192, layers: int = 4) -> dict:
     return {
         "model_cfg": {
             "embed_dim": 128,
-            "vision_cfg": {"image_size": image_size, "layers": layers, "width": width, "head_width": 32, "patch_size": PATCH},
-            "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3},
+            "vision_cfg": {
+                "image_size": image_size,
+                "layers": layers,
+                "width": width,
+                "head_width": 32,
+                "patch_size": PATCH,
+            },
+            "text_cfg": {
+                "context_length": 32,
+                "vocab_size": 49408,
+                "width": 128,
+                "heads": 4,
+                "layers": 3,
+            },
         },
-        "preprocess_cfg": {"mean": list(MEAN), "std": list(STD), "interpolation": "bicubic", "resize_mode": "shortest"},
+        "preprocess_cfg": {
+            "mean": list(MEAN),
+            "std": list(STD),
+            "interpolation": "bicubic",
+            "resize_mode": "shortest",
+        },
     }
 
 
@@ -101,7 +118,9 @@ def make_batch(step: int, args, tokenizer):
     rng = np.random.default_rng([args.seed, step])
     images, img_keys, cap_keys, texts, defect_patches = [], [], [], [], []
     grid = size // PATCH
-    flag_defects = args.keep_defect_tokens and args.mask_ratio > 0  # only then does the loop read them
+    flag_defects = (
+        args.keep_defect_tokens and args.mask_ratio > 0
+    )  # only then does the loop read them
     for i in range(n):
         product = PRODUCT_NAMES[int(rng.integers(len(PRODUCT_NAMES)))]
         if rng.random() < args.normal_share:
@@ -112,12 +131,19 @@ def make_batch(step: int, args, tokenizer):
             kinds = None
         zoom = rng.random() < args.closeup_share
         render = int(size * rng.uniform(1.5, 2.0)) if zoom else size
-        s = render_sample(product, args.seed, step * 1024 + i, render, 0.0 if kinds == [] else 1.0, kinds)
+        s = render_sample(
+            product, args.seed, step * 1024 + i, render, 0.0 if kinds == [] else 1.0, kinds
+        )
         text, key = caption(rng, product, s.defect_type, closeup=zoom)
         images.append(closeup_crop(s, rng, size) if zoom else s.image)
-        if flag_defects:  # which patches the defect touches (unknown for a close-up crop: none marked)
-            defect_patches.append(np.zeros(grid * grid, bool) if zoom else
-                                  s.mask.reshape(grid, PATCH, grid, PATCH).any(axis=(1, 3)).reshape(-1))
+        if (
+            flag_defects
+        ):  # which patches the defect touches (unknown for a close-up crop: none marked)
+            defect_patches.append(
+                np.zeros(grid * grid, bool)
+                if zoom
+                else s.mask.reshape(grid, PATCH, grid, PATCH).any(axis=(1, 3)).reshape(-1)
+            )
         img_keys.append((product, s.defect_type or "normal"))
         cap_keys.append(key)
         texts.append(text)
@@ -189,8 +215,14 @@ def to_input(u8: torch.Tensor, device: str | torch.device = "cpu") -> torch.Tens
 # ---------------- model ----------------
 
 
-def encode_image_any_size(model, x: torch.Tensor, with_patch_mean: bool = False, keep: float = 1.0,
-                          generator: torch.Generator | None = None, always_keep: torch.Tensor | None = None):
+def encode_image_any_size(
+    model,
+    x: torch.Tensor,
+    with_patch_mean: bool = False,
+    keep: float = 1.0,
+    generator: torch.Generator | None = None,
+    always_keep: torch.Tensor | None = None,
+):
     """CLIP image embedding at any multiple of the patch size (positional embedding interpolated).
 
     `with_patch_mean`: also return the projected mean of the patch tokens (same ln_post and
@@ -208,7 +240,9 @@ def encode_image_any_size(model, x: torch.Tensor, with_patch_mean: bool = False,
     base = int(round(math.sqrt(pos.shape[0] - 1)))
     if g != base:
         grid = pos[1:].reshape(1, base, base, -1).permute(0, 3, 1, 2)
-        grid = F.interpolate(grid, size=(g, g), mode="bicubic", align_corners=False, antialias=g < base)
+        grid = F.interpolate(
+            grid, size=(g, g), mode="bicubic", align_corners=False, antialias=g < base
+        )
         pos = torch.cat([pos[:1], grid.permute(0, 2, 3, 1).reshape(g * g, -1)])
     t = t + pos[1:].to(t.dtype)
     if keep < 1.0:
@@ -245,7 +279,9 @@ def encode_text_trimmed(model, tokens: torch.Tensor) -> torch.Tensor:
     return proj(x) if isinstance(proj, torch.nn.Linear) else x @ proj
 
 
-def multi_positive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+def multi_positive_loss(
+    img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, pos: torch.Tensor
+) -> torch.Tensor:
     img = F.normalize(img.float(), dim=-1)
     txt = F.normalize(txt.float(), dim=-1)
     logits = scale.exp() * img @ txt.T
@@ -287,8 +323,11 @@ def zero_shot(model, tokenizer, val) -> dict:
                 correct += int(kinds[int(row.argmax())] == s.defect_type)
                 total += 1
     model.train()
-    return {"image_auroc_mean": float(np.mean(list(aurocs.values()))), "image_auroc": aurocs,
-            "type_accuracy": correct / max(total, 1)}
+    return {
+        "image_auroc_mean": float(np.mean(list(aurocs.values()))),
+        "image_auroc": aurocs,
+        "type_accuracy": correct / max(total, 1),
+    }
 
 
 # ---------------- export ----------------
@@ -298,7 +337,9 @@ def export(model, out: Path, config: dict, card: dict) -> None:
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to("cpu", torch.float16).contiguous() for k, v in model.state_dict().items()
+    }
     tmp = out / "weights.safetensors.tmp"
     save_file(state, str(tmp), metadata={"format": "pt"})
     os.replace(tmp, out / "weights.safetensors")
@@ -310,31 +351,31 @@ def export(model, out: Path, config: dict, card: dict) -> None:
 def model_card(c: dict) -> str:
     zs = c.get("zero_shot") or {}
     per = ", ".join(f"{k} {v:.2f}" for k, v in (zs.get("image_auroc") or {}).items())
-    return f"""# {c.get('name', DEFAULT_BACKBONE)}
+    return f"""# {c.get("name", DEFAULT_BACKBONE)}
 
-A tiny open_clip CLIP (ViT image tower, patch 16, exported at {c['image_size']} px; text tower with the
+A tiny open_clip CLIP (ViT image tower, patch 16, exported at {c["image_size"]} px; text tower with the
 standard open_clip BPE tokenizer, context 32) pretrained from scratch on synthetic industrial
 image-caption pairs from `qc_stream.synth`. It stands in for an internet-pretrained CLIP on machines
 without internet: the default backbone of the demo, `qc-stream predict` and the tests.
 
 | | |
 |---|---|
-| architecture | embed 128; vision width {c.get('vision_width', 192)}, {c.get('vision_layers', 4)} layers, {c.get('vision_width', 192) // 32} heads, patch 16; text width 128, 3 layers, 4 heads, ctx 32 |
-| parameters | {c['parameters'] / 1e6:.2f} M (6.3 M of them the token table), weights fp16 ({c['weights_mb']:.1f} MB) |
-| data | fresh synthetic samples every step: all {len(PRODUCTS)} products, {c['normal_share']:.0%} normal; defects from the product's own subset, or with probability {c['any_type_share']:.0%} any of the {len(DEFECT_TYPES)} types; captions from templates + synonyms, 15 % with a generic noun ("object", "surface"), 15 % of defect captions without the type ("a damaged pill"); {c.get('closeup_share', 0):.0%} close-ups (rendered 1.5-2x larger and cropped; a defect's centre stays in the crop) with close-up captions |
-| resolution | steps at {c['low_res']} px (positional embedding interpolated) and every {c['hi_every']}-th step at {c['image_size']} px |
-| loss | multi-positive symmetric InfoNCE (every caption that correctly describes an image is a positive), learnable temperature; weight {c.get('patch_loss_weight', 0)} on the same loss for the mean patch token |
-| token dropping | {f"{c['mask_ratio']:.0%} of patch tokens dropped per image (FLIP), the last {c['unmasked_share']:.0%} of the budget without" + (("; a defect's patches are never dropped" + (f" from {c['keep_defect_from']:.0%} of the budget on" if c.get('keep_defect_from') else "")) if c.get('keep_defect_tokens') else "") + ("; images without a defect keep another image's defect patches (decoys)" if c.get('decoy_keep') else "") if c.get('mask_ratio') else "none"} |
-| optimiser | AdamW lr {c['lr']}, weight decay {c['weight_decay']}, batch {c['batch']} (half at {c['image_size']} px), warm-up then cosine on wall time, bf16 autocast: {c['bf16']} |
-| run | {c['steps']} steps, {c['images_seen']:,} images, {c['minutes']:.1f} min on {c['host']} (device {c.get('device', 'cpu')}), finished {c['finished_at']} |
-| final loss | {c['loss_last']:.3f} (mean of the last 50 steps; first 50: {c['loss_first']:.3f}) |
-| zero-shot check | "flawless X" vs "damaged X" image AUROC on fresh samples, mean {zs.get('image_auroc_mean', float('nan')):.3f} ({per}); defect-type accuracy among the product's types {zs.get('type_accuracy', float('nan')):.3f} |
+| architecture | embed 128; vision width {c.get("vision_width", 192)}, {c.get("vision_layers", 4)} layers, {c.get("vision_width", 192) // 32} heads, patch 16; text width 128, 3 layers, 4 heads, ctx 32 |
+| parameters | {c["parameters"] / 1e6:.2f} M (6.3 M of them the token table), weights fp16 ({c["weights_mb"]:.1f} MB) |
+| data | fresh synthetic samples every step: all {len(PRODUCTS)} products, {c["normal_share"]:.0%} normal; defects from the product's own subset, or with probability {c["any_type_share"]:.0%} any of the {len(DEFECT_TYPES)} types; captions from templates + synonyms, 15 % with a generic noun ("object", "surface"), 15 % of defect captions without the type ("a damaged pill"); {c.get("closeup_share", 0):.0%} close-ups (rendered 1.5-2x larger and cropped; a defect's centre stays in the crop) with close-up captions |
+| resolution | steps at {c["low_res"]} px (positional embedding interpolated) and every {c["hi_every"]}-th step at {c["image_size"]} px |
+| loss | multi-positive symmetric InfoNCE (every caption that correctly describes an image is a positive), learnable temperature; weight {c.get("patch_loss_weight", 0)} on the same loss for the mean patch token |
+| token dropping | {f"{c['mask_ratio']:.0%} of patch tokens dropped per image (FLIP), the last {c['unmasked_share']:.0%} of the budget without" + (("; a defect's patches are never dropped" + (f" from {c['keep_defect_from']:.0%} of the budget on" if c.get("keep_defect_from") else "")) if c.get("keep_defect_tokens") else "") + ("; images without a defect keep another image's defect patches (decoys)" if c.get("decoy_keep") else "") if c.get("mask_ratio") else "none"} |
+| optimiser | AdamW lr {c["lr"]}, weight decay {c["weight_decay"]}, batch {c["batch"]} (half at {c["image_size"]} px), warm-up then cosine on wall time, bf16 autocast: {c["bf16"]} |
+| run | {c["steps"]} steps, {c["images_seen"]:,} images, {c["minutes"]:.1f} min on {c["host"]} (device {c.get("device", "cpu")}), finished {c["finished_at"]} |
+| final loss | {c["loss_last"]:.3f} (mean of the last 50 steps; first 50: {c["loss_first"]:.3f}) |
+| zero-shot check | "flawless X" vs "damaged X" image AUROC on fresh samples, mean {zs.get("image_auroc_mean", float("nan")):.3f} ({per}); defect-type accuracy among the product's types {zs.get("type_accuracy", float("nan")):.3f} |
 
 The pretraining sees every product and defect word, as an internet CLIP has seen the world; the
 benchmark's distribution shift lives in the DAPO prompt training (auxiliary products only, see
 `docs/benchmark.md`). Weights differ from run to run (the schedule follows wall time).
 
-Reproduce: `{c['command']}`
+Reproduce: `{c["command"]}`
 """
 
 
@@ -351,48 +392,92 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--image-size", type=int, default=192)
     ap.add_argument("--low-res", type=int, default=128)
     ap.add_argument("--hi-every", type=int, default=4)
-    ap.add_argument("--vision-width", type=int, default=192, help="image tower width (a multiple of 32)")
+    ap.add_argument(
+        "--vision-width", type=int, default=192, help="image tower width (a multiple of 32)"
+    )
     ap.add_argument("--vision-layers", type=int, default=4, help="image tower depth")
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=0.05)
     ap.add_argument("--warmup-share", type=float, default=0.03)
     ap.add_argument("--normal-share", type=float, default=0.35)
     ap.add_argument("--any-type-share", type=float, default=0.3)
-    ap.add_argument("--patch-loss-weight", type=float, default=0.0,
-                    help="weight of the same loss on the mean patch token (0 = CLS only)")
-    ap.add_argument("--mask-ratio", type=float, default=0.0,
-                    help="share of patch tokens dropped per image while training (FLIP; 0 = none)")
-    ap.add_argument("--unmasked-share", type=float, default=0.1,
-                    help="with --mask-ratio: the last share of the wall-time budget trains without dropping")
-    ap.add_argument("--keep-defect-tokens", action="store_true",
-                    help="with --mask-ratio: never drop the patches a defect covers (the caption names it)")
-    ap.add_argument("--keep-defect-from", type=float, default=0.0,
-                    help="with --keep-defect-tokens: keep them only from this share of the wall-time budget on "
-                         "(the first part drops tokens at random, so the tower learns defects from pixels first)")
-    ap.add_argument("--decoy-keep", action="store_true",
-                    help="with --keep-defect-tokens: images without a defect keep a random defective image's "
-                         "patches, so the kept positions do not give the defect away")
-    ap.add_argument("--init", type=Path, default=None, help="start from these weights (safetensors)")
-    ap.add_argument("--closeup-share", type=float, default=0.0,
-                    help="share of images that are zoomed-in crops (rendered 1.5-2x larger, cropped)")
+    ap.add_argument(
+        "--patch-loss-weight",
+        type=float,
+        default=0.0,
+        help="weight of the same loss on the mean patch token (0 = CLS only)",
+    )
+    ap.add_argument(
+        "--mask-ratio",
+        type=float,
+        default=0.0,
+        help="share of patch tokens dropped per image while training (FLIP; 0 = none)",
+    )
+    ap.add_argument(
+        "--unmasked-share",
+        type=float,
+        default=0.1,
+        help="with --mask-ratio: the last share of the wall-time budget trains without dropping",
+    )
+    ap.add_argument(
+        "--keep-defect-tokens",
+        action="store_true",
+        help="with --mask-ratio: never drop the patches a defect covers (the caption names it)",
+    )
+    ap.add_argument(
+        "--keep-defect-from",
+        type=float,
+        default=0.0,
+        help="with --keep-defect-tokens: keep them only from this share of the wall-time budget on "
+        "(the first part drops tokens at random, so the tower learns defects from pixels first)",
+    )
+    ap.add_argument(
+        "--decoy-keep",
+        action="store_true",
+        help="with --keep-defect-tokens: images without a defect keep a random defective image's "
+        "patches, so the kept positions do not give the defect away",
+    )
+    ap.add_argument(
+        "--init", type=Path, default=None, help="start from these weights (safetensors)"
+    )
+    ap.add_argument(
+        "--closeup-share",
+        type=float,
+        default=0.0,
+        help="share of images that are zoomed-in crops (rendered 1.5-2x larger, cropped)",
+    )
     ap.add_argument("--seed", type=int, default=1000)
-    ap.add_argument("--no-bf16", action="store_true",
-                    help="train in fp32 (the default on a CPU without native bf16, see bf16_is_native)")
+    ap.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="train in fp32 (the default on a CPU without native bf16, see bf16_is_native)",
+    )
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--workers", type=int, default=1, help="data-generating processes")
-    ap.add_argument("--host", default="2-core CPU VM", help="what the run ran on (for the model card)")
+    ap.add_argument(
+        "--host", default="2-core CPU VM", help="what the run ran on (for the model card)"
+    )
     args = ap.parse_args(argv)
     if not 0.0 <= args.mask_ratio < 1.0 or not 0.0 <= args.unmasked_share <= 1.0:
         ap.error("--mask-ratio must be in [0, 1), --unmasked-share in [0, 1]")
     if not 0.0 <= args.keep_defect_from < 1.0:
         ap.error("--keep-defect-from must be in [0, 1)")
-    for flag, used in (("--decoy-keep", args.decoy_keep), ("--keep-defect-from", args.keep_defect_from)):
-        if used and not (args.keep_defect_tokens and args.mask_ratio):  # else it would silently do nothing
+    for flag, used in (
+        ("--decoy-keep", args.decoy_keep),
+        ("--keep-defect-from", args.keep_defect_from),
+    ):
+        if used and not (
+            args.keep_defect_tokens and args.mask_ratio
+        ):  # else it would silently do nothing
             ap.error(f"{flag} works with --keep-defect-tokens and --mask-ratio > 0")
     if args.image_size % PATCH or args.low_res % PATCH or min(args.image_size, args.low_res) <= 0:
-        ap.error(f"--image-size and --low-res must be positive multiples of the patch size ({PATCH})")
+        ap.error(
+            f"--image-size and --low-res must be positive multiples of the patch size ({PATCH})"
+        )
     if args.vision_width % 32 or args.vision_width <= 0 or args.vision_layers <= 0:
-        ap.error("--vision-width must be a positive multiple of 32 (heads of width 32), --vision-layers positive")
+        ap.error(
+            "--vision-width must be a positive multiple of 32 (heads of width 32), --vision-layers positive"
+        )
     return args
 
 
@@ -404,7 +489,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "open_clip_config.json").write_text(json.dumps(config, indent=2) + "\n")
     model = open_clip.create_model(f"local-dir:{args.out.resolve()}", load_weights=False)
-    if args.init is not None:  # fine-tune from earlier weights (e.g. the shipped ones) instead of from scratch
+    if (
+        args.init is not None
+    ):  # fine-tune from earlier weights (e.g. the shipped ones) instead of from scratch
         from safetensors.torch import load_file
 
         model.load_state_dict({k: v.float() for k, v in load_file(str(args.init)).items()})
@@ -412,13 +499,23 @@ def main() -> None:
     model.to(args.device).train()
     n_params = sum(p.numel() for p in model.parameters())
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "token_embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "token_embedding" not in n)]
+    no_decay = [
+        p for n, p in model.named_parameters() if not (p.ndim >= 2 and "token_embedding" not in n)
+    ]
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
+        [
+            {"params": decay, "weight_decay": args.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=args.lr,
     )
     loader = torch.utils.data.DataLoader(
-        SynthBatches(args, tokenizer), batch_size=None, num_workers=args.workers, prefetch_factor=4,
-        persistent_workers=True, pin_memory=args.device != "cpu",
+        SynthBatches(args, tokenizer),
+        batch_size=None,
+        num_workers=args.workers,
+        prefetch_factor=4,
+        persistent_workers=True,
+        pin_memory=args.device != "cpu",
     )
     val = build_val(args.image_size)
     budget = args.minutes * 60
@@ -429,26 +526,50 @@ def main() -> None:
     t_start = time.perf_counter()
     last_ckpt = t_start
     zs = None
-    print(f"pretraining {n_params / 1e6:.2f} M params for {args.minutes} min -> {args.out}", flush=True)
+    print(
+        f"pretraining {n_params / 1e6:.2f} M params for {args.minutes} min -> {args.out}",
+        flush=True,
+    )
 
     def card(final: bool) -> dict:
         return {
-            "name": args.out.name, "image_size": args.image_size, "low_res": args.low_res, "hi_every": args.hi_every,
-            "vision_width": args.vision_width, "vision_layers": args.vision_layers,
-            "parameters": n_params, "weights_mb": n_params * 2 / 1e6, "normal_share": args.normal_share,
-            "any_type_share": args.any_type_share, "closeup_share": args.closeup_share, "patch_loss_weight": args.patch_loss_weight,
-            "mask_ratio": args.mask_ratio, "unmasked_share": args.unmasked_share if args.mask_ratio else None,
+            "name": args.out.name,
+            "image_size": args.image_size,
+            "low_res": args.low_res,
+            "hi_every": args.hi_every,
+            "vision_width": args.vision_width,
+            "vision_layers": args.vision_layers,
+            "parameters": n_params,
+            "weights_mb": n_params * 2 / 1e6,
+            "normal_share": args.normal_share,
+            "any_type_share": args.any_type_share,
+            "closeup_share": args.closeup_share,
+            "patch_loss_weight": args.patch_loss_weight,
+            "mask_ratio": args.mask_ratio,
+            "unmasked_share": args.unmasked_share if args.mask_ratio else None,
             "keep_defect_tokens": bool(args.keep_defect_tokens and args.mask_ratio),
             "decoy_keep": args.decoy_keep,  # parse_args refuses it without kept defect tokens
             "keep_defect_from": args.keep_defect_from,
-            "init": str(args.init) if args.init else None, "lr": args.lr, "weight_decay": args.weight_decay,
-            "batch": args.batch, "bf16": use_bf16, "steps": step, "images_seen": images_seen,
-            "minutes": (time.perf_counter() - t_start) / 60, "threads": args.threads, "host": args.host, "device": args.device,
-            "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds") if final else "(in progress)",
+            "init": str(args.init) if args.init else None,
+            "lr": args.lr,
+            "weight_decay": args.weight_decay,
+            "batch": args.batch,
+            "bf16": use_bf16,
+            "steps": step,
+            "images_seen": images_seen,
+            "minutes": (time.perf_counter() - t_start) / 60,
+            "threads": args.threads,
+            "host": args.host,
+            "device": args.device,
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds")
+            if final
+            else "(in progress)",
             "loss_last": float(np.mean(losses[-50:])) if losses else float("nan"),
             "loss_first": float(np.mean(losses[:50])) if losses else float("nan"),
-            "loss_curve": [float(np.mean(losses[i:i + 50])) for i in range(0, len(losses), 50)],
-            "zero_shot": zs, "command": command, "seed": args.seed,
+            "loss_curve": [float(np.mean(losses[i : i + 50])) for i in range(0, len(losses), 50)],
+            "zero_shot": zs,
+            "command": command,
+            "seed": args.seed,
         }
 
     for batch in loader:
@@ -456,15 +577,24 @@ def main() -> None:
         if elapsed >= budget:
             break
         frac = elapsed / budget
-        lr = args.lr * min(1.0, frac / args.warmup_share) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = (
+            args.lr
+            * min(1.0, frac / args.warmup_share)
+            * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+        )
         for g in opt.param_groups:
             g["lr"] = lr
         x = to_input(batch["images"], args.device)
         with torch.autocast(torch.device(args.device).type, dtype=torch.bfloat16, enabled=use_bf16):
             keep, keep_defects = token_plan(frac, args)
             img, patch_mean = encode_image_any_size(
-                model, x, with_patch_mean=True, keep=keep, generator=mask_rng,
-                always_keep=batch.get("defect_patches") if keep_defects else None)
+                model,
+                x,
+                with_patch_mean=True,
+                keep=keep,
+                generator=mask_rng,
+                always_keep=batch.get("defect_patches") if keep_defects else None,
+            )
             txt = encode_text_trimmed(model, batch["tokens"].to(args.device, non_blocking=True))
         positives = batch["positives"].to(args.device)
         loss = multi_positive_loss(img, txt, model.logit_scale, positives)
@@ -472,7 +602,9 @@ def main() -> None:
             # the mean patch token must match the caption too, so every patch token gets a direct
             # pull into the text space (CLS alone leaves the patch tokens of the last layer untrained)
             w = args.patch_loss_weight
-            loss = (1 - w) * loss + w * multi_positive_loss(patch_mean, txt, model.logit_scale, positives)
+            loss = (1 - w) * loss + w * multi_positive_loss(
+                patch_mean, txt, model.logit_scale, positives
+            )
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -484,19 +616,27 @@ def main() -> None:
         step += 1
         if step % 20 == 0:
             el = time.perf_counter() - t_start
-            print(f"step {step} {el / 60:5.1f} min  loss {np.mean(losses[-20:]):.3f}  lr {lr:.2e}  "
-                  f"T {model.logit_scale.exp().item():.1f}  {images_seen / el:.0f} img/s", flush=True)
+            print(
+                f"step {step} {el / 60:5.1f} min  loss {np.mean(losses[-20:]):.3f}  lr {lr:.2e}  "
+                f"T {model.logit_scale.exp().item():.1f}  {images_seen / el:.0f} img/s",
+                flush=True,
+            )
         if time.perf_counter() - last_ckpt >= args.checkpoint_minutes * 60:
             zs = zero_shot(model, tokenizer, val)
             export(model, args.out, config, card(False))
             last_ckpt = time.perf_counter()
-            print(f"checkpoint at step {step}: zero-shot AUROC {zs['image_auroc_mean']:.3f}, "
-                  f"type acc {zs['type_accuracy']:.3f}", flush=True)
+            print(
+                f"checkpoint at step {step}: zero-shot AUROC {zs['image_auroc_mean']:.3f}, "
+                f"type acc {zs['type_accuracy']:.3f}",
+                flush=True,
+            )
     zs = zero_shot(model, tokenizer, val)
     export(model, args.out, config, card(True))
-    print(f"done: {step} steps, {images_seen} images; zero-shot AUROC {zs['image_auroc_mean']:.3f} "
-          f"{json.dumps({k: round(v, 3) for k, v in zs['image_auroc'].items()})}, type acc {zs['type_accuracy']:.3f}",
-          flush=True)
+    print(
+        f"done: {step} steps, {images_seen} images; zero-shot AUROC {zs['image_auroc_mean']:.3f} "
+        f"{json.dumps({k: round(v, 3) for k, v in zs['image_auroc'].items()})}, type acc {zs['type_accuracy']:.3f}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

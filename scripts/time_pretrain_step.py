@@ -55,7 +55,9 @@ def main() -> None:
 
     def image_tower():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            img, patch = pb.encode_image_any_size(model, x, with_patch_mean=True, keep=1 - args.mask_ratio, generator=rng)
+            img, patch = pb.encode_image_any_size(
+                model, x, with_patch_mean=True, keep=1 - args.mask_ratio, generator=rng
+            )
         (img.float().sum() + patch.float().sum()).backward()
 
     def text_tower(encode):
@@ -63,16 +65,28 @@ def main() -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 txt = encode(model, tokens)
             txt.float().sum().backward()
+
         return step
 
     longest = int((tokens != 0).sum(dim=1).max())
     rows = [
         ("data generation (1 core)", data),
-        (f"image tower, {args.mask_ratio:.0%} of tokens dropped", seconds(image_tower, own.repeats)),
-        (f"text tower, all {tokens.shape[1]} positions", seconds(text_tower(lambda m, t: m.encode_text(t)), own.repeats)),
-        (f"text tower, cut to {longest} (as trained)", seconds(text_tower(pb.encode_text_trimmed), own.repeats)),
+        (
+            f"image tower, {args.mask_ratio:.0%} of tokens dropped",
+            seconds(image_tower, own.repeats),
+        ),
+        (
+            f"text tower, all {tokens.shape[1]} positions",
+            seconds(text_tower(lambda m, t: m.encode_text(t)), own.repeats),
+        ),
+        (
+            f"text tower, cut to {longest} (as trained)",
+            seconds(text_tower(pb.encode_text_trimmed), own.repeats),
+        ),
     ]
-    print(f"{x.shape[0]} images at {x.shape[-1]} px, {args.threads} threads, forward + backward in {'bf16' if bf16 else 'fp32'}:")
+    print(
+        f"{x.shape[0]} images at {x.shape[-1]} px, {args.threads} threads, forward + backward in {'bf16' if bf16 else 'fp32'}:"
+    )
     for label, s in rows:
         print(f"  {label:<38} {s:.3f} s")
 

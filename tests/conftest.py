@@ -11,7 +11,9 @@ import uuid
 
 import pytest
 
-PG_ADMIN_URL = os.environ.get("QC_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+PG_ADMIN_URL = os.environ.get(
+    "QC_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 REDIS_URL = os.environ.get("QC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 
 # Small models on 2 cores: keep torch from oversubscribing.

@@ -68,7 +68,9 @@ def upgrade() -> None:
     )
     op.create_index("ix_inspections_processed_at", "inspections", ["processed_at"])
     op.create_index(
-        "ix_inspections_line_product_processed", "inspections", ["line_id", "product", "processed_at"]
+        "ix_inspections_line_product_processed",
+        "inspections",
+        ["line_id", "product", "processed_at"],
     )
     op.create_index("ix_inspections_camera_processed", "inspections", ["camera_id", "processed_at"])
     op.create_table(

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 
@@ -11,8 +9,14 @@ def register(app: typer.Typer) -> None:
     @app.command("broker")
     def broker(
         port: int = typer.Option(9092, "--port", help="TCP port to listen on (127.0.0.1)."),
-        partitions: int = typer.Option(None, "--partitions", help="Pre-create the qc.* topics with this many partitions (default QC_TOPIC_PARTITIONS)."),
-        host: Optional[str] = typer.Option("127.0.0.1", "--host", help="Address to bind and advertise."),
+        partitions: int = typer.Option(
+            None,
+            "--partitions",
+            help="Pre-create the qc.* topics with this many partitions (default QC_TOPIC_PARTITIONS).",
+        ),
+        host: str | None = typer.Option(
+            "127.0.0.1", "--host", help="Address to bind and advertise."
+        ),
     ) -> None:
         """Run the embedded broker until Ctrl-C (memory storage: topics vanish when it stops)."""
         from qc_stream.devtools.broker import EmbeddedBroker
@@ -23,7 +27,9 @@ def register(app: typer.Typer) -> None:
         b = EmbeddedBroker(port=port, host=host).start()
         try:
             ensure_topics(b.bootstrap, partitions or settings.topic_partitions)
-            typer.echo(f"broker ready on {b.bootstrap} (export QC_KAFKA_BOOTSTRAP={b.bootstrap}); Ctrl-C stops it")
+            typer.echo(
+                f"broker ready on {b.bootstrap} (export QC_KAFKA_BOOTSTRAP={b.bootstrap}); Ctrl-C stops it"
+            )
             b.wait()
         except KeyboardInterrupt:
             pass

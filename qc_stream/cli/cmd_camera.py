@@ -10,28 +10,51 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("camera")
     def camera(
-        source: str = typer.Option("synthetic", "--source", help="synthetic | DIR | VIDEO file | rtsp://… | usb:N"),
+        source: str = typer.Option(
+            "synthetic", "--source", help="synthetic | DIR | VIDEO file | rtsp://… | usb:N"
+        ),
         camera_id: str = typer.Option("cam-1", "--camera-id"),
         line: str = typer.Option("line-1", "--line"),
-        product: str = typer.Option(None, "--product", help="Product on this line (required for synthetic; default 'unknown' otherwise)."),
-        fps: float = typer.Option(None, "--fps", min=0.01, help="Pace frames at this rate (default: as fast as possible)."),
-        count: int = typer.Option(None, "--count", min=1, help="Stop after this many frames (default: until the source ends; synthetic: 100)."),
-        defect_rate: float = typer.Option(0.2, "--defect-rate", min=0.0, max=1.0, help="Synthetic only: share of defective frames."),
+        product: str = typer.Option(
+            None,
+            "--product",
+            help="Product on this line (required for synthetic; default 'unknown' otherwise).",
+        ),
+        fps: float = typer.Option(
+            None, "--fps", min=0.01, help="Pace frames at this rate (default: as fast as possible)."
+        ),
+        count: int = typer.Option(
+            None,
+            "--count",
+            min=1,
+            help="Stop after this many frames (default: until the source ends; synthetic: 100).",
+        ),
+        defect_rate: float = typer.Option(
+            0.2,
+            "--defect-rate",
+            min=0.0,
+            max=1.0,
+            help="Synthetic only: share of defective frames.",
+        ),
         seed: int = typer.Option(0, "--seed", help="Synthetic only."),
-        size: int = typer.Option(256, "--size", min=32, max=4096, help="Synthetic only: image side in pixels."),
+        size: int = typer.Option(
+            256, "--size", min=32, max=4096, help="Synthetic only: image side in pixels."
+        ),
     ) -> None:
         """Send frames to qc.frames (key = camera id, metadata in headers). Reads QC_KAFKA_BOOTSTRAP."""
+        import logging
+
+        from qc_stream.errors import InputError
         from qc_stream.producers.camera import run_camera
         from qc_stream.producers.producer import FrameProducer
-        from qc_stream.errors import InputError
         from qc_stream.producers.sources import open_source
         from qc_stream.settings import load_settings
         from qc_stream.synth.source import synthetic
         from qc_stream.wire.topics import ensure_topics
 
-        import logging
-
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)  # connection noise; we report retries ourselves
+        logging.getLogger("kafka").setLevel(
+            logging.CRITICAL
+        )  # connection noise; we report retries ourselves
         settings = load_settings()
         if source == "synthetic" and count is None:
             count = 100
@@ -43,11 +66,17 @@ def register(app: typer.Typer) -> None:
             frames = open_source(source, count=count)
 
         def on_retry(attempt: int, wait: float, why: str) -> None:
-            typer.echo(f"broker {settings.kafka_bootstrap} unreachable ({why}); retry {attempt} in {wait:.1f} s", err=True)
+            typer.echo(
+                f"broker {settings.kafka_bootstrap} unreachable ({why}); retry {attempt} in {wait:.1f} s",
+                err=True,
+            )
 
         producer = FrameProducer(settings, on_retry=on_retry)
-        ensure_topics(settings.kafka_bootstrap, settings.topic_partitions,
-                      replication_factor=settings.topic_replication_factor)
+        ensure_topics(
+            settings.kafka_bootstrap,
+            settings.topic_partitions,
+            replication_factor=settings.topic_replication_factor,
+        )
         tty = sys.stderr.isatty()
 
         def progress(s) -> None:
@@ -58,8 +87,14 @@ def register(app: typer.Typer) -> None:
 
         try:
             stats = run_camera(
-                producer, frames, camera_id=camera_id, line_id=line, product=product or "unknown",
-                fps=fps, count=count, progress=progress,
+                producer,
+                frames,
+                camera_id=camera_id,
+                line_id=line,
+                product=product or "unknown",
+                fps=fps,
+                count=count,
+                progress=progress,
             )
         finally:
             producer.close()

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 
 def register(app: typer.Typer) -> None:
-    dashboards = typer.Typer(help="Grafana dashboards as code: build JSON files, push through the HTTP API.",
-                             no_args_is_help=True)
+    dashboards = typer.Typer(
+        help="Grafana dashboards as code: build JSON files, push through the HTTP API.",
+        no_args_is_help=True,
+    )
 
     @dashboards.command("build")
     def build(
-        out: Path = typer.Option(..., "--out", help="Folder for the dashboard JSON files (one per dashboard)."),
+        out: Path = typer.Option(
+            ..., "--out", help="Folder for the dashboard JSON files (one per dashboard)."
+        ),
     ) -> None:
         """Write one Grafana dashboard JSON per dashboard into OUT."""
         from qc_stream.dashboards.build import write_dashboards
@@ -24,16 +27,26 @@ def register(app: typer.Typer) -> None:
 
     @dashboards.command("push")
     def push(
-        url: Optional[str] = typer.Option(None, "--url", help="Grafana base URL [env QC_GRAFANA_URL]."),
-        token: Optional[str] = typer.Option(None, "--token", help="Service-account token [env QC_GRAFANA_TOKEN]."),
-        directory: Optional[Path] = typer.Option(
+        url: str | None = typer.Option(
+            None, "--url", help="Grafana base URL [env QC_GRAFANA_URL]."
+        ),
+        token: str | None = typer.Option(
+            None, "--token", help="Service-account token [env QC_GRAFANA_TOKEN]."
+        ),
+        directory: Path | None = typer.Option(
             None, "--dir", help="Push the JSON files in this folder instead of building them now."
         ),
-        folder: Optional[str] = typer.Option(None, "--folder", help="Folder title [env QC_GRAFANA_FOLDER]."),
-        db_url: Optional[str] = typer.Option(
-            None, "--db-url", help="Postgres URL for Grafana's datasource [env QC_GRAFANA_DB_URL, else QC_DATABASE_URL]."
+        folder: str | None = typer.Option(
+            None, "--folder", help="Folder title [env QC_GRAFANA_FOLDER]."
         ),
-        no_datasource: bool = typer.Option(False, "--no-datasource", help="Leave the datasource alone."),
+        db_url: str | None = typer.Option(
+            None,
+            "--db-url",
+            help="Postgres URL for Grafana's datasource [env QC_GRAFANA_DB_URL, else QC_DATABASE_URL].",
+        ),
+        no_datasource: bool = typer.Option(
+            False, "--no-datasource", help="Leave the datasource alone."
+        ),
     ) -> None:
         """Create or update the folder, the PostgreSQL datasource and the dashboards (idempotent)."""
         from qc_stream.dashboards.build import build_all, read_dashboards
@@ -45,9 +58,15 @@ def register(app: typer.Typer) -> None:
         url = url or settings.grafana_url
         if not url:
             raise ConfigError("no Grafana URL: pass --url or set QC_GRAFANA_URL")
-        pusher = GrafanaPusher(url, token or settings.grafana_token, timeout_s=settings.grafana_timeout_s)
+        pusher = GrafanaPusher(
+            url, token or settings.grafana_token, timeout_s=settings.grafana_timeout_s
+        )
         dashboards = read_dashboards(directory) if directory else build_all()
-        datasource = None if no_datasource else datasource_payload(db_url or settings.grafana_db_url or settings.database_url)
+        datasource = (
+            None
+            if no_datasource
+            else datasource_payload(db_url or settings.grafana_db_url or settings.database_url)
+        )
         report = pusher.push(dashboards, datasource, folder_title=folder or settings.grafana_folder)
         typer.echo(f"folder {folder or settings.grafana_folder!r}: {report.folder}")
         if datasource is not None:

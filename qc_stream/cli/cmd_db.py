@@ -5,14 +5,12 @@ Only typer is imported here at load time; SQLAlchemy and Alembic load inside the
 
 from __future__ import annotations
 
-from typing import Optional
-
 import typer
 
 URL_HELP = "Database URL (default: QC_DATABASE_URL, else sqlite:///qc-stream.db)."
 
 
-def _url(url: Optional[str]) -> str:
+def _url(url: str | None) -> str:
     if url:
         return url
     from qc_stream.settings import load_settings
@@ -33,7 +31,7 @@ def register(app: typer.Typer) -> None:
     @db.command("upgrade")
     def upgrade(
         revision: str = typer.Option("head", "--revision", "-r", help="Target revision."),
-        url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+        url: str | None = typer.Option(None, "--url", help=URL_HELP),
     ) -> None:
         """Upgrade the schema (default: to the newest revision)."""
         from qc_stream.storage import migrate
@@ -44,8 +42,10 @@ def register(app: typer.Typer) -> None:
 
     @db.command("downgrade")
     def downgrade(
-        revision: str = typer.Argument(..., help="Target revision ('base' removes every table, '-1' steps back)."),
-        url: Optional[str] = typer.Option(None, "--url", help=URL_HELP),
+        revision: str = typer.Argument(
+            ..., help="Target revision ('base' removes every table, '-1' steps back)."
+        ),
+        url: str | None = typer.Option(None, "--url", help=URL_HELP),
     ) -> None:
         """Downgrade the schema to REVISION."""
         from qc_stream.storage import migrate
@@ -55,9 +55,11 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"database {_where(target)} at revision {migrate.current(target) or 'base'}")
 
     @db.command("current")
-    def current(url: Optional[str] = typer.Option(None, "--url", help=URL_HELP)) -> None:
+    def current(url: str | None = typer.Option(None, "--url", help=URL_HELP)) -> None:
         """Print the revision the database is at and the newest one available."""
         from qc_stream.storage import migrate
 
         target = _url(url)
-        typer.echo(f"database {_where(target)} at revision {migrate.current(target) or 'base'} (head {migrate.head()})")
+        typer.echo(
+            f"database {_where(target)} at revision {migrate.current(target) or 'base'} (head {migrate.head()})"
+        )

@@ -6,12 +6,13 @@ Only typer is imported at load time; the registry (SQLAlchemy, kafka-python) loa
 from __future__ import annotations
 
 import json
-from typing import Optional
 
 import typer
 
 PRODUCT = typer.Option(..., "--product", "-p", help="Product the defect type belongs to.")
-NAME = typer.Option(..., "--name", "-n", help="Defect name: the word the model reads (e.g. 'dent').")
+NAME = typer.Option(
+    ..., "--name", "-n", help="Defect name: the word the model reads (e.g. 'dent')."
+)
 
 
 def _quiet_kafka() -> None:
@@ -64,13 +65,19 @@ def register(app: typer.Typer) -> None:
     def add(
         product: str = PRODUCT,
         name: str = NAME,
-        description: Optional[str] = typer.Option(None, "--description", "-d", help="What the defect looks like."),
-        root_cause: Optional[str] = typer.Option(None, "--root-cause", help="Typical cause on the line."),
-        corrective_action: Optional[str] = typer.Option(
+        description: str | None = typer.Option(
+            None, "--description", "-d", help="What the defect looks like."
+        ),
+        root_cause: str | None = typer.Option(
+            None, "--root-cause", help="Typical cause on the line."
+        ),
+        corrective_action: str | None = typer.Option(
             None, "--corrective-action", help="What the line should do when this defect appears."
         ),
         refresh: bool = typer.Option(
-            False, "--refresh", help="Also make a zero-shot prompt version now (instead of waiting for the listener)."
+            False,
+            "--refresh",
+            help="Also make a zero-shot prompt version now (instead of waiting for the listener).",
         ),
     ) -> None:
         """Register a defect type for a product."""
@@ -87,7 +94,9 @@ def register(app: typer.Typer) -> None:
     def retire(
         product: str = PRODUCT,
         name: str = NAME,
-        refresh: bool = typer.Option(False, "--refresh", help="Also make a zero-shot prompt version now."),
+        refresh: bool = typer.Option(
+            False, "--refresh", help="Also make a zero-shot prompt version now."
+        ),
     ) -> None:
         """Retire a defect type (kept for history; no longer in the model's vocabulary)."""
         registry = _registry()
@@ -101,7 +110,7 @@ def register(app: typer.Typer) -> None:
 
     @defects.command("list")
     def list_(
-        product: Optional[str] = typer.Option(None, "--product", "-p", help="Only this product."),
+        product: str | None = typer.Option(None, "--product", "-p", help="Only this product."),
         all_: bool = typer.Option(False, "--all", help="Include retired types."),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
     ) -> None:
@@ -111,12 +120,16 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps([_as_dict(d) for d in rows], indent=2))
             return
         if not rows:
-            typer.echo("no defect types registered" + (f" for product {product!r}" if product else ""))
+            typer.echo(
+                "no defect types registered" + (f" for product {product!r}" if product else "")
+            )
             return
         width = max(len(d.product) for d in rows)
         name_w = max(len(d.name) for d in rows)
         for d in rows:
-            typer.echo(f"{d.product:<{width}}  {d.name:<{name_w}}  {d.status.value:<7}  {d.description}")
+            typer.echo(
+                f"{d.product:<{width}}  {d.name:<{name_w}}  {d.status.value:<7}  {d.description}"
+            )
 
     @defects.command("show")
     def show(
@@ -144,4 +157,6 @@ def register(app: typer.Typer) -> None:
         if failed:
             from qc_stream.errors import QcError
 
-            raise QcError(f"{failed} event(s) could not be published: {registry.publisher.last_error}")
+            raise QcError(
+                f"{failed} event(s) could not be published: {registry.publisher.last_error}"
+            )

@@ -16,14 +16,24 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("eval")
     def eval_(
-        quick: bool = typer.Option(False, "--quick", help="Small test set, shipped prompts only (<= 5 min on 2 cores)."),
-        json_path: Path | None = typer.Option(None, "--json", help="Write the full report (JSON) here."),
-        prompts: str | None = typer.Option(None, "--prompts", help="DAPO prompt version (default: the active one)."),
+        quick: bool = typer.Option(
+            False, "--quick", help="Small test set, shipped prompts only (<= 5 min on 2 cores)."
+        ),
+        json_path: Path | None = typer.Option(
+            None, "--json", help="Write the full report (JSON) here."
+        ),
+        prompts: str | None = typer.Option(
+            None, "--prompts", help="DAPO prompt version (default: the active one)."
+        ),
         agnostic: str | None = typer.Option(
-            None, "--agnostic", help="Object-agnostic baseline version (default: the newest for the backbone)."
+            None,
+            "--agnostic",
+            help="Object-agnostic baseline version (default: the newest for the backbone).",
         ),
         ablation: bool | None = typer.Option(
-            None, "--ablation/--no-ablation", help="Train DAPO staged and joint and compare (default: on in full mode)."
+            None,
+            "--ablation/--no-ablation",
+            help="Train DAPO staged and joint and compare (default: on in full mode).",
         ),
     ) -> None:
         """Benchmark DAPO against its baselines on the held-out products (seen vs novel defect types)."""
@@ -49,7 +59,9 @@ def register(app: typer.Typer) -> None:
         typer.echo(table(report))
         typer.echo("")
         typer.echo(goals_text(report))
-        typer.echo(f"\n{report['mode']} benchmark on {report['backbone']} took {report['seconds']:.0f} s")
+        typer.echo(
+            f"\n{report['mode']} benchmark on {report['backbone']} took {report['seconds']:.0f} s"
+        )
         if json_path is not None:
             json_path.parent.mkdir(parents=True, exist_ok=True)
             json_path.write_text(json.dumps(to_json_safe(report), indent=2) + "\n")

@@ -26,7 +26,10 @@ def _headline(metrics: dict) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    models = typer.Typer(help="Prompt versions: list, activate (rollback), zero-shot refresh, calibrate thresholds.", no_args_is_help=True)
+    models = typer.Typer(
+        help="Prompt versions: list, activate (rollback), zero-shot refresh, calibrate thresholds.",
+        no_args_is_help=True,
+    )
     app.add_typer(models, name="models")
 
     @models.command("list")
@@ -63,14 +66,44 @@ def register(app: typer.Typer) -> None:
 
     @models.command("calibrate")
     def calibrate(
-        version: str | None = typer.Option(None, "--version", help="Prompt version (default: the active one)."),
-        product: list[str] = typer.Option([], "--product", "-p", help="Product(s) to calibrate (default: every catalog product)."),
-        images: Path | None = typer.Option(None, "--images", help="Folder of good parts of one --product (default: synthetic parts)."),
-        synthetic: int = typer.Option(64, "--synthetic", min=8, max=10_000, help="Synthetic good parts per product."),
-        quantile: float = typer.Option(0.98, "--quantile", min=0.5, max=1.0, help="warn = this quantile of the good parts' scores."),
-        margin: float = typer.Option(0.05, "--margin", min=0.0, max=1.0, help="reject = the highest good score + this."),
-        check: int = typer.Option(64, "--check", min=0, max=10_000, help="Synthetic check parts per product (half defective); 0: none."),
-        size: int = typer.Option(256, "--size", min=32, max=2048, help="Synthetic image size (the demo's cameras send 256)."),
+        version: str | None = typer.Option(
+            None, "--version", help="Prompt version (default: the active one)."
+        ),
+        product: list[str] = typer.Option(
+            [], "--product", "-p", help="Product(s) to calibrate (default: every catalog product)."
+        ),
+        images: Path | None = typer.Option(
+            None,
+            "--images",
+            help="Folder of good parts of one --product (default: synthetic parts).",
+        ),
+        synthetic: int = typer.Option(
+            64, "--synthetic", min=8, max=10_000, help="Synthetic good parts per product."
+        ),
+        quantile: float = typer.Option(
+            0.98,
+            "--quantile",
+            min=0.5,
+            max=1.0,
+            help="warn = this quantile of the good parts' scores.",
+        ),
+        margin: float = typer.Option(
+            0.05, "--margin", min=0.0, max=1.0, help="reject = the highest good score + this."
+        ),
+        check: int = typer.Option(
+            64,
+            "--check",
+            min=0,
+            max=10_000,
+            help="Synthetic check parts per product (half defective); 0: none.",
+        ),
+        size: int = typer.Option(
+            256,
+            "--size",
+            min=32,
+            max=2048,
+            help="Synthetic image size (the demo's cameras send 256).",
+        ),
     ) -> None:
         """Per-product verdict thresholds from good parts, written to the version's thresholds.json."""
         from qc_stream.registry.calibration import calibrate_version, format_table
@@ -78,10 +111,21 @@ def register(app: typer.Typer) -> None:
 
         settings = load_settings()
         name, rows, path = calibrate_version(
-            settings, version=version, products=product, images_dir=images, synthetic=synthetic, check=check,
-            quantile=quantile, margin=margin, size=size,
+            settings,
+            version=version,
+            products=product,
+            images_dir=images,
+            synthetic=synthetic,
+            check=check,
+            quantile=quantile,
+            margin=margin,
+            size=size,
         )
-        typer.echo(f"prompt version {name}: warn = {quantile:g} quantile of good scores, reject = max + {margin:g}")
+        typer.echo(
+            f"prompt version {name}: warn = {quantile:g} quantile of good scores, reject = max + {margin:g}"
+        )
         typer.echo(format_table(rows, (settings.warn_threshold, settings.reject_threshold)))
         typer.echo(f"wrote {path}")
-        typer.echo(f"running workers load it with the version: `qc-stream models activate {name}` re-announces it")
+        typer.echo(
+            f"running workers load it with the version: `qc-stream models activate {name}` re-announces it"
+        )

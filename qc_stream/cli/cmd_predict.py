@@ -17,15 +17,25 @@ def register(app: typer.Typer) -> None:
     @app.command("predict")
     def predict(
         images: list[Path] = typer.Argument(
-            ..., metavar="IMAGE", help="Image files (JPEG, PNG, BMP, TIFF, WebP).", show_default=False
+            ...,
+            metavar="IMAGE",
+            help="Image files (JPEG, PNG, BMP, TIFF, WebP).",
+            show_default=False,
         ),
         product: str | None = typer.Option(
-            None, "--product", "-p", help="Product shown in the images: restricts defect types and picks its thresholds."
+            None,
+            "--product",
+            "-p",
+            help="Product shown in the images: restricts defect types and picks its thresholds.",
         ),
         overlay_dir: Path | None = typer.Option(
-            None, "--overlay-dir", help="Write <image stem>.overlay.png (heat map, boxes, defect types) here."
+            None,
+            "--overlay-dir",
+            help="Write <image stem>.overlay.png (heat map, boxes, defect types) here.",
         ),
-        batch_size: int = typer.Option(8, "--batch-size", min=1, max=1024, help="Images per model call."),
+        batch_size: int = typer.Option(
+            8, "--batch-size", min=1, max=1024, help="Images per model call."
+        ),
     ) -> None:
         """Score images: anomaly score, verdict, defect type and regions, one JSON object per line."""
         from qc_stream.settings import load_settings
@@ -47,7 +57,9 @@ def run_predict(images, product, overlay_dir, batch_size, settings, out=None) ->
     from qc_stream.inference.decode import decode_image
 
     out = out or sys.stdout
-    detector = None  # loaded on the first decodable image: a run of only bad files costs no model load
+    detector = (
+        None  # loaded on the first decodable image: a run of only bad files costs no model load
+    )
     failed = 0
     overlay_names: set[str] = set()
 
@@ -93,7 +105,12 @@ def run_predict(images, product, overlay_dir, batch_size, settings, out=None) ->
                 "defect_type": det.defect_type,
                 "defect_probs": {k: round(v, 6) for k, v in det.defect_probs.items()},
                 "regions": [
-                    {"defect_type": g.defect_type, "area_px": g.area_px, "bbox": list(g.bbox), "score": round(g.score, 6)}
+                    {
+                        "defect_type": g.defect_type,
+                        "area_px": g.area_px,
+                        "bbox": list(g.bbox),
+                        "score": round(g.score, 6),
+                    }
                     for g in det.regions
                 ],
                 "model_version": detector.model_version,
@@ -103,8 +120,12 @@ def run_predict(images, product, overlay_dir, batch_size, settings, out=None) ->
                 from qc_stream.inference.overlay import save_overlay
 
                 name = _unique_name(path, overlay_names)
-                caption = f"{verdict.value} {det.anomaly_score:.2f}" + (f" {det.defect_type}" if det.defect_type else "")
-                line["overlay"] = str(save_overlay(Path(overlay_dir) / name, im, r.anomaly_map, det.regions, caption))
+                caption = f"{verdict.value} {det.anomaly_score:.2f}" + (
+                    f" {det.defect_type}" if det.defect_type else ""
+                )
+                line["overlay"] = str(
+                    save_overlay(Path(overlay_dir) / name, im, r.anomaly_map, det.regions, caption)
+                )
             emit(line)
     return failed
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,22 +11,38 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("retrain")
     def retrain(
-        examples: Optional[Path] = typer.Option(
-            None, "--examples", help="Labelled examples: DIR/<product>/<defect>/*.png (+ masks/, good/); see docs/registry.md."
+        examples: Path | None = typer.Option(
+            None,
+            "--examples",
+            help="Labelled examples: DIR/<product>/<defect>/*.png (+ masks/, good/); see docs/registry.md.",
         ),
-        quick: bool = typer.Option(False, "--quick", help="A few steps on little data (minutes on a CPU)."),
-        tolerance: Optional[float] = typer.Option(
-            None, "--tolerance", min=0.0, max=1.0, help="Allowed drop per holdout metric (default QC_RETRAIN_TOLERANCE)."
+        quick: bool = typer.Option(
+            False, "--quick", help="A few steps on little data (minutes on a CPU)."
+        ),
+        tolerance: float | None = typer.Option(
+            None,
+            "--tolerance",
+            min=0.0,
+            max=1.0,
+            help="Allowed drop per holdout metric (default QC_RETRAIN_TOLERANCE).",
         ),
         lr: float = typer.Option(1e-3, "--lr", help="Learning rate (Adam)."),
-        shuffle_labels: bool = typer.Option(False, "--shuffle-labels", hidden=True, help="Break the labels (gate demo)."),
+        shuffle_labels: bool = typer.Option(
+            False, "--shuffle-labels", hidden=True, help="Break the labels (gate demo)."
+        ),
         seed: int = typer.Option(0, "--seed"),
-        json_path: Optional[Path] = typer.Option(None, "--json", help="Write the report (metrics, decision) here."),
+        json_path: Path | None = typer.Option(
+            None, "--json", help="Write the report (metrics, decision) here."
+        ),
         listen: bool = typer.Option(
-            False, "--listen", help="Run as a listener on qc.defect-types: debounced zero-shot refresh per change."
+            False,
+            "--listen",
+            help="Run as a listener on qc.defect-types: debounced zero-shot refresh per change.",
         ),
         retrain_on_change: bool = typer.Option(
-            False, "--retrain-on-change", help="With --listen: also run this full retrain after each refresh."
+            False,
+            "--retrain-on-change",
+            help="With --listen: also run this full retrain after each refresh.",
         ),
     ) -> None:
         """Retrain prompts on synthetic + labelled data and promote the result only if it does not regress."""
@@ -79,8 +94,11 @@ def register(app: typer.Typer) -> None:
                     full(versions)
 
             listener = RegistryListener(
-                settings.kafka_bootstrap, on_change, debounce_s=settings.registry_debounce_s,
-                partitions=settings.topic_partitions, replication_factor=settings.topic_replication_factor,
+                settings.kafka_bootstrap,
+                on_change,
+                debounce_s=settings.registry_debounce_s,
+                partitions=settings.topic_partitions,
+                replication_factor=settings.topic_replication_factor,
             )
             typer.echo(
                 f"listening on qc.defect-types at {settings.kafka_bootstrap} "

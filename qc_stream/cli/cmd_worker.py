@@ -8,7 +8,11 @@ import typer
 def register(app: typer.Typer) -> None:
     @app.command("worker")
     def worker(
-        embedded: bool = typer.Option(False, "--embedded", help="Short group timeouts for the embedded broker (QC_BROKER_PROFILE=embedded)."),
+        embedded: bool = typer.Option(
+            False,
+            "--embedded",
+            help="Short group timeouts for the embedded broker (QC_BROKER_PROFILE=embedded).",
+        ),
         loglevel: str = typer.Option(None, "--loglevel", help="Log level (default QC_LOG_LEVEL)."),
     ) -> None:
         """Consume qc.frames, inspect micro-batches, store results; Ctrl-C/SIGTERM stops after the batch in flight.
@@ -20,7 +24,9 @@ def register(app: typer.Typer) -> None:
         from qc_stream.settings import load_settings
         from qc_stream.stream.worker import run_worker
 
-        logging.getLogger("kafka").setLevel(logging.CRITICAL)  # start-up admin calls; failures become one error line
+        logging.getLogger("kafka").setLevel(
+            logging.CRITICAL
+        )  # start-up admin calls; failures become one error line
 
         overrides = {"broker_profile": "embedded"} if embedded else {}
         run_worker(load_settings(**overrides), loglevel=loglevel)

@@ -19,9 +19,10 @@ import contextlib
 import hashlib
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +49,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but no CUDA GPU is available (use QC_DEVICE=cpu or auto)")
+        raise ConfigError(
+            "device 'cuda' requested but no CUDA GPU is available (use QC_DEVICE=cpu or auto)"
+        )
     return dev
 
 
@@ -70,7 +73,10 @@ def bf16_is_native(device: str | torch.device) -> bool:
     if torch.device(device).type != "cpu":
         return True
     # private probes (torch 2.x); a torch without them is taken as emulating bf16, the safe side
-    probes = (getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"))
+    probes = (
+        getattr(torch.cpu, name, None)
+        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
     return any(bool(probe()) for probe in probes if probe is not None)
 
 
@@ -102,7 +108,9 @@ class Backbone:
     image_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
-    pretrained: str  # "none" (random, seeded), "shipped:<file>", a weights file path, or an open_clip tag
+    pretrained: (
+        str  # "none" (random, seeded), "shipped:<file>", a weights file path, or an open_clip tag
+    )
     weights_path: Path | None = None
     seed: int = 0
     _sha256: str | None = field(default=None, repr=False)
@@ -180,7 +188,7 @@ class Backbone:
             "image_size": self.image_size,
         }
 
-    def to(self, device: str | torch.device) -> "Backbone":
+    def to(self, device: str | torch.device) -> Backbone:
         self.model.to(resolve_device(device))
         return self
 
@@ -203,9 +211,13 @@ class Backbone:
                     image = image.transpose(1, 2, 0)
             else:
                 if image.ndim != 3 or image.shape[0] != 3:
-                    raise QcError(f"expected an image tensor [3,H,W], got shape {tuple(image.shape)}")
+                    raise QcError(
+                        f"expected an image tensor [3,H,W], got shape {tuple(image.shape)}"
+                    )
                 if tuple(image.shape[1:]) != (s, s):
-                    image = F.interpolate(image[None].float(), size=(s, s), mode="bicubic", align_corners=False)[0]
+                    image = F.interpolate(
+                        image[None].float(), size=(s, s), mode="bicubic", align_corners=False
+                    )[0]
                 return image.float()
         from PIL import Image
 
@@ -273,7 +285,9 @@ def _load_weights(model, path: Path) -> None:
         else:
             open_clip.load_checkpoint(model, str(path), strict=True)
     except Exception as e:  # a wrong file for this architecture is a user error
-        raise ConfigError(f"cannot load backbone weights {path}: {str(e).splitlines()[0][:300]}") from None
+        raise ConfigError(
+            f"cannot load backbone weights {path}: {str(e).splitlines()[0][:300]}"
+        ) from None
 
 
 def _pos_grid_differs(model, path: Path) -> bool:
@@ -284,7 +298,9 @@ def _pos_grid_differs(model, path: Path) -> bool:
         return False
     with safe_open(str(path), framework="pt") as f:
         key = "visual.positional_embedding"
-        return key in f.keys() and tuple(f.get_slice(key).get_shape()) != tuple(model.visual.positional_embedding.shape)
+        return key in f.keys() and tuple(f.get_slice(key).get_shape()) != tuple(
+            model.visual.positional_embedding.shape
+        )
 
 
 def _load_resized(model, path: Path) -> None:
@@ -350,7 +366,9 @@ def load_backbone(
                 )
                 tokenizer = open_clip.get_tokenizer(f"local-dir:{folder.resolve()}")
             except Exception as e:
-                raise ConfigError(f"cannot build backbone from {folder}: {str(e).splitlines()[0][:300]}") from None
+                raise ConfigError(
+                    f"cannot build backbone from {folder}: {str(e).splitlines()[0][:300]}"
+                ) from None
             display_name = folder.name
         else:
             if name not in open_clip.list_models():
@@ -383,7 +401,9 @@ def load_backbone(
     from open_clip.transformer import VisionTransformer
 
     if not isinstance(model.visual, VisionTransformer) or not hasattr(model, "token_embedding"):
-        raise ConfigError(f"backbone {name}: DAPO needs an open_clip ViT with the built-in text tower")
+        raise ConfigError(
+            f"backbone {name}: DAPO needs an open_clip ViT with the built-in text tower"
+        )
     if model.visual.attn_pool is not None or model.visual.pool_type != "tok":
         raise ConfigError(f"backbone {name}: DAPO needs CLS-token pooling (no attentional pooler)")
 

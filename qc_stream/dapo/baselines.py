@@ -16,8 +16,9 @@ honest zero-shot way a CLIP user would name a type without DAPO.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -69,11 +70,17 @@ def _mean_feature(backbone: Backbone, texts: Sequence[str]) -> torch.Tensor:
     return F.normalize(encode_texts(backbone, texts).mean(0), dim=-1)
 
 
-def type_prompts(backbone: Backbone, words: Sequence[str], object_name: str = "object") -> torch.Tensor:
+def type_prompts(
+    backbone: Backbone, words: Sequence[str], object_name: str = "object"
+) -> torch.Tensor:
     """Frozen hand-crafted feature per defect word [N, E] (state phrases x a few templates, averaged)."""
     feats = []
     for word in words:
-        texts = [t.format(s.format(obj=object_name, word=word)) for s in TYPE_STATES for t in TYPE_TEMPLATES]
+        texts = [
+            t.format(s.format(obj=object_name, word=word))
+            for s in TYPE_STATES
+            for t in TYPE_TEMPLATES
+        ]
         feats.append(_mean_feature(backbone, texts))
     return torch.stack(feats)
 
@@ -92,7 +99,12 @@ class HandcraftedBaseline(PromptDetector):
     method: ClassVar[str] = "handcrafted"
     type_aware: ClassVar[bool] = False
 
-    def __init__(self, backbone: Backbone, config: HandcraftedConfig | None = None, vocabulary: Sequence[str] | None = None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        config: HandcraftedConfig | None = None,
+        vocabulary: Sequence[str] | None = None,
+    ):
         config = config or HandcraftedConfig()
         super().__init__(backbone, config, vocabulary)
         last = backbone.vision_layers - 1
@@ -103,13 +115,19 @@ class HandcraftedBaseline(PromptDetector):
     def encode_text(self, words: list[str]) -> TextFeatures:
         obj = self.config.object_name
         if self._state_features is None or self._state_features[0].device != self.device:
-            normal = _mean_feature(self.backbone, [t.format(s.format(obj)) for s in NORMAL_STATES for t in PHOTO_TEMPLATES])
+            normal = _mean_feature(
+                self.backbone,
+                [t.format(s.format(obj)) for s in NORMAL_STATES for t in PHOTO_TEMPLATES],
+            )
             abnormal = _mean_feature(
-                self.backbone, [t.format(s.format(obj)) for s in ANOMALOUS_STATES for t in PHOTO_TEMPLATES]
+                self.backbone,
+                [t.format(s.format(obj)) for s in ANOMALOUS_STATES for t in PHOTO_TEMPLATES],
             )
             self._state_features = (normal, abnormal)
         normal, abnormal = self._state_features
-        return TextFeatures(normal=normal, abnormal=abnormal[None], types=type_prompts(self.backbone, words, obj))
+        return TextFeatures(
+            normal=normal, abnormal=abnormal[None], types=type_prompts(self.backbone, words, obj)
+        )
 
     def param_groups(self) -> dict[str, list[nn.Parameter]]:
         return {}
@@ -136,10 +154,17 @@ class AgnosticBaseline(PromptDetector):
     method: ClassVar[str] = "agnostic"
     type_aware: ClassVar[bool] = False
 
-    def __init__(self, backbone: Backbone, config: AgnosticConfig | None = None, vocabulary: Sequence[str] | None = None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        config: AgnosticConfig | None = None,
+        vocabulary: Sequence[str] | None = None,
+    ):
         config = config or AgnosticConfig()
         if "{}" in config.abnormal_template:
-            raise QcError("the object-agnostic baseline takes no defect word in its abnormal prompt")
+            raise QcError(
+                "the object-agnostic baseline takes no defect word in its abnormal prompt"
+            )
         super().__init__(backbone, config, vocabulary)
         self.prompts = PromptLearner.from_config(backbone, config)
         self.visual = VisualEncoder(backbone, n_prompts=0, n_taps=config.n_taps, adapters=False)
@@ -171,15 +196,24 @@ METHODS: dict[str, type[PromptDetector]] = {}
 def _register() -> None:
     from qc_stream.dapo.model import DapoConfig, DapoModel
 
-    METHODS.update({"dapo": DapoModel, "handcrafted": HandcraftedBaseline, "agnostic": AgnosticBaseline})
-    CONFIGS.update({"dapo": DapoConfig, "handcrafted": HandcraftedConfig, "agnostic": AgnosticConfig})
+    METHODS.update(
+        {"dapo": DapoModel, "handcrafted": HandcraftedBaseline, "agnostic": AgnosticBaseline}
+    )
+    CONFIGS.update(
+        {"dapo": DapoConfig, "handcrafted": HandcraftedConfig, "agnostic": AgnosticConfig}
+    )
 
 
 CONFIGS: dict[str, type] = {}
 _register()
 
 
-def build_model(method: str, backbone: Backbone, config: dict | None = None, vocabulary: Sequence[str] | None = None) -> PromptDetector:
+def build_model(
+    method: str,
+    backbone: Backbone,
+    config: dict | None = None,
+    vocabulary: Sequence[str] | None = None,
+) -> PromptDetector:
     """Construct a detector by method name ("dapo", "handcrafted", "agnostic") from a config dict."""
     if method not in METHODS:
         raise QcError(f"unknown method {method!r}: use one of {', '.join(METHODS)}")

@@ -19,11 +19,10 @@ import json
 import os
 import secrets
 import shutil
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Mapping, Sequence
-
 
 from qc_stream.dapo.backbone import Backbone
 from qc_stream.dapo.model import PromptDetector
@@ -61,12 +60,17 @@ def prompts_dir(models_dir: str | Path | None = None) -> Path:
 
 
 def new_version_name(method: str) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{method}-{stamp}-{secrets.token_hex(2)}"
 
 
 def _check_version_name(version: str) -> None:
-    if not version or any(c in version for c in "/\\") or version.startswith(".") or version == ACTIVE:
+    if (
+        not version
+        or any(c in version for c in "/\\")
+        or version.startswith(".")
+        or version == ACTIVE
+    ):
         raise QcError(f"invalid prompt version name {version!r}")
 
 
@@ -99,7 +103,9 @@ def save_prompt_version(
     final = root / version
     if final.exists():
         raise QcError(f"prompt version {version!r} already exists in {root}")
-    products = {p: list(ws) for p, ws in (products if products is not None else model.product_words).items()}
+    products = {
+        p: list(ws) for p, ws in (products if products is not None else model.product_words).items()
+    }
     manifest = {
         "format": FORMAT,
         "version": version,
@@ -109,15 +115,21 @@ def save_prompt_version(
         "train_config": dict(train_config) if train_config else None,
         "vocabulary": {"words": list(model.vocabulary), "products": products},
         "metrics": dict(metrics) if metrics else {},
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "parent": parent,
         "kind": kind,
     }
     tmp = root / f".{version}.tmp-{secrets.token_hex(3)}"
     tmp.mkdir()
     try:
-        state = {k: v.detach().to("cpu").contiguous() for k, v in model.trainable_state_dict().items()}
-        save_file(state, str(tmp / WEIGHTS), metadata={"version": version, "backbone_id": model.backbone.backbone_id})
+        state = {
+            k: v.detach().to("cpu").contiguous() for k, v in model.trainable_state_dict().items()
+        }
+        save_file(
+            state,
+            str(tmp / WEIGHTS),
+            metadata={"version": version, "backbone_id": model.backbone.backbone_id},
+        )
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2, default=str) + "\n")
         os.rename(tmp, final)
     except BaseException:
@@ -180,7 +192,9 @@ def load_prompt_version(
         raise QcError(f"{path}: unsupported prompt format {manifest.get('format')!r}")
     check_backbone(manifest, backbone)
     vocab = manifest.get("vocabulary", {})
-    model = build_model(manifest["method"], backbone, manifest.get("config"), vocabulary=vocab.get("words", []))
+    model = build_model(
+        manifest["method"], backbone, manifest.get("config"), vocabulary=vocab.get("words", [])
+    )
     model.product_words = {p: list(ws) for p, ws in vocab.get("products", {}).items()}
     state = load_file(str(path / WEIGHTS), device=str(backbone.device))
     model.load_trainable_state_dict(state)

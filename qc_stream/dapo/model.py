@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +45,9 @@ class DapoConfig:
     temperature: float = 0.07
     normal_suffix: str = "flawless object"
     abnormal_template: str = "{} anomaly object"
-    cls_type_weight: float = 0.5  # per-image type = (1-w) * region distribution + w * CLS distribution
+    cls_type_weight: float = (
+        0.5  # per-image type = (1-w) * region distribution + w * CLS distribution
+    )
     smooth_sigma: float = 0.0  # Gaussian smoothing of the anomaly map, in output pixels (0 = off)
 
 
@@ -67,7 +70,9 @@ class DapoOutput:
     candidate_mask: torch.Tensor  # [B, N] bool
     # training internals (what the losses need)
     image_logits: torch.Tensor  # [B, 2] logits of [normal, abnormal]
-    layer_logits: list[torch.Tensor] = field(default_factory=list)  # per tapped layer [B, 1+C, gh, gw]
+    layer_logits: list[torch.Tensor] = field(
+        default_factory=list
+    )  # per tapped layer [B, 1+C, gh, gw]
 
     @property
     def type_map(self) -> torch.Tensor:
@@ -124,7 +129,9 @@ class PromptDetector(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.config = config
-        self.clip = backbone.model  # submodule so .to(device) moves it; frozen, never saved with prompts
+        self.clip = (
+            backbone.model
+        )  # submodule so .to(device) moves it; frozen, never saved with prompts
         self.vocabulary: list[str] = list(vocabulary or [])
         self.product_words: dict[str, list[str]] = {}
         self._text_cache: OrderedDict = OrderedDict()
@@ -162,7 +169,9 @@ class PromptDetector(nn.Module):
             )
         for k, v in state.items():
             if tuple(v.shape) != tuple(own[k].shape):
-                raise QcError(f"prompt weight {k}: shape {tuple(v.shape)} does not fit {tuple(own[k].shape)}")
+                raise QcError(
+                    f"prompt weight {k}: shape {tuple(v.shape)} does not fit {tuple(own[k].shape)}"
+                )
         self.load_state_dict(state, strict=False)
         self.invalidate_text_cache()
 
@@ -206,7 +215,9 @@ class PromptDetector(nn.Module):
         # autograd (training the visual side only reuses the cached text features)
         with torch.inference_mode(False), torch.no_grad():
             feats = self.encode_text(words)
-        feats = TextFeatures(*(t.detach().float() for t in (feats.normal, feats.abnormal, feats.types)))
+        feats = TextFeatures(
+            *(t.detach().float() for t in (feats.normal, feats.abnormal, feats.types))
+        )
         with _CACHE_LOCK:
             self._text_cache[key] = feats
             while len(self._text_cache) > TEXT_CACHE_SIZE:
@@ -214,7 +225,9 @@ class PromptDetector(nn.Module):
         return feats
 
     # --- candidates ---
-    def candidate_mask(self, products: Sequence[str | None], words: Sequence[str] | None = None) -> torch.Tensor:
+    def candidate_mask(
+        self, products: Sequence[str | None], words: Sequence[str] | None = None
+    ) -> torch.Tensor:
         """[B, N] bool: for a known product, only its registered words (``product_words``); else all."""
         words = list(words) if words is not None else self.vocabulary
         index = {w.casefold(): i for i, w in enumerate(words)}
@@ -248,7 +261,9 @@ class PromptDetector(nn.Module):
         images = images.to(device)
         size = self.backbone.image_size
         if (h, w) != (size, size):
-            images = F.interpolate(images.float(), size=(size, size), mode="bicubic", align_corners=False)
+            images = F.interpolate(
+                images.float(), size=(size, size), mode="bicubic", align_corners=False
+            )
         if candidate_mask is None:
             cand = torch.ones(b, n, dtype=torch.bool, device=device)
         else:
@@ -264,18 +279,26 @@ class PromptDetector(nn.Module):
         with torch.autocast(device_type=device.type, enabled=False):
             return self._score(feats, text, words, cand, (h, w))
 
-    def _score(self, feats: VisualFeatures, text: TextFeatures, words: list[str], cand: torch.Tensor, size) -> DapoOutput:
+    def _score(
+        self, feats: VisualFeatures, text: TextFeatures, words: list[str], cand: torch.Tensor, size
+    ) -> DapoOutput:
         h, w = size
         b, n = cand.shape
         device = cand.device
         tau = self.config.temperature
-        t_normal, t_abnormal, t_types = text.normal.float(), text.abnormal.float(), text.types.float()
+        t_normal, t_abnormal, t_types = (
+            text.normal.float(),
+            text.abnormal.float(),
+            text.types.float(),
+        )
         candf = cand.float()
 
         # image score: [normal, mean of the (candidate) abnormal prompts]
         g = F.normalize(feats.global_feature.float(), dim=-1)
         if self.type_aware:
-            mean_abn = F.normalize((candf @ t_abnormal) / candf.sum(1, keepdim=True), dim=-1)  # [B, E]
+            mean_abn = F.normalize(
+                (candf @ t_abnormal) / candf.sum(1, keepdim=True), dim=-1
+            )  # [B, E]
         else:
             mean_abn = t_abnormal[0].expand(b, -1)
         image_logits = torch.stack([g @ t_normal, (g * mean_abn).sum(-1)], dim=-1) / tau
@@ -320,7 +343,9 @@ class PromptDetector(nn.Module):
         image_type_probs = (1 - wcls) * region + wcls * cls_dist
 
         type_map_probs = F.interpolate(type_grid, size=(h, w), mode="bilinear", align_corners=False)
-        anomaly_map = F.interpolate(abnormal_grid[:, None], size=(h, w), mode="bilinear", align_corners=False)[:, 0]
+        anomaly_map = F.interpolate(
+            abnormal_grid[:, None], size=(h, w), mode="bilinear", align_corners=False
+        )[:, 0]
         anomaly_map = gaussian_blur(anomaly_map, self.config.smooth_sigma).clamp(0, 1)
         return DapoOutput(
             image_score=image_score,
@@ -341,12 +366,21 @@ class DapoModel(PromptDetector):
     method: ClassVar[str] = "dapo"
     type_aware: ClassVar[bool] = True
 
-    def __init__(self, backbone: Backbone, config: DapoConfig | None = None, vocabulary: Sequence[str] | None = None):
+    def __init__(
+        self,
+        backbone: Backbone,
+        config: DapoConfig | None = None,
+        vocabulary: Sequence[str] | None = None,
+    ):
         config = config or DapoConfig()
         super().__init__(backbone, config, vocabulary)
         self.prompts = PromptLearner.from_config(backbone, config)
         self.visual = VisualEncoder(
-            backbone, n_prompts=config.n_deep_visual, alpha=config.alpha, n_taps=config.n_taps, adapters=True
+            backbone,
+            n_prompts=config.n_deep_visual,
+            alpha=config.alpha,
+            n_taps=config.n_taps,
+            adapters=True,
         )
         self.to(backbone.device)
 

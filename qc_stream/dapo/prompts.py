@@ -11,7 +11,7 @@ The text tower runs with its causal mask, and the feature is pooled at the true 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -52,10 +52,14 @@ def encode_token_embeddings(
     n = 0 if deep is None else deep.shape[1]
     p = x.shape[0]
     if n:
-        x = torch.cat([x[:, :1], deep[0].to(x.dtype).unsqueeze(0).expand(p, -1, -1), x[:, 1:]], dim=1)
+        x = torch.cat(
+            [x[:, :1], deep[0].to(x.dtype).unsqueeze(0).expand(p, -1, -1), x[:, 1:]], dim=1
+        )
     length = x.shape[1]
     if length > backbone.context_length:
-        raise QcError(f"prompt of {length} tokens exceeds the text context of {backbone.context_length}")
+        raise QcError(
+            f"prompt of {length} tokens exceeds the text context of {backbone.context_length}"
+        )
     x = x + clip.positional_embedding[:length].to(x.dtype)
     mask = clip.attn_mask[:length, :length] if clip.attn_mask is not None else None
     transformer = clip.transformer
@@ -64,7 +68,9 @@ def encode_token_embeddings(
     for i, block in enumerate(transformer.resblocks):
         if i > 0 and n and i < deep.shape[0]:
             slots = x[:, 1 : 1 + n] if transformer.batch_first else x[1 : 1 + n]
-            blended = alpha * slots + (1 - alpha) * deep[i].to(slots.dtype).unsqueeze(0 if transformer.batch_first else 1)
+            blended = alpha * slots + (1 - alpha) * deep[i].to(slots.dtype).unsqueeze(
+                0 if transformer.batch_first else 1
+            )
             if transformer.batch_first:
                 x = torch.cat([x[:, :1], blended, x[:, 1 + n :]], dim=1)
             else:
@@ -162,14 +168,16 @@ class PromptLearner(nn.Module):
         self.ctx_abnormal = nn.Parameter(mean + std * torch.randn(n_copies, n_ctx, width))
         if n_deep:
             deep = torch.randn(backbone.text_layers, n_deep, width) * 0.02
-            deep[0] = mean + std * torch.randn(n_deep, width)  # layer 0 lives in token-embedding space
+            deep[0] = mean + std * torch.randn(
+                n_deep, width
+            )  # layer 0 lives in token-embedding space
             self.deep_text = nn.Parameter(deep)
         else:
             self.register_parameter("deep_text", None)
         self._suffix_cache: dict[tuple[str, ...], SuffixTokens] = {}
 
     @classmethod
-    def from_config(cls, backbone: Backbone, config) -> "PromptLearner":
+    def from_config(cls, backbone: Backbone, config) -> PromptLearner:
         """From a method config (DapoConfig, AgnosticConfig): the same fields name the same things."""
         return cls(
             backbone,
@@ -203,9 +211,17 @@ class PromptLearner(nn.Module):
     def forward(self, words: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (normal unit feature [E], abnormal unit features [C, E]); C = len(words) or 1."""
         normal = encode_with_context(
-            self.backbone, self.ctx_normal, self._suffix([self.normal_suffix]), self.deep_text, self.alpha
+            self.backbone,
+            self.ctx_normal,
+            self._suffix([self.normal_suffix]),
+            self.deep_text,
+            self.alpha,
         )[0]
         abnormal = encode_with_context(
-            self.backbone, self.ctx_abnormal, self._suffix(self.abnormal_suffixes(words)), self.deep_text, self.alpha
+            self.backbone,
+            self.ctx_abnormal,
+            self._suffix(self.abnormal_suffixes(words)),
+            self.deep_text,
+            self.alpha,
         )
         return normal, abnormal

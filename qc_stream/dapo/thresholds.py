@@ -14,7 +14,7 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from qc_stream.dapo.checkpoint import resolve_version_path
@@ -52,7 +52,9 @@ def read_thresholds(version_dir: str | Path) -> dict[str, tuple[float, float]]:
         return {}
 
 
-def version_thresholds(version_dir: str | Path, models_dir: str | Path | None = None, _depth: int = 0) -> dict[str, tuple[float, float]]:
+def version_thresholds(
+    version_dir: str | Path, models_dir: str | Path | None = None, _depth: int = 0
+) -> dict[str, tuple[float, float]]:
     """The thresholds a loaded version uses: its own ``thresholds.json``; for a zero-shot version
     without one (a registry refresh: the parent's trained parameters, a new vocabulary), the
     parent's calibrated pair of every product whose candidate words are unchanged. Those products'
@@ -65,7 +67,9 @@ def version_thresholds(version_dir: str | Path, models_dir: str | Path | None = 
         manifest = json.loads((version_dir / "manifest.json").read_text())
         if manifest.get("kind") != "zero-shot" or not manifest.get("parent"):
             return {}
-        parent_dir = resolve_version_path(manifest["parent"], models_dir if models_dir is not None else version_dir.parent.parent)
+        parent_dir = resolve_version_path(
+            manifest["parent"], models_dir if models_dir is not None else version_dir.parent.parent
+        )
         parent = json.loads((parent_dir / "manifest.json").read_text())
     except (OSError, ValueError, QcError):
         return {}
@@ -75,8 +79,12 @@ def version_thresholds(version_dir: str | Path, models_dir: str | Path | None = 
         return {}
     kept = {p: pair for p, pair in inherited.items() if mine.words_for(p) == theirs.words_for(p)}
     if kept:
-        log.info("prompt version %s: calibrated thresholds of %s from parent %s", manifest.get("version"),
-                 ", ".join(sorted(kept)), manifest["parent"])
+        log.info(
+            "prompt version %s: calibrated thresholds of %s from parent %s",
+            manifest.get("version"),
+            ", ".join(sorted(kept)),
+            manifest["parent"],
+        )
     return kept
 
 
@@ -96,7 +104,11 @@ def read_thresholds_meta(version_dir: str | Path) -> dict:
 
 
 def write_thresholds(
-    version_dir: str | Path, thresholds: Mapping[str, tuple[float, float]], meta: Mapping, *, merge: bool = True
+    version_dir: str | Path,
+    thresholds: Mapping[str, tuple[float, float]],
+    meta: Mapping,
+    *,
+    merge: bool = True,
 ) -> Path:
     """Write ``thresholds.json`` (atomic replace). ``merge``: keep products already calibrated that
     ``thresholds`` does not mention (calibrating one product leaves the others)."""
@@ -107,9 +119,12 @@ def write_thresholds(
     old_n = read_thresholds_meta(version_dir).get("n_normal", {}) if merge else {}
     pairs.update({p: (float(w), float(r)) for p, (w, r) in thresholds.items()})
     meta = dict(meta)
-    meta["n_normal"] = {**(old_n if isinstance(old_n, dict) else {}), **dict(meta.get("n_normal") or {})}
+    meta["n_normal"] = {
+        **(old_n if isinstance(old_n, dict) else {}),
+        **dict(meta.get("n_normal") or {}),
+    }
     meta.setdefault("method", METHOD)
-    meta.setdefault("created_at", datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    meta.setdefault("created_at", datetime.now(UTC).isoformat(timespec="seconds"))
     doc = {p: [round(w, 6), round(r, 6)] for p, (w, r) in sorted(pairs.items())}
     doc[META_KEY] = meta
     path = version_dir / THRESHOLDS_FILE

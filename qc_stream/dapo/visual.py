@@ -48,7 +48,9 @@ class VisualEncoder(nn.Module):
         self.taps = list(taps) if taps is not None else backbone.tap_layers(n_taps)
         width, embed = backbone.vision_width, backbone.embed_dim
         if n_prompts:
-            self.deep_visual = nn.Parameter(torch.randn(backbone.vision_layers, n_prompts, width) * 0.02)
+            self.deep_visual = nn.Parameter(
+                torch.randn(backbone.vision_layers, n_prompts, width) * 0.02
+            )
         else:
             self.register_parameter("deep_visual", None)
         if adapters:
@@ -81,7 +83,14 @@ class VisualEncoder(nn.Module):
         x = vis._embeds(images)  # conv patches + CLS + positional embedding + ln_pre: [B, 1+HW, W]
         n = self.n_prompts
         if n:
-            x = torch.cat([x[:, :1], self.deep_visual[0].to(x.dtype).unsqueeze(0).expand(b, -1, -1), x[:, 1:]], dim=1)
+            x = torch.cat(
+                [
+                    x[:, :1],
+                    self.deep_visual[0].to(x.dtype).unsqueeze(0).expand(b, -1, -1),
+                    x[:, 1:],
+                ],
+                dim=1,
+            )
         transformer = vis.transformer
         if not transformer.batch_first:
             x = x.transpose(0, 1)
@@ -90,7 +99,9 @@ class VisualEncoder(nn.Module):
         for i, block in enumerate(transformer.resblocks):
             if i > 0 and n:
                 xb = x if transformer.batch_first else x.transpose(0, 1)
-                blended = self.alpha * xb[:, 1 : 1 + n] + (1 - self.alpha) * self.deep_visual[i].to(xb.dtype)
+                blended = self.alpha * xb[:, 1 : 1 + n] + (1 - self.alpha) * self.deep_visual[i].to(
+                    xb.dtype
+                )
                 xb = torch.cat([xb[:, :1], blended, xb[:, 1 + n :]], dim=1)
                 x = xb if transformer.batch_first else xb.transpose(0, 1)
             x = block(x)
@@ -98,7 +109,9 @@ class VisualEncoder(nn.Module):
                 xb = x if transformer.batch_first else x.transpose(0, 1)
                 tokens = vis.ln_post(xb[:, 1 + n :])
                 j = taps[i]
-                patches[j] = self.adapters[j](tokens) if self.adapters is not None else tokens @ vis.proj
+                patches[j] = (
+                    self.adapters[j](tokens) if self.adapters is not None else tokens @ vis.proj
+                )
         xb = x if transformer.batch_first else x.transpose(0, 1)
         global_feature = vis.ln_post(xb[:, 0]) @ vis.proj
         return VisualFeatures(global_feature=global_feature, patch_features=patches, grid=(gh, gw))

@@ -42,7 +42,9 @@ def write_dashboards(out_dir: Path) -> list[Path]:
 def read_dashboards(folder: Path) -> list[dict[str, Any]]:
     """Every ``*.json`` dashboard in ``folder``; each must be an object with ``uid`` and ``title``."""
     if not folder.is_dir():
-        raise InputError(f"not a folder: {folder} (build it with `qc-stream dashboards build --out {folder}`)")
+        raise InputError(
+            f"not a folder: {folder} (build it with `qc-stream dashboards build --out {folder}`)"
+        )
     files = sorted(folder.glob("*.json"))
     if not files:
         raise InputError(f"no dashboard JSON files in {folder}")
@@ -53,6 +55,8 @@ def read_dashboards(folder: Path) -> list[dict[str, Any]]:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise InputError(f"{path}: not a readable JSON file ({e})") from None
         if not isinstance(data, dict) or not data.get("uid") or not data.get("title"):
-            raise InputError(f"{path}: not a Grafana dashboard (needs an object with 'uid' and 'title')")
+            raise InputError(
+                f"{path}: not a Grafana dashboard (needs an object with 'uid' and 'title')"
+            )
         dashboards.append(data)
     return dashboards

@@ -11,8 +11,18 @@ CAMERA = Variable("camera", "Camera", q.VAR_CAMERA, refresh_on_time=True)
 
 VERSION_CREATED = Annotation("Prompt versions", q.PROMPT_VERSION_CREATED)
 
-_LINES = {"drawStyle": "line", "lineWidth": 2, "fillOpacity": 10, "showPoints": "auto", "spanNulls": False}
-_STACKED_BARS = {"drawStyle": "bars", "fillOpacity": 80, "stacking": {"mode": "normal", "group": "A"}}
+_LINES = {
+    "drawStyle": "line",
+    "lineWidth": 2,
+    "fillOpacity": 10,
+    "showPoints": "auto",
+    "spanNulls": False,
+}
+_STACKED_BARS = {
+    "drawStyle": "bars",
+    "fillOpacity": 80,
+    "stacking": {"mode": "normal", "group": "A"},
+}
 
 
 def _right_axis_percent(field_name: str) -> dict:
@@ -43,7 +53,10 @@ DEFECT_TRENDS = Dashboard(
             description="Frames inspected, warn and reject verdicts, and the defect rate (warn + reject).",
             width=24,
             height=4,
-            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}, "textMode": "value_and_name"},
+            options={
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "textMode": "value_and_name",
+            },
         ),
         Panel(
             key="defect_rate",
@@ -86,7 +99,12 @@ ROOT_CAUSES = Dashboard(
             width=24,
             height=10,
             min_interval=None,
-            options={"xField": "defect_type", "orientation": "vertical", "showValue": "auto", "stacking": "none"},
+            options={
+                "xField": "defect_type",
+                "orientation": "vertical",
+                "showValue": "auto",
+                "stacking": "none",
+            },
             overrides=(_right_axis_percent("cumulative_pct"),),
         ),
         Panel(
@@ -116,7 +134,12 @@ CAMERAS = Dashboard(
             description="ok / warn / reject verdicts per camera in the selected range.",
             width=24,
             min_interval=None,
-            options={"xField": "camera_id", "orientation": "horizontal", "stacking": "normal", "showValue": "auto"},
+            options={
+                "xField": "camera_id",
+                "orientation": "horizontal",
+                "stacking": "normal",
+                "showValue": "auto",
+            },
         ),
         Panel(
             key="recent_rejects",
@@ -179,7 +202,10 @@ THROUGHPUT = Dashboard(
             width=24,
             height=4,
             min_interval=None,
-            options={"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}, "textMode": "value_and_name"},
+            options={
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "textMode": "value_and_name",
+            },
         ),
         Panel(
             key="throughput",

@@ -62,7 +62,9 @@ def expand(
         return ", ".join(names)
 
     out = _VAR.sub(variable, sql)
-    out = out.replace("$__interval_ms", str(interval_s * 1000)).replace("$__interval", f"{interval_s}s")
+    out = out.replace("$__interval_ms", str(interval_s * 1000)).replace(
+        "$__interval", f"{interval_s}s"
+    )
 
     def macro(match: re.Match) -> str:
         name, args = match.group(1), [a.strip() for a in match.group(2).split(",") if a.strip()]
@@ -80,5 +82,5 @@ def expand(
 
     out = _MACRO.sub(macro, out)
     if "$" in out:
-        raise ValueError(f"unexpanded '$' left in query: {out[out.index('$'):][:40]!r}")
+        raise ValueError(f"unexpanded '$' left in query: {out[out.index('$') :][:40]!r}")
     return out, params

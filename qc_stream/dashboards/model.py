@@ -178,7 +178,9 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
         "time": {"from": dashboard.time_from, "to": "now"},
         "refresh": dashboard.refresh,
         "templating": {"list": [render_variable(v) for v in dashboard.variables]},
-        "annotations": {"list": [BUILTIN_ANNOTATION] + [render_annotation(a) for a in dashboard.annotations]},
+        "annotations": {
+            "list": [BUILTIN_ANNOTATION] + [render_annotation(a) for a in dashboard.annotations]
+        },
         "links": [
             {
                 "type": "dashboards",
@@ -189,5 +191,8 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
                 "keepTime": True,
             }
         ],
-        "panels": [render_panel(p, i + 1, pos) for i, (p, pos) in enumerate(zip(dashboard.panels, positions))],
+        "panels": [
+            render_panel(p, i + 1, pos)
+            for i, (p, pos) in enumerate(zip(dashboard.panels, positions))
+        ],
     }

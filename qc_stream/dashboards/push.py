@@ -8,8 +8,9 @@ Every failure a user can cause (bad URL, bad token, server down, missing permiss
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 from qc_stream.dashboards.model import DATASOURCE_NAME, DATASOURCE_TYPE, DATASOURCE_UID, FOLDER_UID
@@ -33,7 +34,9 @@ def datasource_payload(db_url: str) -> dict[str, Any]:
     try:
         url = make_url(db_url)
     except ArgumentError:
-        raise ConfigError(f"not a database URL for Grafana: {db_url!r} (e.g. postgresql://qc_grafana@db:5432/qc)") from None
+        raise ConfigError(
+            f"not a database URL for Grafana: {db_url!r} (e.g. postgresql://qc_grafana@db:5432/qc)"
+        ) from None
     if url.get_backend_name() != "postgresql" or not url.host or not url.database:
         raise ConfigError(
             "Grafana needs a Postgres URL with host and database (set QC_GRAFANA_DB_URL, "
@@ -65,7 +68,7 @@ def _check_url(url: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise ConfigError(f"not a Grafana URL: {url!r} (e.g. http://grafana:3000)")
     try:
-        parsed.port
+        _ = parsed.port  # raises ValueError on a bad port
     except ValueError:
         raise ConfigError(f"not a Grafana URL: {url!r} (bad port)") from None
     # grafana-client appends "api" to the path: keep a sub-path ("/grafana") a folder.
@@ -79,7 +82,9 @@ class GrafanaPusher:
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
         if not token and not urlparse(url).password:
-            raise ConfigError("no Grafana credentials: pass --token (or QC_GRAFANA_TOKEN), or user:password in the URL")
+            raise ConfigError(
+                "no Grafana credentials: pass --token (or QC_GRAFANA_TOKEN), or user:password in the URL"
+            )
         self.api = GrafanaApi.from_url(_check_url(url), credential=token or None, timeout=timeout_s)
 
     # --- error translation -------------------------------------------------------------------------
@@ -90,7 +95,9 @@ class GrafanaPusher:
         try:
             return fn(*args, **kwargs)
         except GrafanaTimeoutError:
-            raise QcError(f"Grafana at {self.url} did not answer within {self.timeout_s:g} s ({what})") from None
+            raise QcError(
+                f"Grafana at {self.url} did not answer within {self.timeout_s:g} s ({what})"
+            ) from None
         except GrafanaClientError as e:
             if e.status_code == 401:
                 raise QcError(
@@ -105,8 +112,12 @@ class GrafanaPusher:
             raise QcError(f"Grafana refused {what}: {e.status_code} {_message(e)}") from None
         except GrafanaException as e:
             raise QcError(f"Grafana failed while {what}: {_message(e)}") from None
-        except ValueError:  # a non-JSON answer (niquests' JSONDecodeError is one): not Grafana's API
-            raise QcError(f"no Grafana API at {self.url} (non-JSON answer while {what}); check --url") from None
+        except (
+            ValueError
+        ):  # a non-JSON answer (niquests' JSONDecodeError is one): not Grafana's API
+            raise QcError(
+                f"no Grafana API at {self.url} (non-JSON answer while {what}); check --url"
+            ) from None
         except niquests.exceptions.RequestException as e:
             raise QcError(f"cannot reach Grafana at {self.url}: {_reason(e)}") from None
 
@@ -122,9 +133,13 @@ class GrafanaPusher:
         """GET /api/health: is this Grafana at all? Returns its version."""
         health = self._exists("checking /api/health", self.api.client.GET, "/health")
         if health is None:
-            raise QcError(f"no Grafana API at {self.url} (GET /api/health answered 404); check --url")
+            raise QcError(
+                f"no Grafana API at {self.url} (GET /api/health answered 404); check --url"
+            )
         if not isinstance(health, dict) or "database" not in health:
-            raise QcError(f"no Grafana API at {self.url} (GET /api/health is not Grafana's answer); check --url")
+            raise QcError(
+                f"no Grafana API at {self.url} (GET /api/health is not Grafana's answer); check --url"
+            )
         return str(health.get("version", "?"))
 
     def ensure_folder(self, uid: str, title: str) -> str:
@@ -133,16 +148,26 @@ class GrafanaPusher:
             self._call("creating the folder", self.api.folder.create_folder, title, uid=uid)
             return "created"
         if current.get("title") != title:
-            self._call("renaming the folder", self.api.folder.update_folder, uid, title=title, overwrite=True)
+            self._call(
+                "renaming the folder",
+                self.api.folder.update_folder,
+                uid,
+                title=title,
+                overwrite=True,
+            )
         return "updated"
 
     def ensure_datasource(self, payload: dict[str, Any]) -> str:
         uid = payload["uid"]
-        current = self._exists("reading the datasource", self.api.datasource.get_datasource_by_uid, uid)
+        current = self._exists(
+            "reading the datasource", self.api.datasource.get_datasource_by_uid, uid
+        )
         if current is None:
             self._call("creating the datasource", self.api.datasource.create_datasource, payload)
             return "created"
-        self._call("updating the datasource", self.api.datasource.update_datasource_by_uid, uid, payload)
+        self._call(
+            "updating the datasource", self.api.datasource.update_datasource_by_uid, uid, payload
+        )
         return "updated"
 
     def put_dashboard(self, dashboard: dict[str, Any], folder_uid: str) -> str:
@@ -152,7 +177,12 @@ class GrafanaPusher:
         answer = self._call(
             f"saving dashboard {dashboard['uid']!r}",
             self.api.dashboard.update_dashboard,
-            {"dashboard": body, "folderUid": folder_uid, "overwrite": True, "message": "qc-stream dashboards push"},
+            {
+                "dashboard": body,
+                "folderUid": folder_uid,
+                "overwrite": True,
+                "message": "qc-stream dashboards push",
+            },
         )
         return "created" if isinstance(answer, dict) and answer.get("version") == 1 else "updated"
 
@@ -201,8 +231,14 @@ def _message(e: Exception) -> str:
 
 def _reason(e: Exception) -> str:
     text = str(e)
-    for marker in ("Connection refused", "Name or service not known", "No address associated",
-                   "nodename nor servname", "timed out", "certificate verify failed"):
+    for marker in (
+        "Connection refused",
+        "Name or service not known",
+        "No address associated",
+        "nodename nor servname",
+        "timed out",
+        "certificate verify failed",
+    ):
         if marker.lower() in text.lower():
             return marker.lower()
     return type(e).__name__ + (": " + text.splitlines()[0][:160] if text else "")

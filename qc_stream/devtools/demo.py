@@ -52,13 +52,13 @@ def _echo(msg: str = "", end: str = "\n") -> None:
 
 def run_demo(settings: Settings, plan: DemoPlan) -> dict:
     from qc_stream.devtools.broker import EmbeddedBroker
+    from qc_stream.devtools.local import WorkerProcess, redis_reachable, worker_env
     from qc_stream.producers.camera import run_camera
     from qc_stream.producers.producer import FrameProducer
-    from qc_stream.synth.source import synthetic
     from qc_stream.storage.db import make_engine, safe_url
     from qc_stream.storage.inspections import InspectionRepository
     from qc_stream.storage.migrate import upgrade
-    from qc_stream.devtools.local import WorkerProcess, redis_reachable, worker_env
+    from qc_stream.synth.source import synthetic
     from qc_stream.wire.topics import ensure_topics
 
     if plan.cameras < 1 or plan.frames < plan.cameras:
@@ -81,20 +81,39 @@ def run_demo(settings: Settings, plan: DemoPlan) -> dict:
     redis_url = settings.redis_url if redis_reachable(settings.redis_url) else None
     redis_prefix = f"qc-demo:{uuid.uuid4().hex[:6]}:"
     _echo(f"database  {safe_url(db_url)} (migrated)")
-    _echo(f"redis     {redis_url + ' prefix ' + redis_prefix if redis_url else 'not reachable: running without cache'}")
+    _echo(
+        f"redis     {redis_url + ' prefix ' + redis_prefix if redis_url else 'not reachable: running without cache'}"
+    )
 
-    per_cam = [plan.frames // plan.cameras + (i < plan.frames % plan.cameras) for i in range(plan.cameras)]
-    cams = [(f"cam-{i + 1}", f"line-{i % 2 + 1}", DEMO_PRODUCTS[i % len(DEMO_PRODUCTS)], n) for i, n in enumerate(per_cam)]
+    per_cam = [
+        plan.frames // plan.cameras + (i < plan.frames % plan.cameras) for i in range(plan.cameras)
+    ]
+    cams = [
+        (f"cam-{i + 1}", f"line-{i % 2 + 1}", DEMO_PRODUCTS[i % len(DEMO_PRODUCTS)], n)
+        for i, n in enumerate(per_cam)
+    ]
     truth = Truth()
     with EmbeddedBroker(log_path=out / "broker.log") as broker:
         ensure_topics(broker.bootstrap, settings.topic_partitions)
         _echo(f"broker    {broker.bootstrap} (embedded tansu)")
-        env = worker_env(broker.bootstrap, db_url, redis_url=redis_url, redis_prefix=redis_prefix,
-                         QC_OVERLAY_DIR=str(overlays), QC_HEALTH_PORT="-1")
+        env = worker_env(
+            broker.bootstrap,
+            db_url,
+            redis_url=redis_url,
+            redis_prefix=redis_prefix,
+            QC_OVERLAY_DIR=str(overlays),
+            QC_HEALTH_PORT="-1",
+        )
         worker = WorkerProcess(env, out / "worker.log")
         t_worker = time.monotonic()
-        _echo(f"worker    started (backbone {settings.backbone}, batch {settings.batch_size}); log {out / 'worker.log'}")
-        _echo("cameras   " + ", ".join(f"{c} {p} x{n}" for c, _, p, n in cams) + (f" at {plan.fps:g} fps each" if plan.fps else ""))
+        _echo(
+            f"worker    started (backbone {settings.backbone}, batch {settings.batch_size}); log {out / 'worker.log'}"
+        )
+        _echo(
+            "cameras   "
+            + ", ".join(f"{c} {p} x{n}" for c, _, p, n in cams)
+            + (f" at {plan.fps:g} fps each" if plan.fps else "")
+        )
 
         errors: list[str] = []
         stop = threading.Event()  # Ctrl-C: cameras stop at their next frame
@@ -102,13 +121,24 @@ def run_demo(settings: Settings, plan: DemoPlan) -> dict:
 
         def camera(cam_id: str, line: str, product: str, n: int, seed: int) -> None:
             try:
-                run_camera(producer, synthetic(product, count=n, defect_rate=plan.defect_rate, seed=seed, size=plan.size),
-                           camera_id=cam_id, line_id=line, product=product, fps=plan.fps, on_sent=truth.add,
-                           should_stop=stop.is_set)
+                run_camera(
+                    producer,
+                    synthetic(
+                        product, count=n, defect_rate=plan.defect_rate, seed=seed, size=plan.size
+                    ),
+                    camera_id=cam_id,
+                    line_id=line,
+                    product=product,
+                    fps=plan.fps,
+                    on_sent=truth.add,
+                    should_stop=stop.is_set,
+                )
             except Exception as e:  # reported below; the demo then stops
                 errors.append(f"{cam_id}: {e}")
 
-        threads = [threading.Thread(target=camera, args=(*c, i), daemon=True) for i, c in enumerate(cams)]
+        threads = [
+            threading.Thread(target=camera, args=(*c, i), daemon=True) for i, c in enumerate(cams)
+        ]
         for t in threads:
             t.start()
         try:
@@ -139,14 +169,20 @@ def _follow(repo, plan: DemoPlan, worker, t_worker: float, errors: list[str]) ->
     last_print = 0.0
     while True:
         with repo.engine.connect() as c:
-            verdicts = dict(c.execute(select(InspectionRow.verdict, func.count()).group_by(InspectionRow.verdict)).all())
+            verdicts = dict(
+                c.execute(
+                    select(InspectionRow.verdict, func.count()).group_by(InspectionRow.verdict)
+                ).all()
+            )
         done = sum(verdicts.values())
         now = time.monotonic()
         if done and first_s is None:
             first_s = now - t_worker
         if tty or now - last_print > 5 or done >= plan.frames:
-            line = (f"inspected {done}/{plan.frames}  ok {verdicts.get('ok', 0)}  warn {verdicts.get('warn', 0)}  "
-                    f"reject {verdicts.get('reject', 0)}  [{now - t_worker:5.1f} s]")
+            line = (
+                f"inspected {done}/{plan.frames}  ok {verdicts.get('ok', 0)}  warn {verdicts.get('warn', 0)}  "
+                f"reject {verdicts.get('reject', 0)}  [{now - t_worker:5.1f} s]"
+            )
             _echo(("\r" + line) if tty else line, end="" if tty else "\n")
             last_print = now
         if done >= plan.frames:
@@ -156,7 +192,9 @@ def _follow(repo, plan: DemoPlan, worker, t_worker: float, errors: list[str]) ->
         if not worker.alive:
             raise QcError(f"the worker exited early; its log ends with:\n{worker.log_tail()}")
         if now > deadline:
-            raise QcError(f"only {done} of {plan.frames} frames inspected after {timeout:.0f} s; see {worker.log_path}")
+            raise QcError(
+                f"only {done} of {plan.frames} frames inspected after {timeout:.0f} s; see {worker.log_path}"
+            )
         time.sleep(0.3)
     if tty:
         _echo()
@@ -178,8 +216,17 @@ def summarize(repo, truth: Truth) -> dict:
     from qc_stream.storage.orm import InspectionRow
 
     with repo.engine.connect() as c:
-        rows = c.execute(select(InspectionRow.frame_id, InspectionRow.product, InspectionRow.verdict, InspectionRow.defect_type,
-                                InspectionRow.processed_at, InspectionRow.latency_ms, InspectionRow.prompt_version)).all()
+        rows = c.execute(
+            select(
+                InspectionRow.frame_id,
+                InspectionRow.product,
+                InspectionRow.verdict,
+                InspectionRow.defect_type,
+                InspectionRow.processed_at,
+                InspectionRow.latency_ms,
+                InspectionRow.prompt_version,
+            )
+        ).all()
     per_product: dict[str, Counter] = defaultdict(Counter)
     per_type: Counter = Counter()
     caught = missed = false_alarms = 0
@@ -205,7 +252,12 @@ def summarize(repo, truth: Truth) -> dict:
         "p99_ms": percentile(latencies, 0.99),
         "per_product": {p: dict(c) for p, c in sorted(per_product.items())},
         "per_defect_type": {f"{p}/{t}": n for (p, t), n in per_type.most_common()},
-        "truth": {"defective_sent": sum(v is not None for v in truth.defect.values()), "caught": caught, "missed": missed, "false_alarms": false_alarms},
+        "truth": {
+            "defective_sent": sum(v is not None for v in truth.defect.values()),
+            "caught": caught,
+            "missed": missed,
+            "false_alarms": false_alarms,
+        },
         "prompt_versions": sorted({r.prompt_version for r in rows}),
     }
 
@@ -215,11 +267,19 @@ def print_summary(s: dict, out: Path) -> None:
     from rich.table import Table
 
     console = Console()
-    t = Table(title=f"qc-stream demo: {s['frames']} frames, {s['fps']:.1f} fps, latency p50 {s['p50_ms']:.0f} ms / p99 {s['p99_ms']:.0f} ms")
+    t = Table(
+        title=f"qc-stream demo: {s['frames']} frames, {s['fps']:.1f} fps, latency p50 {s['p50_ms']:.0f} ms / p99 {s['p99_ms']:.0f} ms"
+    )
     for col in ("product", "frames", "ok", "warn", "reject"):
         t.add_column(col, justify="left" if col == "product" else "right")
     for p, c in s["per_product"].items():
-        t.add_row(p, str(c.get("frames", 0)), str(c.get("ok", 0)), str(c.get("warn", 0)), str(c.get("reject", 0)))
+        t.add_row(
+            p,
+            str(c.get("frames", 0)),
+            str(c.get("ok", 0)),
+            str(c.get("warn", 0)),
+            str(c.get("reject", 0)),
+        )
     console.print(t)
     if s["per_defect_type"]:
         d = Table(title="defects found (warn + reject) per product and type")
@@ -229,7 +289,11 @@ def print_summary(s: dict, out: Path) -> None:
             d.add_row(k, str(n))
         console.print(d)
     tr = s["truth"]
-    console.print(f"ground truth: {tr['defective_sent']} defective frames sent, {tr['caught']} flagged, {tr['missed']} missed; "
-                  f"{tr['false_alarms']} false alarms on normal frames")
-    console.print(f"prompt version(s): {', '.join(s['prompt_versions'])}; first result {s['first_result_s'] or 0:.1f} s after the worker started")
+    console.print(
+        f"ground truth: {tr['defective_sent']} defective frames sent, {tr['caught']} flagged, {tr['missed']} missed; "
+        f"{tr['false_alarms']} false alarms on normal frames"
+    )
+    console.print(
+        f"prompt version(s): {', '.join(s['prompt_versions'])}; first result {s['first_result_s'] or 0:.1f} s after the worker started"
+    )
     console.print(f"overlays of rejected frames: {len(s['overlays'])} PNG(s) in {out / 'overlays'}")

@@ -62,7 +62,15 @@ class WorkerProcess:
             return ""
 
 
-def worker_env(bootstrap: str, database_url: str, *, app_id: str | None = None, redis_url: str | None = None, redis_prefix: str | None = None, **extra) -> dict[str, str]:
+def worker_env(
+    bootstrap: str,
+    database_url: str,
+    *,
+    app_id: str | None = None,
+    redis_url: str | None = None,
+    redis_prefix: str | None = None,
+    **extra,
+) -> dict[str, str]:
     env = {
         "QC_KAFKA_BOOTSTRAP": bootstrap,
         "QC_DATABASE_URL": database_url,
@@ -74,18 +82,34 @@ def worker_env(bootstrap: str, database_url: str, *, app_id: str | None = None, 
     }
     if redis_prefix:
         env["QC_REDIS_PREFIX"] = redis_prefix
-    env.update({k.upper() if k.startswith("QC_") else f"QC_{k.upper()}": str(v) for k, v in extra.items() if v is not None})
+    env.update(
+        {
+            k.upper() if k.startswith("QC_") else f"QC_{k.upper()}": str(v)
+            for k, v in extra.items()
+            if v is not None
+        }
+    )
     return env
 
 
-def wait_for_rows(repo, n: int, timeout_s: float, *, workers: list[WorkerProcess] = (), poll_s: float = 0.2, on_poll=None) -> int:
+def wait_for_rows(
+    repo,
+    n: int,
+    timeout_s: float,
+    *,
+    workers: list[WorkerProcess] = (),
+    poll_s: float = 0.2,
+    on_poll=None,
+) -> int:
     """Poll ``repo.count()`` until it reaches ``n``; QcError with the worker log when it does not."""
     deadline = time.monotonic() + timeout_s
     count = repo.count()
     while count < n:
         if time.monotonic() > deadline:
             tail = "\n".join(w.log_tail() for w in workers)
-            raise QcError(f"only {count} of {n} frames stored after {timeout_s:.0f} s; worker log:\n{tail}")
+            raise QcError(
+                f"only {count} of {n} frames stored after {timeout_s:.0f} s; worker log:\n{tail}"
+            )
         if workers and not any(w.alive for w in workers):
             tail = "\n".join(w.log_tail() for w in workers)
             raise QcError(f"the worker exited ({count} of {n} frames stored); its log:\n{tail}")
@@ -110,12 +134,19 @@ def redis_reachable(url: str | None) -> bool:
         return False
 
 
-def read_topic(bootstrap: str, topic: str, *, expected: int | None = None, timeout_s: float = 10.0) -> list:
+def read_topic(
+    bootstrap: str, topic: str, *, expected: int | None = None, timeout_s: float = 10.0
+) -> list:
     """Every record of ``topic`` from the beginning (stops at ``expected`` or after ``timeout_s`` idle)."""
     from kafka import KafkaConsumer
 
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=int(timeout_s * 1000))
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=int(timeout_s * 1000),
+    )
     records = []
     try:
         for r in consumer:
@@ -155,5 +186,7 @@ def models_dir_without_prompts(target: Path, source: Path | None = None) -> Path
     target.mkdir(parents=True, exist_ok=True)
     link = target / "backbones"
     if not link.exists():
-        link.symlink_to(Path(source or DEFAULT_MODELS_DIR).resolve() / "backbones", target_is_directory=True)
+        link.symlink_to(
+            Path(source or DEFAULT_MODELS_DIR).resolve() / "backbones", target_is_directory=True
+        )
     return target

@@ -42,20 +42,78 @@ PRODUCTS: dict[str, Product] = {
     p.name: p
     for p in [
         # textures
-        Product("carpet", "texture", ("hole", "stain", "contamination", "cut", "discoloration"), "carpet", "fibre"),
-        Product("wood", "texture", ("scratch", "crack", "hole", "stain", "discoloration"), "wood", "wood"),
-        Product("tile", "texture", ("crack", "stain", "chip", "contamination"), "ceramic tile", "ceramic"),
-        Product("fabric", "texture", ("hole", "stain", "cut", "contamination", "fold", "burn"), "fabric", "cloth"),
-        Product("leather", "texture", ("scratch", "cut", "stain", "fold", "dent"), "leather", "leather"),
-        Product("metal_plate", "texture", ("scratch", "rust", "dent", "burn", "discoloration"), "brushed metal plate", "metal"),
-        Product("pcb", "texture", ("scratch", "missing", "contamination", "misprint", "crack"), "printed circuit board", "board"),
+        Product(
+            "carpet",
+            "texture",
+            ("hole", "stain", "contamination", "cut", "discoloration"),
+            "carpet",
+            "fibre",
+        ),
+        Product(
+            "wood",
+            "texture",
+            ("scratch", "crack", "hole", "stain", "discoloration"),
+            "wood",
+            "wood",
+        ),
+        Product(
+            "tile",
+            "texture",
+            ("crack", "stain", "chip", "contamination"),
+            "ceramic tile",
+            "ceramic",
+        ),
+        Product(
+            "fabric",
+            "texture",
+            ("hole", "stain", "cut", "contamination", "fold", "burn"),
+            "fabric",
+            "cloth",
+        ),
+        Product(
+            "leather", "texture", ("scratch", "cut", "stain", "fold", "dent"), "leather", "leather"
+        ),
+        Product(
+            "metal_plate",
+            "texture",
+            ("scratch", "rust", "dent", "burn", "discoloration"),
+            "brushed metal plate",
+            "metal",
+        ),
+        Product(
+            "pcb",
+            "texture",
+            ("scratch", "missing", "contamination", "misprint", "crack"),
+            "printed circuit board",
+            "board",
+        ),
         # objects
-        Product("pill", "object", ("crack", "contamination", "discoloration", "chip", "misprint"), "pill", "tablet"),
-        Product("bottle", "object", ("crack", "contamination", "missing", "chip"), "bottle", "glass"),
-        Product("hex_nut", "object", ("scratch", "rust", "bent", "missing"), "hex nut", "metal part"),
-        Product("gear", "object", ("bent", "missing", "rust", "chip", "scratch"), "gear", "metal part"),
-        Product("washer", "object", ("bent", "rust", "chip", "dent", "scratch"), "washer", "metal ring"),
-        Product("capsule", "object", ("crack", "misprint", "dent", "contamination", "fold"), "capsule", "capsule"),
+        Product(
+            "pill",
+            "object",
+            ("crack", "contamination", "discoloration", "chip", "misprint"),
+            "pill",
+            "tablet",
+        ),
+        Product(
+            "bottle", "object", ("crack", "contamination", "missing", "chip"), "bottle", "glass"
+        ),
+        Product(
+            "hex_nut", "object", ("scratch", "rust", "bent", "missing"), "hex nut", "metal part"
+        ),
+        Product(
+            "gear", "object", ("bent", "missing", "rust", "chip", "scratch"), "gear", "metal part"
+        ),
+        Product(
+            "washer", "object", ("bent", "rust", "chip", "dent", "scratch"), "washer", "metal ring"
+        ),
+        Product(
+            "capsule",
+            "object",
+            ("crack", "misprint", "dent", "contamination", "fold"),
+            "capsule",
+            "capsule",
+        ),
         Product("screw", "object", ("scratch", "bent", "rust", "missing"), "screw", "metal part"),
     ]
 }
@@ -71,4 +129,6 @@ def product(name: str) -> Product:
     try:
         return PRODUCTS[name]
     except KeyError:
-        raise InputError(f"unknown synthetic product {name!r}; choose one of: {', '.join(PRODUCTS)}") from None
+        raise InputError(
+            f"unknown synthetic product {name!r}; choose one of: {', '.join(PRODUCTS)}"
+        ) from None

@@ -71,7 +71,7 @@ class DefectTypeEvent(BaseModel):
     changed_at: datetime
 
     @classmethod
-    def of(cls, defect: DefectType, changed_at: datetime) -> "DefectTypeEvent":
+    def of(cls, defect: DefectType, changed_at: datetime) -> DefectTypeEvent:
         return cls(
             product=defect.product,
             name=defect.name,
@@ -138,14 +138,18 @@ def validate_defect_type(
         raise InputError(f"unknown product {product!r} (known products: {known})")
     name = _clean(name, what="defect name", max_len=MAX_NAME_LEN, single_line=True)
     if not any(c.isalpha() for c in name):
-        raise InputError(f"defect name {name!r} must contain a letter (it is a word the model reads)")
+        raise InputError(
+            f"defect name {name!r} must contain a letter (it is a word the model reads)"
+        )
     description = _optional(description, what="description", max_len=MAX_DESCRIPTION_LEN) or ""
     return DefectTypeSpec(
         product=product,
         name=name,
         description=description,
         root_cause=_optional(root_cause, what="root cause", max_len=MAX_NOTE_LEN),
-        corrective_action=_optional(corrective_action, what="corrective action", max_len=MAX_NOTE_LEN),
+        corrective_action=_optional(
+            corrective_action, what="corrective action", max_len=MAX_NOTE_LEN
+        ),
     )
 
 
@@ -188,7 +192,11 @@ def merge_vocabulary(parent: dict, defects: list[DefectType]) -> dict:
             retired_for.setdefault(d.product, set()).add(name_key(d.name))
     products: dict[str, list[str]] = {}
     for p in sorted(set(parent.get("products") or {}) | {d.product for d in defects}):
-        kept = [w for w in (parent.get("products") or {}).get(p, []) if name_key(w) not in retired_for.get(p, set())]
+        kept = [
+            w
+            for w in (parent.get("products") or {}).get(p, [])
+            if name_key(w) not in retired_for.get(p, set())
+        ]
         seen = {name_key(w) for w in kept}
         added = [w for w in registered.get(p, []) if name_key(w) not in seen]
         products[p] = [spelling.get(name_key(w), w) for w in kept + added]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -32,7 +32,9 @@ class Region(BaseModel):
 
     defect_type: str | None
     area_px: int = Field(ge=0)
-    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 (inclusive-exclusive, pixels of the input image)
+    bbox: tuple[
+        int, int, int, int
+    ]  # x0, y0, x1, y1 (inclusive-exclusive, pixels of the input image)
     score: float = Field(ge=0, le=1)
 
 
@@ -71,7 +73,7 @@ class InspectionResult(BaseModel):
     line_id: str
     product: str
     captured_at: datetime
-    processed_at: datetime = Field(default_factory=lambda: datetime.now(timezone.utc))
+    processed_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     verdict: Verdict
     anomaly_score: float = Field(ge=0, le=1)
     defect_type: str | None = None
@@ -92,14 +94,14 @@ class InspectionResult(BaseModel):
         prompt_version: str,
         latency_ms: float,
         processed_at: datetime | None = None,
-    ) -> "InspectionResult":
+    ) -> InspectionResult:
         return cls(
             frame_id=frame.frame_id,
             camera_id=frame.camera_id,
             line_id=frame.line_id,
             product=frame.product,
             captured_at=frame.captured_at,
-            processed_at=processed_at or datetime.now(timezone.utc),
+            processed_at=processed_at or datetime.now(UTC),
             verdict=decide_verdict(detection.anomaly_score, *thresholds),
             anomaly_score=detection.anomaly_score,
             defect_type=detection.defect_type,

@@ -16,7 +16,7 @@ class Vocabulary:
     products: dict[str, tuple[str, ...]]
 
     @classmethod
-    def from_manifest(cls, vocab: dict) -> "Vocabulary":
+    def from_manifest(cls, vocab: dict) -> Vocabulary:
         words, seen = [], set()
         for w in vocab.get("words") or ():  # the model refuses duplicate words (case-insensitive)
             if w.casefold() not in seen:
@@ -25,15 +25,19 @@ class Vocabulary:
         words = tuple(words)
         canonical = {w.casefold(): w for w in words}
         products = {
-            p: tuple(dict.fromkeys(canonical[w.casefold()] for w in ws if w.casefold() in canonical))
+            p: tuple(
+                dict.fromkeys(canonical[w.casefold()] for w in ws if w.casefold() in canonical)
+            )
             for p, ws in (vocab.get("products") or {}).items()
         }
         if not words:
-            raise ConfigError("the prompt version has an empty vocabulary: no defect words to score")
+            raise ConfigError(
+                "the prompt version has an empty vocabulary: no defect words to score"
+            )
         return cls(words, products)
 
     @classmethod
-    def catalog_default(cls) -> "Vocabulary":
+    def catalog_default(cls) -> Vocabulary:
         """Every catalogue word, with each catalogue product's subset (the untrained fallback)."""
         return cls(tuple(DEFECT_TYPES), {name: tuple(p.defects) for name, p in PRODUCTS.items()})
 

@@ -23,25 +23,37 @@ def find_version(models_dir: Path, method: str, backbone) -> str:
     """The newest saved version of `method` made for this backbone."""
     from qc_stream.dapo import list_versions
 
-    found = [m["version"] for m in list_versions(models_dir)
-             if m.get("method") == method and m.get("backbone", {}).get("weights_sha256") == backbone.weights_sha256]
+    found = [
+        m["version"]
+        for m in list_versions(models_dir)
+        if m.get("method") == method
+        and m.get("backbone", {}).get("weights_sha256") == backbone.weights_sha256
+    ]
     if not found:
-        raise QcError(f"no {method} prompt version for backbone {backbone.backbone_id} under {models_dir}/prompts "
-                      "(train one with scripts/train_default_prompts.py)")
+        raise QcError(
+            f"no {method} prompt version for backbone {backbone.backbone_id} under {models_dir}/prompts "
+            "(train one with scripts/train_default_prompts.py)"
+        )
     return found[-1]
 
 
-def run_benchmark(quick: bool = True, backbone_name: str = DEFAULT_BACKBONE, models_dir: Path | None = None,
-                  dapo_version: str | None = None, agnostic_version: str | None = None,
-                  ablation: bool | None = None, log: Callable[[str], None] = _log) -> dict:
+def run_benchmark(
+    quick: bool = True,
+    backbone_name: str = DEFAULT_BACKBONE,
+    models_dir: Path | None = None,
+    dapo_version: str | None = None,
+    agnostic_version: str | None = None,
+    ablation: bool | None = None,
+    log: Callable[[str], None] = _log,
+) -> dict:
     import torch
 
     from qc_stream.dapo import active_version, load_backbone, load_prompt_version
-    from qc_stream.synth.datasets import MODES, test_sets
-    from qc_stream.training.recipe import Recipe, train_method
     from qc_stream.evaluation.runner import evaluate, goals, handcrafted_for
     from qc_stream.settings import DEFAULT_MODELS_DIR
+    from qc_stream.synth.datasets import MODES, test_sets
     from qc_stream.synth.split import load_split
+    from qc_stream.training.recipe import Recipe, train_method
 
     started = time.perf_counter()
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))
@@ -49,15 +61,19 @@ def run_benchmark(quick: bool = True, backbone_name: str = DEFAULT_BACKBONE, mod
     mode = "quick" if quick else "full"
     split = load_split()
     backbone = load_backbone(backbone_name, models_dir=models_dir)
-    dapo_version = dapo_version or active_version(models_dir) or find_version(models_dir, "dapo", backbone)
+    dapo_version = (
+        dapo_version or active_version(models_dir) or find_version(models_dir, "dapo", backbone)
+    )
     agnostic_version = agnostic_version or find_version(models_dir, "agnostic", backbone)
     dapo = load_prompt_version(dapo_version, backbone, models_dir)
     agnostic = load_prompt_version(agnostic_version, backbone, models_dir)
     if dapo.model.method != "dapo":
         raise QcError(f"prompt version {dapo_version!r} is a {dapo.model.method} version, not dapo")
     n = MODES[mode]
-    log(f"eval ({mode}): backbone {backbone.backbone_id}; held-out products {', '.join(split.held_out_products)}; "
-        f"per product {n[0]} normal + {n[1]} seen-type + {n[2]} novel-type defects")
+    log(
+        f"eval ({mode}): backbone {backbone.backbone_id}; held-out products {', '.join(split.held_out_products)}; "
+        f"per product {n[0]} normal + {n[1]} seen-type + {n[2]} novel-type defects"
+    )
     log("generating test images ...")
     sets = test_sets(mode, split)
     detectors = {
@@ -81,10 +97,14 @@ def run_benchmark(quick: bool = True, backbone_name: str = DEFAULT_BACKBONE, mod
         recipe = Recipe(**ABLATION_RECIPE)
         report["ablation"] = {"recipe": recipe.to_dict()}
         for schedule in ("staged", "joint"):
-            log(f"ablation: training DAPO, {schedule} schedule ({recipe.per_product} images per auxiliary product) ...")
+            log(
+                f"ablation: training DAPO, {schedule} schedule ({recipe.per_product} images per auxiliary product) ..."
+            )
             t0 = time.perf_counter()
-            model, history, _ = train_method(backbone, "dapo", schedule, recipe, progress=sys.stderr.isatty())
-            res = evaluate(lambda p: model, sets, log=log, name=f"dapo-{schedule}")
+            model, history, _ = train_method(
+                backbone, "dapo", schedule, recipe, progress=sys.stderr.isatty()
+            )
+            res = evaluate(lambda p, m=model: m, sets, log=log, name=f"dapo-{schedule}")
             res["train_seconds"] = time.perf_counter() - t0
             res["final_loss"] = history.epoch_means()[-1]["loss"] if history.steps else math.nan
             report["ablation"][schedule] = res
@@ -102,7 +122,11 @@ def table(report: dict) -> str:
     head = "| method | subset | image AUROC | image AP | pixel AUROC | AUPRO | type F1 | type acc |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     rows = [(k, v) for k, v in report["methods"].items()]
-    rows += [(f"dapo ({s})", report["ablation"][s]) for s in ("staged", "joint") if s in report.get("ablation", {})]
+    rows += [
+        (f"dapo ({s})", report["ablation"][s])
+        for s in ("staged", "joint")
+        if s in report.get("ablation", {})
+    ]
     for name, m in rows:
         for sub in ("all", "seen", "novel"):
             src = m if sub == "all" else m.get(sub, {})
@@ -113,7 +137,9 @@ def table(report: dict) -> str:
 def goals_text(report: dict) -> str:
     out = []
     for k, g in report["goals"].items():
-        out.append(f"{'met ' if g['met'] else 'MISS'} {k}: measured {_fmt(g['measured'])} (target {g['target']})")
+        out.append(
+            f"{'met ' if g['met'] else 'MISS'} {k}: measured {_fmt(g['measured'])} (target {g['target']})"
+        )
     return "\n".join(out)
 
 

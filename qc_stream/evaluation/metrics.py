@@ -54,11 +54,15 @@ def f1_max(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndar
 
 def _best_f1(precision: np.ndarray, recall: np.ndarray) -> float:
     denom = precision + recall
-    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom, dtype=np.float64), where=denom > 0)
+    f1 = np.divide(
+        2 * precision * recall, denom, out=np.zeros_like(denom, dtype=np.float64), where=denom > 0
+    )
     return float(f1.max())
 
 
-def image_metrics(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> dict[str, float]:
+def image_metrics(
+    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
+) -> dict[str, float]:
     """``image_auroc``, ``image_ap``, ``image_f1_max`` for binary labels (1 = defective)."""
     from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -87,10 +91,14 @@ def _thresholds(maps: Sequence[np.ndarray], max_thresholds: int, seed: int = 0) 
     else:
         # Sample each map in proportion to its size; bounded memory whatever the data set size.
         per_pixel = _QUANTILE_SAMPLE / total
-        values = np.concatenate([
-            rng.choice(np.asarray(m, dtype=np.float32).ravel(), size=max(1, int(m.size * per_pixel)))
-            for m in maps
-        ])
+        values = np.concatenate(
+            [
+                rng.choice(
+                    np.asarray(m, dtype=np.float32).ravel(), size=max(1, int(m.size * per_pixel))
+                )
+                for m in maps
+            ]
+        )
     distinct = np.unique(values)
     if distinct.size <= max_thresholds and total <= _EXACT_SCAN_PIXELS:
         return distinct
@@ -267,7 +275,9 @@ def type_metrics(
     classes = [NORMAL, *types]
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape != (len(true_types), len(classes)):
-        raise ValueError(f"scores must be [{len(true_types)}, {len(classes)}], got {list(scores.shape)}")
+        raise ValueError(
+            f"scores must be [{len(true_types)}, {len(classes)}], got {list(scores.shape)}"
+        )
     index = {c: i for i, c in enumerate(classes)}
     unknown = {t for t in true_types if t is not None and t not in index}
     if unknown:
@@ -282,7 +292,9 @@ def type_metrics(
             aurocs.append(roc_auc_score(yc, scores[:, c]))
             aps.append(average_precision_score(yc, scores[:, c]))
     predicted = scores.argmax(axis=1)
-    f1 = f1_score(y, predicted, labels=present, average="macro", zero_division=0) if present else NAN
+    f1 = (
+        f1_score(y, predicted, labels=present, average="macro", zero_division=0) if present else NAN
+    )
 
     defective = y > 0
     if defective.any():

@@ -22,7 +22,9 @@ MIN_SIDE_PX = 16
 MAX_PIXELS = 50_000_000
 
 
-def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE_PX) -> Image.Image:
+def decode_image(
+    data: bytes, *, max_pixels: int = MAX_PIXELS, min_side: int = MIN_SIDE_PX
+) -> Image.Image:
     """Decode JPEG/PNG/BMP/TIFF/WebP bytes into an 8-bit RGB ``PIL.Image``.
 
     Grayscale, palette, RGBA/LA (alpha dropped), CMYK and 16-bit/32-bit images are converted; EXIF
@@ -47,7 +49,9 @@ def decode_image(data: bytes, *, max_pixels: int = MAX_PIXELS, min_side: int = M
 
     w, h = img.size
     if w * h > max_pixels:
-        raise InputError(f"image too large: {w}x{h} = {w * h / 1e6:.1f} MP (limit {max_pixels / 1e6:.0f} MP)")
+        raise InputError(
+            f"image too large: {w}x{h} = {w * h / 1e6:.1f} MP (limit {max_pixels / 1e6:.0f} MP)"
+        )
     if min(w, h) < min_side:
         raise InputError(f"image too small: {w}x{h} (each side must be at least {min_side} px)")
 
@@ -97,7 +101,9 @@ def resize_rgb(img: Image.Image, size: int) -> np.ndarray:
 
 
 def _resize_threads() -> int:
-    return min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    return min(
+        8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    )
 
 
 _POOL: tuple[int, ThreadPoolExecutor] | None = None
@@ -108,7 +114,10 @@ def _resize_pool() -> ThreadPoolExecutor:
     object but not its threads, and would wait forever on it."""
     global _POOL
     if _POOL is None or _POOL[0] != os.getpid():
-        _POOL = (os.getpid(), ThreadPoolExecutor(max_workers=_resize_threads(), thread_name_prefix="qc-resize"))
+        _POOL = (
+            os.getpid(),
+            ThreadPoolExecutor(max_workers=_resize_threads(), thread_name_prefix="qc-resize"),
+        )
     return _POOL[1]
 
 

@@ -87,7 +87,7 @@ class Detector:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_settings(cls, settings: Settings) -> "Detector":
+    def from_settings(cls, settings: Settings) -> Detector:
         """Backbone from ``QC_BACKBONE``/``QC_PRETRAINED``/``QC_IMAGE_SIZE`` on ``QC_DEVICE``; prompts from
         ``QC_PROMPT_VERSION`` or ``models/prompts/ACTIVE`` (an untrained model, with a warning, if none)."""
         from qc_stream.dapo.backbone import bf16_is_native, load_backbone, resolve_device
@@ -96,8 +96,10 @@ class Detector:
         if settings.precision == "fp16" and device.type == "cpu":
             raise ConfigError("QC_PRECISION=fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
         if settings.precision == "bf16" and not bf16_is_native(device):
-            log.warning("QC_PRECISION=bf16 on a CPU without AVX-512 BF16 or AMX: PyTorch emulates it, "
-                        "which is several times slower than fp32")
+            log.warning(
+                "QC_PRECISION=bf16 on a CPU without AVX-512 BF16 or AMX: PyTorch emulates it, "
+                "which is several times slower than fp32"
+            )
         backbone = load_backbone(
             settings.backbone,
             pretrained=settings.pretrained,
@@ -106,7 +108,11 @@ class Detector:
             device=device,
         )
         version = settings.prompt_version or _active_version(settings.models_dir)
-        prompts = _load_prompts(version, backbone, settings.models_dir) if version else _untrained(backbone)
+        prompts = (
+            _load_prompts(version, backbone, settings.models_dir)
+            if version
+            else _untrained(backbone)
+        )
         detector = cls(backbone, prompts, settings)
         detector._warm(prompts)
         return detector
@@ -133,7 +139,9 @@ class Detector:
         """The current prompt version's calibrated ``{product: (warn, reject)}`` ({} when none)."""
         return dict(self._prompts.thresholds)
 
-    def thresholds_for(self, product: str | None, settings: Settings | None = None) -> tuple[float, float]:
+    def thresholds_for(
+        self, product: str | None, settings: Settings | None = None
+    ) -> tuple[float, float]:
         """(warn, reject) for ``product``: ``QC_THRESHOLDS`` > this version's calibrated thresholds >
         ``QC_WARN/REJECT_THRESHOLD`` (``settings`` default: the detector's own)."""
         return _thresholds_for(product, settings or self.settings, self._prompts)
@@ -160,7 +168,9 @@ class Detector:
             prompts.model.text_features(list(prompts.vocab.words))
 
     # ------------------------------------------------------------------ inference
-    def detect(self, images: Sequence[Image.Image], products: Sequence[str | None]) -> list[DetectorOutput]:
+    def detect(
+        self, images: Sequence[Image.Image], products: Sequence[str | None]
+    ) -> list[DetectorOutput]:
         """One batched forward for ``images`` (RGB pictures of any size); one output per image."""
         import torch
 
@@ -174,7 +184,9 @@ class Detector:
             prompts = self._prompts
         words = list(prompts.vocab.words)
         allowed = [set(prompts.vocab.words_for(p)) for p in products]
-        candidates = torch.tensor([[w in a for w in words] for a in allowed], dtype=torch.bool, device=self._device)
+        candidates = torch.tensor(
+            [[w in a for w in words] for a in allowed], dtype=torch.bool, device=self._device
+        )
 
         x = self._input(images)
         with torch.inference_mode(), autocast(self._device, self.settings.precision):
@@ -190,7 +202,16 @@ class Detector:
         score, amap, type_idx = score.cpu().numpy(), amap.cpu().numpy(), type_idx.cpu().numpy()
         image_types, cand = image_types.cpu().numpy(), candidates.cpu().numpy()
         return [
-            self._postprocess(images[i], products[i], float(score[i]), amap[i], type_idx[i], image_types[i], cand[i], prompts)
+            self._postprocess(
+                images[i],
+                products[i],
+                float(score[i]),
+                amap[i],
+                type_idx[i],
+                image_types[i],
+                cand[i],
+                prompts,
+            )
             for i in range(len(images))
         ]
 
@@ -241,11 +262,19 @@ class Detector:
         work_map = _resize(amap, (ww, wh), nearest=False)
         work_types = _resize(type_idx, (ww, wh), nearest=True)
         min_area = max(1, int(np.ceil(self.settings.region_min_area_px * sx * sy)))
-        found = find_regions(work_map, self.settings.region_threshold, min_area=min_area, type_map=work_types, words=words)
+        found = find_regions(
+            work_map,
+            self.settings.region_threshold,
+            min_area=min_area,
+            type_map=work_types,
+            words=words,
+        )
         return found if (ww, wh) == (w, h) else scale_regions(found, sx, sy, w, h)
 
 
-def _thresholds_for(product: str | None, settings: Settings, prompts: _Prompts) -> tuple[float, float]:
+def _thresholds_for(
+    product: str | None, settings: Settings, prompts: _Prompts
+) -> tuple[float, float]:
     from qc_stream.domain.thresholds import resolve_thresholds
 
     default = (settings.warn_threshold, settings.reject_threshold)
@@ -267,7 +296,9 @@ def _load_prompts(version: str, backbone, models_dir: Path) -> _Prompts:
 
     loaded = load_prompt_version(version, backbone, models_dir=models_dir)
     vocab = Vocabulary.from_manifest(loaded.manifest.get("vocabulary") or {})
-    return _Prompts(loaded.version, loaded.model.eval(), vocab, version_thresholds(loaded.path, models_dir))
+    return _Prompts(
+        loaded.version, loaded.model.eval(), vocab, version_thresholds(loaded.path, models_dir)
+    )
 
 
 def _untrained(backbone) -> _Prompts:

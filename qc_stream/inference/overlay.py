@@ -49,11 +49,15 @@ def render_overlay(
         cv2.rectangle(out, (x0, y0), (max(x0, x1 - 1), max(y0, y1 - 1)), BOX_COLOR, thick)
         _label(out, f"{r.defect_type or 'anomaly'} {r.score:.2f}", (x0, y0), scale, thick)
     if caption:
-        _label(out, caption, (0, h), scale, thick)  # bottom-left: region labels sit at the top of boxes
+        _label(
+            out, caption, (0, h), scale, thick
+        )  # bottom-left: region labels sit at the top of boxes
     return Image.fromarray(out)
 
 
-def _label(img: np.ndarray, text: str, anchor: tuple[int, int], scale: float, thick: int, below=False) -> None:
+def _label(
+    img: np.ndarray, text: str, anchor: tuple[int, int], scale: float, thick: int, below=False
+) -> None:
     """Text on a dark box above the anchor (below it when there is no room, or when asked)."""
     import cv2
 
@@ -64,11 +68,18 @@ def _label(img: np.ndarray, text: str, anchor: tuple[int, int], scale: float, th
     top = y + pad if below or y - th - base - 2 * pad < 0 else y - th - base - 2 * pad
     x = min(max(0, x), max(0, img.shape[1] - tw - 2 * pad))
     cv2.rectangle(img, (x, top), (x + tw + 2 * pad, top + th + base + 2 * pad), (0, 0, 0), -1)
-    cv2.putText(img, text, (x + pad, top + pad + th), font, scale, (255, 255, 255), thick, cv2.LINE_AA)
+    cv2.putText(
+        img, text, (x + pad, top + pad + th), font, scale, (255, 255, 255), thick, cv2.LINE_AA
+    )
 
 
-def save_overlay(path: str | Path, image: Image.Image, anomaly_map: np.ndarray,
-                 regions: Sequence[Region] = (), caption: str | None = None) -> Path:
+def save_overlay(
+    path: str | Path,
+    image: Image.Image,
+    anomaly_map: np.ndarray,
+    regions: Sequence[Region] = (),
+    caption: str | None = None,
+) -> Path:
     """Render and write a PNG (parent folders created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

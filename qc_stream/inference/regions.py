@@ -33,7 +33,9 @@ def find_regions(
     if amap.ndim != 2:
         raise ValueError(f"anomaly map must be HxW, got shape {amap.shape}")
     if type_map is not None and np.shape(type_map) != amap.shape:
-        raise ValueError(f"type map {np.shape(type_map)} and anomaly map {amap.shape} differ in shape")
+        raise ValueError(
+            f"type map {np.shape(type_map)} and anomaly map {amap.shape} differ in shape"
+        )
 
     labels, n = ndimage.label(amap >= threshold, structure=np.ones((3, 3), dtype=int))
     if n == 0:
@@ -42,7 +44,9 @@ def find_regions(
     areas = np.bincount(flat, minlength=n + 1)[1:]
     # Peak per component over its pixels only (ndimage.maximum sorts the whole map: ~6x slower).
     on = flat > 0
-    peaks = np.full(n + 1, -np.inf, dtype=np.float32)  # same dtype as amap: ufunc.at stays on its fast path
+    peaks = np.full(
+        n + 1, -np.inf, dtype=np.float32
+    )  # same dtype as amap: ufunc.at stays on its fast path
     np.maximum.at(peaks, flat[on], amap.ravel()[on])
     peaks = np.clip(peaks[1:], 0.0, 1.0).astype(np.float64)
     keep = np.flatnonzero(areas >= min_area)
@@ -54,7 +58,9 @@ def find_regions(
     regions = []
     for k in keep:
         ys, xs = slices[k]
-        inside = labels[ys, xs] == k + 1  # work inside the bbox only: cost ~ region size, not image size
+        inside = (
+            labels[ys, xs] == k + 1
+        )  # work inside the bbox only: cost ~ region size, not image size
         regions.append(
             Region(
                 defect_type=_majority_word(type_map, (ys, xs), inside, words),
@@ -76,7 +82,9 @@ def _majority_word(type_map, box, inside, words) -> str | None:
     return words[int(np.bincount(types.astype(np.int64)).argmax())]
 
 
-def scale_regions(regions: Sequence[Region], sx: float, sy: float, width: int, height: int) -> list[Region]:
+def scale_regions(
+    regions: Sequence[Region], sx: float, sy: float, width: int, height: int
+) -> list[Region]:
     """Regions found on a map of ``sx * width`` x ``sy * height`` px -> pixels of the width x height image.
 
     Boxes grow outwards to whole pixels (never cut a region), areas scale by ``1 / (sx * sy)``.

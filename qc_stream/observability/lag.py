@@ -25,9 +25,14 @@ def read_lag(bootstrap: str, group_id: str, topic: str, timeout_s: float = 10.0)
 
     # A consumer that carries the group id but never subscribes: committed() reads the group's
     # offsets (OffsetFetch) without joining the group, so measuring never triggers a rebalance.
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False,
-                             client_id="qc-lag", request_timeout_ms=max(int(timeout_s * 1000), 11_000),
-                             bootstrap_timeout_ms=int(timeout_s * 1000))
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        client_id="qc-lag",
+        request_timeout_ms=max(int(timeout_s * 1000), 11_000),
+        bootstrap_timeout_ms=int(timeout_s * 1000),
+    )
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
@@ -54,16 +59,29 @@ def publish_lag(lag: dict[int, int]) -> None:
 class LagMonitor:
     """Refresh ``qc_consumer_lag_records`` from the broker every ``interval_s`` in a daemon thread."""
 
-    def __init__(self, bootstrap: str, group_id: str, topic: str = "qc.frames", interval_s: float = 15.0,
-                 timeout_s: float = 10.0):
-        self.bootstrap, self.group_id, self.topic, self.interval_s = bootstrap, group_id, topic, interval_s
+    def __init__(
+        self,
+        bootstrap: str,
+        group_id: str,
+        topic: str = "qc.frames",
+        interval_s: float = 15.0,
+        timeout_s: float = 10.0,
+    ):
+        self.bootstrap, self.group_id, self.topic, self.interval_s = (
+            bootstrap,
+            group_id,
+            topic,
+            interval_s,
+        )
         self.timeout_s = timeout_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failing = False
 
     @classmethod
-    def from_settings(cls, settings, topic: str = "qc.frames", interval_s: float = 15.0) -> "LagMonitor":
+    def from_settings(
+        cls, settings, topic: str = "qc.frames", interval_s: float = 15.0
+    ) -> LagMonitor:
         # Faust's consumer group id is the app id.
         return cls(settings.kafka_bootstrap, settings.app_id, topic, interval_s)
 
@@ -73,7 +91,9 @@ class LagMonitor:
             lag = read_lag(self.bootstrap, self.group_id, self.topic, self.timeout_s)
         except Exception as e:  # a broker hiccup must not kill the worker's metrics thread
             if not self._failing:
-                log.warning("consumer lag unavailable (%s: %s); will keep trying", type(e).__name__, e)
+                log.warning(
+                    "consumer lag unavailable (%s: %s); will keep trying", type(e).__name__, e
+                )
             self._failing = True
             return {}
         if self._failing:
@@ -87,7 +107,7 @@ class LagMonitor:
             self.refresh()
             self._stop.wait(self.interval_s)
 
-    def start(self) -> "LagMonitor":
+    def start(self) -> LagMonitor:
         self._thread = threading.Thread(target=self._run, name="qc-lag-monitor", daemon=True)
         self._thread.start()
         return self

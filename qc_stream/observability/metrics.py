@@ -11,7 +11,15 @@ BATCH_LATENCY = Histogram(
     "Wall time of one inference micro-batch (decode + model + post-processing)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-BATCH_SIZE = Histogram("qc_batch_size_frames", "Frames per micro-batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128))
-CONSUMER_LAG = Gauge("qc_consumer_lag_records", "Records behind the end of qc.frames", ["partition"])
-PROMPT_VERSION = Gauge("qc_prompt_version_info", "Active prompt version (value 1)", ["prompt_version"])
-WORKER_READY = Gauge("qc_worker_ready", "1 while the worker is ready (partitions assigned, model loaded)")
+BATCH_SIZE = Histogram(
+    "qc_batch_size_frames", "Frames per micro-batch", buckets=(1, 2, 4, 8, 16, 32, 64, 128)
+)
+CONSUMER_LAG = Gauge(
+    "qc_consumer_lag_records", "Records behind the end of qc.frames", ["partition"]
+)
+PROMPT_VERSION = Gauge(
+    "qc_prompt_version_info", "Active prompt version (value 1)", ["prompt_version"]
+)
+WORKER_READY = Gauge(
+    "qc_worker_ready", "1 while the worker is ready (partitions assigned, model loaded)"
+)

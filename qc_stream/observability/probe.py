@@ -13,7 +13,9 @@ import urllib.error
 import urllib.request
 
 
-def probe(path: str = "/healthz", port: int | None = None, host: str = "127.0.0.1", timeout_s: float = 3.0) -> tuple[bool, str]:
+def probe(
+    path: str = "/healthz", port: int | None = None, host: str = "127.0.0.1", timeout_s: float = 3.0
+) -> tuple[bool, str]:
     """Return (healthy, one-line description) for GET http://host:port/path."""
     if port is None:
         port = int(os.environ.get("QC_HEALTH_PORT", "8000"))

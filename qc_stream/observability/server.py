@@ -52,12 +52,16 @@ class HealthServer:
             return (200 if ok else 503), f"{why}\n".encode(), "text/plain; charset=utf-8"
         if path == "/readyz":
             ok = self.ready.is_set()
-            return (200 if ok else 503), (b"ready\n" if ok else b"not ready\n"), "text/plain; charset=utf-8"
+            return (
+                (200 if ok else 503),
+                (b"ready\n" if ok else b"not ready\n"),
+                "text/plain; charset=utf-8",
+            )
         if path == "/metrics":
             return 200, generate_latest(), CONTENT_TYPE_LATEST
         return 404, b"not found\n", "text/plain; charset=utf-8"
 
-    def start(self) -> "HealthServer":
+    def start(self) -> HealthServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -81,7 +85,9 @@ class HealthServer:
         self._httpd = ThreadingHTTPServer((self.host, self.port), Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        threading.Thread(target=self._httpd.serve_forever, name="health-server", daemon=True).start()
+        threading.Thread(
+            target=self._httpd.serve_forever, name="health-server", daemon=True
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -91,7 +97,7 @@ class HealthServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "HealthServer":
+    def __enter__(self) -> HealthServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
 
 from qc_stream.producers.producer import FrameProducer, frame_meta
 from qc_stream.producers.sources import SourceFrame
@@ -54,14 +54,22 @@ def run_camera(
     period = 1.0 / fps if fps else 0.0
     try:
         for frame in frames:
-            if (count is not None and stats.sent + len(stats.skipped) >= count) or (should_stop and should_stop()):
+            if (count is not None and stats.sent + len(stats.skipped) >= count) or (
+                should_stop and should_stop()
+            ):
                 break
             if period:
                 now = time.monotonic()
                 if next_at > now:
                     time.sleep(next_at - now)
                 next_at = max(next_at + period, time.monotonic() - period)  # no burst after a stall
-            meta = frame_meta(camera_id, line_id, frame.product or product, frame.content_type, new_frame_id(camera_id))
+            meta = frame_meta(
+                camera_id,
+                line_id,
+                frame.product or product,
+                frame.content_type,
+                new_frame_id(camera_id),
+            )
             try:
                 producer.send(frame.data, meta, what=f"frame {frame.name or meta.frame_id}")
             except Exception as e:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from qc_stream.domain.inspection import FrameMeta
 from qc_stream.errors import InputError, QcError
@@ -25,7 +25,13 @@ class FrameTooLarge(InputError):
     pass
 
 
-def connect(settings: Settings, *, connect_timeout_s: float | None = None, on_retry: Callable[[int, float, str], None] | None = None, **extra):
+def connect(
+    settings: Settings,
+    *,
+    connect_timeout_s: float | None = None,
+    on_retry: Callable[[int, float, str], None] | None = None,
+    **extra,
+):
     """A connected ``KafkaProducer``; retries with exponential backoff, then a clear ``QcError``."""
     from kafka import KafkaProducer
     from kafka.errors import KafkaError
@@ -40,14 +46,18 @@ def connect(settings: Settings, *, connect_timeout_s: float | None = None, on_re
                 bootstrap_servers=[hp.strip() for hp in settings.kafka_bootstrap.split(",")],
                 client_id=extra.pop("client_id", "qc-camera"),
                 acks="all",
-                compression_type=None if settings.kafka_compression == "none" else settings.kafka_compression,
+                compression_type=None
+                if settings.kafka_compression == "none"
+                else settings.kafka_compression,
                 max_request_size=settings.kafka_max_request_bytes,
                 linger_ms=5,
                 retries=5,
                 retry_backoff_ms=200,
                 request_timeout_ms=30_000,
                 # Short tries, our own backoff between them: the user sees each retry.
-                bootstrap_timeout_ms=max(200, min(1_000, int((deadline - time.monotonic()) * 1000))),
+                bootstrap_timeout_ms=max(
+                    200, min(1_000, int((deadline - time.monotonic()) * 1000))
+                ),
                 max_block_ms=60_000,
                 **extra,
             )
@@ -61,7 +71,9 @@ def connect(settings: Settings, *, connect_timeout_s: float | None = None, on_re
             wait = min(delay, left)
             if on_retry:
                 on_retry(attempt, wait, type(e).__name__)
-            log.info("broker %s unreachable (%s); retrying in %.1f s", settings.kafka_bootstrap, e, wait)
+            log.info(
+                "broker %s unreachable (%s); retrying in %.1f s", settings.kafka_bootstrap, e, wait
+            )
             time.sleep(wait)
             delay = min(delay * 2, 5.0)
 
@@ -69,7 +81,9 @@ def connect(settings: Settings, *, connect_timeout_s: float | None = None, on_re
 class FrameProducer:
     """Sends frames asynchronously; ``flush()`` waits and reports failed deliveries."""
 
-    def __init__(self, settings: Settings, *, connect_timeout_s: float | None = None, on_retry=None):
+    def __init__(
+        self, settings: Settings, *, connect_timeout_s: float | None = None, on_retry=None
+    ):
         self.settings = settings
         self._producer = connect(settings, connect_timeout_s=connect_timeout_s, on_retry=on_retry)
         self.sent = 0
@@ -90,7 +104,9 @@ class FrameProducer:
 
         self.check_size(data, what)
         try:
-            future = self._producer.send(FRAMES, key=meta.camera_id.encode(), value=data, headers=meta_to_headers(meta))
+            future = self._producer.send(
+                FRAMES, key=meta.camera_id.encode(), value=data, headers=meta_to_headers(meta)
+            )
         except KafkaError as e:  # metadata/buffer wait timed out: the broker went away mid-run
             raise QcError(
                 f"could not send to {self.settings.kafka_bootstrap} ({type(e).__name__}: {e}); "
@@ -113,20 +129,31 @@ class FrameProducer:
         try:
             self._producer.flush(timeout=timeout_s)
         except KafkaTimeoutError:
-            raise QcError(f"{self.sent - self.delivered} frame(s) not delivered within {timeout_s:.0f} s; is the broker up?") from None
+            raise QcError(
+                f"{self.sent - self.delivered} frame(s) not delivered within {timeout_s:.0f} s; is the broker up?"
+            ) from None
         if self.failed:
-            raise QcError(f"{len(self.failed)} frame(s) could not be delivered, e.g. {self.failed[0]}")
+            raise QcError(
+                f"{len(self.failed)} frame(s) could not be delivered, e.g. {self.failed[0]}"
+            )
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._producer.close(timeout=timeout_s)
 
 
-def frame_meta(camera_id: str, line_id: str, product: str, content_type: str, frame_id: str, captured_at: datetime | None = None) -> FrameMeta:
+def frame_meta(
+    camera_id: str,
+    line_id: str,
+    product: str,
+    content_type: str,
+    frame_id: str,
+    captured_at: datetime | None = None,
+) -> FrameMeta:
     return FrameMeta(
         frame_id=frame_id,
         camera_id=camera_id,
         line_id=line_id,
         product=product,
-        captured_at=captured_at or datetime.now(timezone.utc),
+        captured_at=captured_at or datetime.now(UTC),
         content_type=content_type,
     )

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import io
 import mimetypes
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -93,4 +93,6 @@ def open_source(spec: str, *, count: int | None) -> Iterator[SourceFrame]:
         return directory(p)
     if p.is_file():
         return video(spec, count=count)
-    raise InputError(f"--source {spec!r}: not 'synthetic', a directory, a video file, rtsp://… or usb:N")
+    raise InputError(
+        f"--source {spec!r}: not 'synthetic', a directory, a video file, rtsp://… or usb:N"
+    )

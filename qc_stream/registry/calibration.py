@@ -1,8 +1,8 @@
 """The calibration job: per-product verdict thresholds from good parts, for a prompt version.
 
-    scores = normal_scores(detector, images, "wood")           # the detector's anomaly scores
-    warn, reject = thresholds_from_normal_scores(scores)       # the rule: qc_stream.domain.thresholds
-    write_thresholds(version_dir, {"wood": (warn, reject)}, meta)   # qc_stream.dapo.thresholds
+scores = normal_scores(detector, images, "wood")           # the detector's anomaly scores
+warn, reject = thresholds_from_normal_scores(scores)       # the rule: qc_stream.domain.thresholds
+write_thresholds(version_dir, {"wood": (warn, reject)}, meta)   # qc_stream.dapo.thresholds
 """
 
 from __future__ import annotations
@@ -24,12 +24,16 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------------- scoring
 
 
-def normal_scores(detector, images: Sequence, product: str | None, batch_size: int = 16) -> np.ndarray:
+def normal_scores(
+    detector, images: Sequence, product: str | None, batch_size: int = 16
+) -> np.ndarray:
     """The detector's image-level anomaly scores of ``images`` (PIL RGB) shown as ``product``."""
     scores: list[float] = []
     for start in range(0, len(images), batch_size):
         chunk = list(images[start : start + batch_size])
-        scores += [o.detection.anomaly_score for o in detector.detect(chunk, [product] * len(chunk))]
+        scores += [
+            o.detection.anomaly_score for o in detector.detect(chunk, [product] * len(chunk))
+        ]
     return np.asarray(scores, dtype=np.float64)
 
 
@@ -43,7 +47,9 @@ def flag_rate(scores: Sequence[float], thresholds: tuple[float, float]) -> float
 # ---------------------------------------------------------------------- synthetic parts
 
 
-def synthetic_images(product: str, n: int, *, seed: int, size: int = 256, defect_rate: float = 0.0) -> tuple[list, list]:
+def synthetic_images(
+    product: str, n: int, *, seed: int, size: int = 256, defect_rate: float = 0.0
+) -> tuple[list, list]:
     """``(normal, defective)`` PIL images of a catalog product, JPEG-encoded and decoded as a camera
     would send them (so calibration sees the same compression the workers see)."""
     from qc_stream.inference.decode import decode_image
@@ -52,7 +58,9 @@ def synthetic_images(product: str, n: int, *, seed: int, size: int = 256, defect
 
     normal, defective = [], []
     for sample in generate(product, n=n, seed=seed, size=size, defect_rate=defect_rate):
-        (defective if sample.defect_type else normal).append(decode_image(encode_jpeg(sample.image)))
+        (defective if sample.defect_type else normal).append(
+            decode_image(encode_jpeg(sample.image))
+        )
     return normal, defective
 
 
@@ -128,7 +136,9 @@ def calibrate_product(
 
 # ---------------------------------------------------------------------- the whole calibration
 
-CALIBRATION_SEED = 7001  # the demo's cameras use seeds 0, 1, 2...: calibrate and check on other parts
+CALIBRATION_SEED = (
+    7001  # the demo's cameras use seeds 0, 1, 2...: calibrate and check on other parts
+)
 CHECK_SEED = 7002
 
 
@@ -164,24 +174,34 @@ def calibrate_version(
         raise QcError(f"--margin must be in [0, 1], got {margin}")
     version = version or settings.prompt_version or active_version(settings.models_dir)
     if not version:
-        raise QcError("no prompt version to calibrate: give --version, or activate one (`qc-stream models activate`)")
+        raise QcError(
+            "no prompt version to calibrate: give --version, or activate one (`qc-stream models activate`)"
+        )
     version_dir = resolve_version_path(version, settings.models_dir)
     products = list(dict.fromkeys(products))
     if images_dir is not None:
         if len(products) != 1:
-            raise QcError("--images DIR holds good parts of one product: give exactly one --product")
+            raise QcError(
+                "--images DIR holds good parts of one product: give exactly one --product"
+            )
         normals = {products[0]: load_images(Path(images_dir))}
         if not normals[products[0]]:
             raise QcError(f"no decodable image in {images_dir}")
     else:
         unknown = [p for p in products if p not in PRODUCTS]
         if unknown:
-            raise QcError(f"no synthetic parts for {', '.join(map(repr, unknown))}: known products are "
-                          f"{', '.join(sorted(PRODUCTS))}; use --images DIR for others")
+            raise QcError(
+                f"no synthetic parts for {', '.join(map(repr, unknown))}: known products are "
+                f"{', '.join(sorted(PRODUCTS))}; use --images DIR for others"
+            )
         products = products or list(PRODUCTS)
-        normals = {p: synthetic_images(p, synthetic, seed=CALIBRATION_SEED, size=size)[0] for p in products}
+        normals = {
+            p: synthetic_images(p, synthetic, seed=CALIBRATION_SEED, size=size)[0] for p in products
+        }
 
-    detector = Detector.from_settings(settings.model_copy(update={"prompt_version": str(version_dir)}))
+    detector = Detector.from_settings(
+        settings.model_copy(update={"prompt_version": str(version_dir)})
+    )
     default = (settings.warn_threshold, settings.reject_threshold)
     rows = []
     for product, images in normals.items():
@@ -189,16 +209,30 @@ def calibrate_version(
         check_n = check_d = np.array([])
         if check > 0 and images_dir is None:  # synthetic checks say nothing about real parts
             cn, cd = synthetic_images(product, check, seed=CHECK_SEED, size=size, defect_rate=0.5)
-            check_n, check_d = normal_scores(detector, cn, product), normal_scores(detector, cd, product)
-        rows.append(calibrate_product(product, scores, quantile, margin, check_normal=check_n,
-                                      check_defective=check_d, global_thresholds=default))
+            check_n, check_d = (
+                normal_scores(detector, cn, product),
+                normal_scores(detector, cd, product),
+            )
+        rows.append(
+            calibrate_product(
+                product,
+                scores,
+                quantile,
+                margin,
+                check_normal=check_n,
+                check_defective=check_d,
+                global_thresholds=default,
+            )
+        )
     path = None
     if write:
         meta = {
             "method": METHOD,
             "quantile": quantile,
             "margin": margin,
-            "source": f"images:{images_dir}" if images_dir is not None else f"synthetic:{size}px:seed{CALIBRATION_SEED}",
+            "source": f"images:{images_dir}"
+            if images_dir is not None
+            else f"synthetic:{size}px:seed{CALIBRATION_SEED}",
             "n_normal": {r.product: r.n_normal for r in rows},
             "backbone_id": detector.backbone_id,
         }
@@ -208,13 +242,16 @@ def calibrate_version(
 
 def format_table(rows: Sequence[ProductCalibration], default: tuple[float, float]) -> str:
     """The calibration table: thresholds, normal score spread, flag rates calibrated vs global."""
+
     def pct(x: float) -> str:
         return "   -" if np.isnan(x) else f"{100 * x:3.0f}%"
 
     width = max([len("product")] + [len(r.product) for r in rows])
-    lines = [f"{'product':<{width}}  {'n':>4}  {'warn':>6}  {'reject':>6}  {'median':>6}  {'max':>6}  "
-             f"{'false alarms':>14}  {'defects flagged':>16}   (calibrated / global {default[0]:g}-{default[1]:g}; "
-             "check set)"]
+    lines = [
+        f"{'product':<{width}}  {'n':>4}  {'warn':>6}  {'reject':>6}  {'median':>6}  {'max':>6}  "
+        f"{'false alarms':>14}  {'defects flagged':>16}   (calibrated / global {default[0]:g}-{default[1]:g}; "
+        "check set)"
+    ]
     for r in rows:
         lines.append(
             f"{r.product:<{width}}  {r.n_normal:>4}  {r.warn:6.3f}  {r.reject:6.3f}  {r.normal_median:6.3f}  "
@@ -223,9 +260,14 @@ def format_table(rows: Sequence[ProductCalibration], default: tuple[float, float
         )
     checked = [r for r in rows if r.check_normal + r.check_defective]
     if len(checked) > 1:  # pooled over the products' check sets
+
         def pooled(attr: str, n: str) -> float:
             total = sum(getattr(r, n) for r in checked)
-            return sum(getattr(r, attr) * getattr(r, n) for r in checked if getattr(r, n)) / total if total else float("nan")
+            return (
+                sum(getattr(r, attr) * getattr(r, n) for r in checked if getattr(r, n)) / total
+                if total
+                else float("nan")
+            )
 
         cn, cd = sum(r.check_normal for r in checked), sum(r.check_defective for r in checked)
         lines.append(

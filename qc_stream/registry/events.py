@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from qc_stream.domain.defects import DefectTypeEvent
 
@@ -20,9 +20,15 @@ DEFECT_TYPES_TOPIC = "qc.defect-types"
 MODEL_UPDATES_TOPIC = "qc.model-updates"
 
 
-def model_update_value(prompt_version: str, backbone_id: str, created_at: datetime | None = None) -> dict:
-    created_at = created_at or datetime.now(timezone.utc)
-    return {"prompt_version": prompt_version, "backbone_id": backbone_id, "created_at": created_at.isoformat()}
+def model_update_value(
+    prompt_version: str, backbone_id: str, created_at: datetime | None = None
+) -> dict:
+    created_at = created_at or datetime.now(UTC)
+    return {
+        "prompt_version": prompt_version,
+        "backbone_id": backbone_id,
+        "created_at": created_at.isoformat(),
+    }
 
 
 class EventPublisher:
@@ -37,9 +43,13 @@ class EventPublisher:
         self.last_error: str | None = None
 
     def publish_defect(self, event: DefectTypeEvent) -> bool:
-        return self._send(DEFECT_TYPES_TOPIC, event.key, event.model_dump(mode="json"), compacted=True)
+        return self._send(
+            DEFECT_TYPES_TOPIC, event.key, event.model_dump(mode="json"), compacted=True
+        )
 
-    def publish_model_update(self, prompt_version: str, backbone_id: str, created_at: datetime | None = None) -> bool:
+    def publish_model_update(
+        self, prompt_version: str, backbone_id: str, created_at: datetime | None = None
+    ) -> bool:
         value = model_update_value(prompt_version, backbone_id, created_at)
         return self._send(MODEL_UPDATES_TOPIC, prompt_version, value, compacted=False)
 
@@ -51,7 +61,7 @@ class EventPublisher:
                 pass
             self._producer = None
 
-    def __enter__(self) -> "EventPublisher":
+    def __enter__(self) -> EventPublisher:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -71,8 +81,12 @@ class EventPublisher:
             return True
         except (KafkaError, OSError, ValueError) as e:
             text = str(e)
-            self.last_error = text if text.startswith(e.__class__.__name__) else f"{e.__class__.__name__}: {text}"
-            log.warning("event on %s not published (broker %s): %s", topic, self.bootstrap, self.last_error)
+            self.last_error = (
+                text if text.startswith(e.__class__.__name__) else f"{e.__class__.__name__}: {text}"
+            )
+            log.warning(
+                "event on %s not published (broker %s): %s", topic, self.bootstrap, self.last_error
+            )
             self.close()
             return False
 
@@ -108,7 +122,14 @@ class EventPublisher:
                 configs = {"cleanup.policy": "compact"} if compacted else {}
                 try:
                     admin.create_topics(
-                        [NewTopic(topic, num_partitions=self.partitions, replication_factor=1, topic_configs=configs)]
+                        [
+                            NewTopic(
+                                topic,
+                                num_partitions=self.partitions,
+                                replication_factor=1,
+                                topic_configs=configs,
+                            )
+                        ]
                     )
                 except TopicAlreadyExistsError:
                     pass

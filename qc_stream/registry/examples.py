@@ -52,7 +52,9 @@ def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     except (UnidentifiedImageError, OSError) as e:
         raise InputError(f"{path}: not a readable mask image ({e.__class__.__name__})") from None
     if mask.shape != shape:
-        raise InputError(f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}")
+        raise InputError(
+            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}"
+        )
     return mask
 
 
@@ -89,11 +91,15 @@ def load_examples(root: str | Path, registered: list[DefectType]) -> list[Exampl
                         mask = _read_mask(found[0], image.shape[:2])
                 out.append(Example(image, mask, word, product, str(image_path)))
     if not out:
-        raise InputError(f"no example images under {root} (expected {root}/<product>/<defect>/*.png)")
+        raise InputError(
+            f"no example images under {root} (expected {root}/<product>/<defect>/*.png)"
+        )
     return out
 
 
-def split_holdout(examples: list[Example], fraction: float, seed: int) -> tuple[list[Example], list[Example]]:
+def split_holdout(
+    examples: list[Example], fraction: float, seed: int
+) -> tuple[list[Example], list[Example]]:
     """Per product, hold out ``fraction`` of the images (at least one normal and one defective when
     the product has >= 2 of each); the rest trains. Deterministic for a seed."""
     rng = np.random.default_rng(seed)
@@ -102,7 +108,10 @@ def split_holdout(examples: list[Example], fraction: float, seed: int) -> tuple[
     for e in examples:
         by_product.setdefault(e.product, []).append(e)
     for items in by_product.values():
-        for group in ([e for e in items if e.defect_type is None], [e for e in items if e.defect_type is not None]):
+        for group in (
+            [e for e in items if e.defect_type is None],
+            [e for e in items if e.defect_type is not None],
+        ):
             order = rng.permutation(len(group))
             k = int(round(len(group) * fraction)) if len(group) >= 2 else 0
             k = max(k, 1) if len(group) >= 2 else 0

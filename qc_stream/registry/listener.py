@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from qc_stream.registry.events import DEFECT_TYPES_TOPIC
 
@@ -73,10 +73,14 @@ class RegistryListener:
         from qc_stream.wire.topics import ensure_topics
 
         try:
-            ensure_topics(self.bootstrap, self.partitions, replication_factor=self.replication_factor)
+            ensure_topics(
+                self.bootstrap, self.partitions, replication_factor=self.replication_factor
+            )
             consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
         except KafkaError as e:
-            raise QcError(f"cannot reach the Kafka broker at {self.bootstrap} (QC_KAFKA_BOOTSTRAP): {e}") from None
+            raise QcError(
+                f"cannot reach the Kafka broker at {self.bootstrap} (QC_KAFKA_BOOTSTRAP): {e}"
+            ) from None
         try:
             parts = consumer.partitions_for_topic(DEFECT_TYPES_TOPIC) or {0}
             tps = [TopicPartition(DEFECT_TYPES_TOPIC, p) for p in sorted(parts)]
@@ -92,7 +96,11 @@ class RegistryListener:
                 events = sum(len(v) for v in batch.values())
                 now = time.monotonic()
                 if events:
-                    log.info("%d defect-type event(s); refresh in %.1f s unless more arrive", events, self.trigger.debounce_s)
+                    log.info(
+                        "%d defect-type event(s); refresh in %.1f s unless more arrive",
+                        events,
+                        self.trigger.debounce_s,
+                    )
                     self.trigger.poke(now)
                 if self.trigger.due(now):
                     self._fire()

@@ -62,32 +62,50 @@ def _word_map(words) -> dict[str, str]:
     return {name_key(w): w for w in words}
 
 
-def _synthetic(products, per_product: int, seed: int, size: int, defect_rate: float = 0.5) -> list[dict]:
+def _synthetic(
+    products, per_product: int, seed: int, size: int, defect_rate: float = 0.5
+) -> list[dict]:
     from qc_stream.synth import generate
 
     items = []
     for p in products:
         for s in generate(p, n=per_product, seed=seed, size=size, defect_rate=defect_rate):
-            items.append({"image": s.image, "mask": s.mask, "defect_type": s.defect_type, "product": p})
+            items.append(
+                {"image": s.image, "mask": s.mask, "defect_type": s.defect_type, "product": p}
+            )
     return items
 
 
 def _example_items(examples) -> list[dict]:
-    return [{"image": e.image, "mask": e.mask, "defect_type": e.defect_type, "product": e.product} for e in examples]
+    return [
+        {"image": e.image, "mask": e.mask, "defect_type": e.defect_type, "product": e.product}
+        for e in examples
+    ]
 
 
 def _shuffled(items: list[dict], seed: int) -> list[dict]:
     """Break the labels on purpose: images keep their pixels, masks and words are permuted."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(items))
-    return [{**items[i], "mask": items[j]["mask"], "defect_type": items[j]["defect_type"]} for i, j in enumerate(order)]
+    return [
+        {**items[i], "mask": items[j]["mask"], "defect_type": items[j]["defect_type"]}
+        for i, j in enumerate(order)
+    ]
 
 
-def evaluate(model, holdout: list[dict], product_words: dict[str, list[str]], batch_size: int = 16) -> dict:
+def evaluate(
+    model, holdout: list[dict], product_words: dict[str, list[str]], batch_size: int = 16
+) -> dict:
     """Mean over products of image, pixel and type metrics (``qc_stream.evaluation.metrics``)."""
     import torch
 
-    from qc_stream.evaluation.metrics import image_metrics, mean_over_products, pixel_metrics, type_metrics, type_scores
+    from qc_stream.evaluation.metrics import (
+        image_metrics,
+        mean_over_products,
+        pixel_metrics,
+        type_metrics,
+        type_scores,
+    )
     from qc_stream.training.train import mask_to_tensor
 
     size = model.backbone.image_size
@@ -119,11 +137,20 @@ def evaluate(model, holdout: list[dict], product_words: dict[str, list[str]], ba
             if not np.isfinite(m[with_mask]).all():
                 result.update({k: math.nan for k in ("pixel_auroc", "pixel_aupro", "pixel_f1_max")})
         wmap = _word_map(words)
-        truth = [None if it["defect_type"] is None else wmap[name_key(it["defect_type"])] for it in items]
+        truth = [
+            None if it["defect_type"] is None else wmap[name_key(it["defect_type"])] for it in items
+        ]
         if np.isfinite(tp).all() and np.isfinite(s).all():
             result.update(type_metrics(truth, type_scores(s, tp), words))
         else:
-            result.update({"type_auroc": math.nan, "type_ap": math.nan, "type_f1": math.nan, "type_accuracy": math.nan})
+            result.update(
+                {
+                    "type_auroc": math.nan,
+                    "type_ap": math.nan,
+                    "type_f1": math.nan,
+                    "type_accuracy": math.nan,
+                }
+            )
         per_product[product] = result
     mean = mean_over_products(per_product)
     mean["per_product"] = per_product
@@ -138,12 +165,16 @@ class RetrainJob:
     def run(self) -> RetrainReport:
         import torch
 
-        from qc_stream.dapo.checkpoint import load_prompt_version, read_manifest, save_prompt_version
+        from qc_stream.dapo.checkpoint import (
+            load_prompt_version,
+            read_manifest,
+            save_prompt_version,
+        )
         from qc_stream.dapo.model import DapoModel
-        from qc_stream.training.train import TrainConfig, train
         from qc_stream.registry.examples import load_examples, split_holdout
         from qc_stream.synth import PRODUCTS
         from qc_stream.synth.split import load_split
+        from qc_stream.training.train import TrainConfig, train
 
         opt = self.options
         preset = opt.preset()
@@ -153,14 +184,28 @@ class RetrainJob:
 
         # --- data ---
         size = opt.image_size or preset["size"]
-        aux = _synthetic(split.auxiliary_products, opt.train_per_product or preset["train"], split.seeds["train"] + opt.seed, size)
-        hold_products = opt.holdout_products or split.held_out_products[: preset["products"] or None]
+        aux = _synthetic(
+            split.auxiliary_products,
+            opt.train_per_product or preset["train"],
+            split.seeds["train"] + opt.seed,
+            size,
+        )
+        hold_products = (
+            opt.holdout_products or split.held_out_products[: preset["products"] or None]
+        )
         # The validation seed, not the benchmark's test seed: the gate must not select on `qc-stream eval`'s data.
-        holdout = _synthetic(hold_products, opt.holdout_per_product or preset["holdout"], split.seeds["validation"], size)
+        holdout = _synthetic(
+            hold_products,
+            opt.holdout_per_product or preset["holdout"],
+            split.seeds["validation"],
+            size,
+        )
         product_words = {p: list(PRODUCTS[p].defects) for p in hold_products}
         examples_train: list[dict] = []
         if opt.examples_dir is not None:
-            train_ex, hold_ex = split_holdout(load_examples(opt.examples_dir, defects), opt.examples_holdout_fraction, opt.seed)
+            train_ex, hold_ex = split_holdout(
+                load_examples(opt.examples_dir, defects), opt.examples_holdout_fraction, opt.seed
+            )
             examples_train = _example_items(train_ex)
             holdout += _example_items(hold_ex)
             registered = {}
@@ -169,7 +214,9 @@ class RetrainJob:
                     registered.setdefault(d.product, []).append(d.name)
             for e in train_ex + hold_ex:
                 words = product_words.setdefault(e.product, list(registered.get(e.product, [])))
-                if e.defect_type is not None and name_key(e.defect_type) not in {name_key(w) for w in words}:
+                if e.defect_type is not None and name_key(e.defect_type) not in {
+                    name_key(w) for w in words
+                }:
                     words.append(e.defect_type)
         dataset = aux + examples_train
         if opt.shuffle_labels:
@@ -199,13 +246,17 @@ class RetrainJob:
         diverged = None
         if not all(math.isfinite(x) for x in losses):
             diverged = "the training loss became non-finite"
-        elif not all(bool(torch.isfinite(t).all()) for t in candidate.trainable_state_dict().values()):
+        elif not all(
+            bool(torch.isfinite(t).all()) for t in candidate.trainable_state_dict().values()
+        ):
             diverged = "trained parameters are non-finite"
         candidate_metrics = evaluate(candidate, holdout, product_words) if not diverged else {}
 
         decision = decide(
             {k: v for k, v in candidate_metrics.items() if k in GATED_METRICS},
-            {k: v for k, v in active_metrics.items() if k in GATED_METRICS} if active_metrics else None,
+            {k: v for k, v in active_metrics.items() if k in GATED_METRICS}
+            if active_metrics
+            else None,
             opt.tolerance,
             diverged=diverged,
         )
@@ -217,7 +268,8 @@ class RetrainJob:
                 candidate_metrics,
                 active_metrics,
                 decision,
-                f"candidate REFUSED, prompt version {parent or '(none)'} stays active: {decision.summary}" + figures,
+                f"candidate REFUSED, prompt version {parent or '(none)'} stays active: {decision.summary}"
+                + figures,
                 history.to_dict(),
             )
 
@@ -239,7 +291,10 @@ class RetrainJob:
             products=vocab["products"],
             parent=parent,
             kind="trained",
-            train_config={**config.to_dict(), "examples": str(opt.examples_dir) if opt.examples_dir else None},
+            train_config={
+                **config.to_dict(),
+                "examples": str(opt.examples_dir) if opt.examples_dir else None,
+            },
         )
         outcome = self.versions.record(path, activate=True)
         return RetrainReport(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from qc_stream.domain.defects import (
@@ -41,9 +41,9 @@ class RegistryChange:
 class DefectRegistry:
     def __init__(
         self,
-        repo: "DefectTypeRepository",
+        repo: DefectTypeRepository,
         *,
-        publisher: "EventPublisher | None" = None,
+        publisher: EventPublisher | None = None,
         cache=None,
         allowed_products: frozenset[str] | None = None,
     ):
@@ -53,9 +53,9 @@ class DefectRegistry:
         self.allowed_products = allowed_products
 
     @classmethod
-    def from_settings(cls, settings: "Settings", *, publish: bool = True) -> "DefectRegistry":
-        from qc_stream.registry.wiring import make_cache, make_engine_for
+    def from_settings(cls, settings: Settings, *, publish: bool = True) -> DefectRegistry:
         from qc_stream.registry.events import EventPublisher
+        from qc_stream.registry.wiring import make_cache, make_engine_for
         from qc_stream.storage.defect_types import DefectTypeRepository
 
         return cls(
@@ -75,15 +75,20 @@ class DefectRegistry:
         corrective_action: str | None = None,
     ) -> RegistryChange:
         spec = validate_defect_type(
-            product, name, description, root_cause, corrective_action, allowed_products=self.allowed_products
+            product,
+            name,
+            description,
+            root_cause,
+            corrective_action,
+            allowed_products=self.allowed_products,
         )
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         defect = self.repo.add(spec, now=now)
         return self._after_change(defect, now)
 
     def retire(self, product: str, name: str) -> RegistryChange:
         product = normalise_product(product)
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         defect = self.repo.retire(product, name.strip(), now=now)
         return self._after_change(defect, now)
 
@@ -91,8 +96,10 @@ class DefectRegistry:
         """Re-send the current state of every type (active and retired): (sent, failed)."""
         sent = failed = 0
         for d in self.repo.list(include_retired=True):
-            changed = d.retired_at or d.created_at or datetime.now(timezone.utc)
-            if self.publisher is not None and self.publisher.publish_defect(DefectTypeEvent.of(d, changed)):
+            changed = d.retired_at or d.created_at or datetime.now(UTC)
+            if self.publisher is not None and self.publisher.publish_defect(
+                DefectTypeEvent.of(d, changed)
+            ):
                 sent += 1
             else:
                 failed += 1
@@ -105,13 +112,16 @@ class DefectRegistry:
             raise InputError(f"no defect type {name.strip()!r} for product {product.strip()!r}")
         return defect
 
-    def list(self, product: str | None = None, *, include_retired: bool = False) -> list[DefectType]:
+    def list(
+        self, product: str | None = None, *, include_retired: bool = False
+    ) -> list[DefectType]:
         if product is not None:
             product = normalise_product(product)
         return self.repo.list(product, include_retired=include_retired)
 
     def vocabulary(self) -> dict[str, list[str]]:
         """Active defect words per product; cache-aside through Redis when a cache is configured."""
+
         def load() -> dict[str, list[str]]:
             return vocabulary(self.repo.list())
 
@@ -133,4 +143,6 @@ class DefectRegistry:
         if self.publisher is None:
             return RegistryChange(defect, published=False, publish_error="publishing disabled")
         ok = self.publisher.publish_defect(DefectTypeEvent.of(defect, now))
-        return RegistryChange(defect, published=ok, publish_error=None if ok else self.publisher.last_error)
+        return RegistryChange(
+            defect, published=ok, publish_error=None if ok else self.publisher.last_error
+        )

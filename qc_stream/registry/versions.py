@@ -42,11 +42,11 @@ class VersionOutcome:
 class PromptVersions:
     def __init__(
         self,
-        settings: "Settings",
+        settings: Settings,
         *,
-        defects: "DefectTypeRepository",
-        versions: "ModelVersionRepository",
-        publisher: "EventPublisher | None" = None,
+        defects: DefectTypeRepository,
+        versions: ModelVersionRepository,
+        publisher: EventPublisher | None = None,
         cache=None,
     ):
         self.settings = settings
@@ -58,7 +58,7 @@ class PromptVersions:
         self._backbone = None
 
     @classmethod
-    def from_settings(cls, settings: "Settings", *, publish: bool = True) -> "PromptVersions":
+    def from_settings(cls, settings: Settings, *, publish: bool = True) -> PromptVersions:
         from qc_stream.registry.events import EventPublisher
         from qc_stream.registry.wiring import make_cache, make_engine_for
         from qc_stream.storage.defect_types import DefectTypeRepository
@@ -73,7 +73,7 @@ class PromptVersions:
             cache=make_cache(settings),
         )
 
-    def __enter__(self) -> "PromptVersions":
+    def __enter__(self) -> PromptVersions:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -90,6 +90,7 @@ class PromptVersions:
 
     def active_name(self) -> str | None:
         """The active version: the DB row, else the ACTIVE file (adopted into the DB on the way)."""
+
         def load() -> str | None:
             self.sync_from_disk()
             row = self.versions.active()
@@ -112,7 +113,9 @@ class PromptVersions:
             if name in known:
                 continue
             try:
-                self.versions.add(_row_from_manifest(manifest), activate=not has_active and name == on_disk_active)
+                self.versions.add(
+                    _row_from_manifest(manifest), activate=not has_active and name == on_disk_active
+                )
             except QcError:  # a concurrent process recorded it first
                 pass
 
@@ -128,19 +131,31 @@ class PromptVersions:
         if self.cache is not None:
             self.cache.invalidate(ACTIVE_CACHE_KEY)
         published = self._announce(version, manifest["backbone"]["backbone_id"])
-        return VersionOutcome(version, False, published, f"prompt version {version} is active" + _note(published))
+        return VersionOutcome(
+            version, False, published, f"prompt version {version} is active" + _note(published)
+        )
 
     def zero_shot_refresh(self) -> VersionOutcome:
         """A new version for the registry's current vocabulary on the active trained parameters."""
-        from qc_stream.dapo.checkpoint import load_prompt_version, read_manifest, save_prompt_version
+        from qc_stream.dapo.checkpoint import (
+            load_prompt_version,
+            read_manifest,
+            save_prompt_version,
+        )
 
         parent = self.active_name()
         if parent is None:
-            raise QcError("no active prompt version to refresh; train one first with `qc-stream retrain`")
+            raise QcError(
+                "no active prompt version to refresh; train one first with `qc-stream retrain`"
+            )
         parent_manifest = read_manifest(parent, self.models_dir)
-        merged = merge_vocabulary(parent_manifest.get("vocabulary", {}), self.defects.list(include_retired=True))
+        merged = merge_vocabulary(
+            parent_manifest.get("vocabulary", {}), self.defects.list(include_retired=True)
+        )
         if _same_vocabulary(merged, parent_manifest.get("vocabulary", {})):
-            return VersionOutcome(parent, False, False, f"vocabulary unchanged; prompt version {parent} stays active")
+            return VersionOutcome(
+                parent, False, False, f"vocabulary unchanged; prompt version {parent} stays active"
+            )
         if not merged["words"]:
             raise QcError("the refreshed vocabulary would be empty; register a defect type first")
 
@@ -152,7 +167,9 @@ class PromptVersions:
         # before any worker is told to swap.
         feats = model.text_features(model.vocabulary)
         if not all(bool(t.isfinite().all()) for t in (feats.normal, feats.abnormal)):
-            raise QcError("re-encoded text features are not finite; the active prompt version is kept")
+            raise QcError(
+                "re-encoded text features are not finite; the active prompt version is kept"
+            )
         path = save_prompt_version(
             model,
             self.models_dir,
@@ -166,7 +183,9 @@ class PromptVersions:
         version = manifest["version"]
         self.versions.add(_row_from_manifest(manifest))
         outcome = self.activate(version)
-        added = sorted(set(merged["words"]) - set(parent_manifest.get("vocabulary", {}).get("words", [])))
+        added = sorted(
+            set(merged["words"]) - set(parent_manifest.get("vocabulary", {}).get("words", []))
+        )
         return VersionOutcome(
             version,
             True,
@@ -185,7 +204,12 @@ class PromptVersions:
         self.versions.add(_row_from_manifest(manifest))
         if activate:
             return self.activate(manifest["version"])
-        return VersionOutcome(self.active_name(), True, False, f"prompt version {manifest['version']} recorded (inactive)")
+        return VersionOutcome(
+            self.active_name(),
+            True,
+            False,
+            f"prompt version {manifest['version']} recorded (inactive)",
+        )
 
     # --- helpers ---
     def backbone(self):
@@ -193,7 +217,12 @@ class PromptVersions:
             from qc_stream.dapo.backbone import load_backbone
 
             s = self.settings
-            self._backbone = load_backbone(s.backbone, pretrained=s.pretrained, image_size=s.image_size, models_dir=s.models_dir)
+            self._backbone = load_backbone(
+                s.backbone,
+                pretrained=s.pretrained,
+                image_size=s.image_size,
+                models_dir=s.models_dir,
+            )
         return self._backbone
 
     def _announce(self, version: str, backbone_id: str) -> bool:
@@ -203,7 +232,11 @@ class PromptVersions:
 
 
 def _note(published: bool) -> str:
-    return "; announced on qc.model-updates" if published else "; NOT announced on qc.model-updates (broker unreachable or publishing off): re-announce with `qc-stream models activate VERSION`"
+    return (
+        "; announced on qc.model-updates"
+        if published
+        else "; NOT announced on qc.model-updates (broker unreachable or publishing off): re-announce with `qc-stream models activate VERSION`"
+    )
 
 
 def _same_vocabulary(a: dict, b: dict) -> bool:

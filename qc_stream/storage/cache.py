@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from qc_stream.errors import ConfigError
@@ -78,7 +78,7 @@ class Cache:
             self._errors = ()
 
     @classmethod
-    def from_settings(cls, settings) -> "Cache":
+    def from_settings(cls, settings) -> Cache:
         return cls(settings.redis_url, settings.redis_prefix, settings.cache_ttl_s)
 
     # --- availability ---
@@ -178,16 +178,18 @@ class Cache:
 
     # --- rolling counts ---
     def _minute_key(self, at: datetime) -> str:
-        t = at.astimezone(timezone.utc) if at.tzinfo else at.replace(tzinfo=timezone.utc)
+        t = at.astimezone(UTC) if at.tzinfo else at.replace(tzinfo=UTC)
         return self._key(f"counts:{t:%Y%m%d%H%M}")
 
-    def bump_counts(self, line_id: str, product: str, counts: dict[str, int], at: datetime | None = None) -> None:
+    def bump_counts(
+        self, line_id: str, product: str, counts: dict[str, int], at: datetime | None = None
+    ) -> None:
         """Add ``counts`` (e.g. ``{"frames": 1, "reject": 1, "type:crack": 1}``) to the minute of ``at``.
 
         Call it once per *new* inspection (``InspectionRepository.record`` returned True) so
         redelivered frames are not counted twice.
         """
-        key = self._minute_key(at or datetime.now(timezone.utc))
+        key = self._minute_key(at or datetime.now(UTC))
 
         def write(r) -> None:
             pipe = r.pipeline(transaction=True)
@@ -218,8 +220,11 @@ class Cache:
 
         Empty when Redis is down: live counts are best-effort; the database has the exact ones.
         """
-        now = now or datetime.now(timezone.utc)
-        keys = [self._minute_key(datetime.fromtimestamp(now.timestamp() - 60 * i, timezone.utc)) for i in range(minutes)]
+        now = now or datetime.now(UTC)
+        keys = [
+            self._minute_key(datetime.fromtimestamp(now.timestamp() - 60 * i, UTC))
+            for i in range(minutes)
+        ]
 
         def read(r) -> list[dict[str, str]]:
             pipe = r.pipeline(transaction=False)

@@ -46,12 +46,18 @@ def parse_url(url: str | URL) -> URL:
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
         elif parsed.drivername != "postgresql+psycopg":
-            raise StorageError(f"unsupported Postgres driver {parsed.drivername!r}: use postgresql+psycopg://")
+            raise StorageError(
+                f"unsupported Postgres driver {parsed.drivername!r}: use postgresql+psycopg://"
+            )
     elif backend == "sqlite":
         if parsed.drivername != "sqlite":
-            raise StorageError(f"unsupported SQLite driver {parsed.drivername!r}: use sqlite:///PATH")
+            raise StorageError(
+                f"unsupported SQLite driver {parsed.drivername!r}: use sqlite:///PATH"
+            )
     else:
-        raise StorageError(f"unsupported database {backend!r}: use postgresql+psycopg:// or sqlite:///")
+        raise StorageError(
+            f"unsupported database {backend!r}: use postgresql+psycopg:// or sqlite:///"
+        )
     return parsed
 
 
@@ -79,7 +85,9 @@ def make_engine(url: str | URL, *, check: bool = True, echo: bool = False) -> En
                 pass
         except DBAPIError as e:
             engine.dispose()
-            raise StorageError(f"cannot connect to database {safe_url(parsed)}: {describe_db_error(e)}") from None
+            raise StorageError(
+                f"cannot connect to database {safe_url(parsed)}: {describe_db_error(e)}"
+            ) from None
     return engine
 
 
@@ -91,7 +99,9 @@ def _sqlite_engine(url: URL, echo: bool) -> Engine:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise StorageError(f"cannot create the folder for SQLite database {database!r}: {e.strerror}") from None
+            raise StorageError(
+                f"cannot create the folder for SQLite database {database!r}: {e.strerror}"
+            ) from None
     engine = create_engine(url, echo=echo)
 
     @event.listens_for(engine, "connect")
@@ -161,7 +171,11 @@ def storage_errors(action: str | None = None) -> Iterator[None]:
         yield
     except DBAPIError as e:
         text = describe_db_error(e)
-        hint = " (run `qc-stream db upgrade`)" if "no such table" in text or "does not exist" in text else ""
+        hint = (
+            " (run `qc-stream db upgrade`)"
+            if "no such table" in text or "does not exist" in text
+            else ""
+        )
         raise StorageError(f"{what}: {text}{hint}") from e
     except SQLAlchemyError as e:
         raise StorageError(f"{what}: {e.__class__.__name__}") from e

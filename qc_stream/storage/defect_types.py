@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
 from qc_stream.domain.defects import DefectStatus, DefectType, DefectTypeSpec, name_key
-from qc_stream.storage.db import storage_errors, write_transaction
 from qc_stream.errors import InputError
+from qc_stream.storage.db import storage_errors, write_transaction
 from qc_stream.storage.orm import DefectTypeRow
 
 
 def _utc(ts: datetime | None) -> datetime | None:
     # SQLite hands back naive datetimes; every timestamp we write is UTC.
     if ts is not None and ts.tzinfo is None:
-        return ts.replace(tzinfo=timezone.utc)
+        return ts.replace(tzinfo=UTC)
     return ts
 
 
@@ -44,8 +44,10 @@ class DefectTypeRepository:
 
         Raises ``InputError`` when an active type of that name (ignoring case) exists for the product.
         """
-        now = now or datetime.now(timezone.utc)
-        duplicate = InputError(f"defect type {spec.name!r} is already registered for product {spec.product!r}")
+        now = now or datetime.now(UTC)
+        duplicate = InputError(
+            f"defect type {spec.name!r} is already registered for product {spec.product!r}"
+        )
         with storage_errors("register the defect type"):
             try:
                 with write_transaction(self.engine) as conn:
@@ -65,7 +67,11 @@ class DefectTypeRepository:
                     )
                     table = DefectTypeRow.__table__
                     if row is None:
-                        conn.execute(table.insert().values(product=spec.product, name_key=spec.name_key, **values))
+                        conn.execute(
+                            table.insert().values(
+                                product=spec.product, name_key=spec.name_key, **values
+                            )
+                        )
                     else:
                         conn.execute(table.update().where(table.c.id == row.id).values(**values))
                     return _to_domain(self._find(conn, spec.product, spec.name))
@@ -78,7 +84,9 @@ class DefectTypeRepository:
             row = self._find(conn, product, name)
             return _to_domain(row) if row is not None else None
 
-    def list(self, product: str | None = None, *, include_retired: bool = False) -> list[DefectType]:
+    def list(
+        self, product: str | None = None, *, include_retired: bool = False
+    ) -> list[DefectType]:
         query = select(DefectTypeRow.__table__)
         if product is not None:
             query = query.where(DefectTypeRow.product == product)
@@ -90,16 +98,20 @@ class DefectTypeRepository:
 
     def retire(self, product: str, name: str, *, now: datetime | None = None) -> DefectType:
         """Mark a type retired (kept for history: past inspections still name it)."""
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         with storage_errors("retire the defect type"), write_transaction(self.engine) as conn:
             row = self._find(conn, product, name, lock=True)
             if row is None:
                 raise InputError(f"no defect type {name!r} for product {product!r}")
             if row.status == DefectStatus.RETIRED.value:
-                raise InputError(f"defect type {row.name!r} of product {product!r} is already retired")
+                raise InputError(
+                    f"defect type {row.name!r} of product {product!r} is already retired"
+                )
             table = DefectTypeRow.__table__
             conn.execute(
-                table.update().where(table.c.id == row.id).values(status=DefectStatus.RETIRED.value, retired_at=now)
+                table.update()
+                .where(table.c.id == row.id)
+                .values(status=DefectStatus.RETIRED.value, retired_at=now)
             )
             return _to_domain(self._find(conn, product, name))
 

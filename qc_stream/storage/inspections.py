@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Literal
 
 from sqlalchemy import Engine, func, select
@@ -43,7 +43,11 @@ class TrendPoint:
 
 def bucket_of(captured_at: datetime) -> datetime:
     """The count bucket of a frame: its capture time in UTC, floored to the minute."""
-    t = captured_at.replace(tzinfo=timezone.utc) if captured_at.tzinfo is None else captured_at.astimezone(timezone.utc)
+    t = (
+        captured_at.replace(tzinfo=UTC)
+        if captured_at.tzinfo is None
+        else captured_at.astimezone(UTC)
+    )
     return t.replace(second=0, microsecond=0)
 
 
@@ -173,12 +177,16 @@ class InspectionRepository:
     # --- reads ---
     def get(self, frame_id: str) -> InspectionResult | None:
         with storage_errors(), self.engine.connect() as conn:
-            row = conn.execute(select(InspectionRow).where(InspectionRow.frame_id == frame_id)).first()
+            row = conn.execute(
+                select(InspectionRow).where(InspectionRow.frame_id == frame_id)
+            ).first()
         return _result(row) if row else None
 
     def recent(self, limit: int = 50, product: str | None = None) -> list[InspectionResult]:
         """The newest inspections (by processed time), optionally for one product."""
-        stmt = select(InspectionRow).order_by(InspectionRow.processed_at.desc(), InspectionRow.id.desc())
+        stmt = select(InspectionRow).order_by(
+            InspectionRow.processed_at.desc(), InspectionRow.id.desc()
+        )
         if product is not None:
             stmt = stmt.where(InspectionRow.product == product)
         with storage_errors(), self.engine.connect() as conn:
@@ -207,7 +215,9 @@ class InspectionRepository:
         Sorted by bucket, line, product, defect type.
         """
         t = DefectCountRow
-        stmt = select(t.bucket_start, t.line_id, t.product, t.defect_type, t.frames, t.warn, t.reject)
+        stmt = select(
+            t.bucket_start, t.line_id, t.product, t.defect_type, t.frames, t.warn, t.reject
+        )
         if since is not None:
             stmt = stmt.where(t.bucket_start >= bucket_of(since))
         if until is not None:
@@ -218,7 +228,7 @@ class InspectionRepository:
             stmt = stmt.where(t.product == product)
         if defect_type is not None:
             stmt = stmt.where(t.defect_type == defect_type)
-        _floor(datetime.now(timezone.utc), granularity)  # reject a bad granularity up front
+        _floor(datetime.now(UTC), granularity)  # reject a bad granularity up front
         totals: dict[CountKey, list[int]] = {}
         with storage_errors(), self.engine.connect() as conn:
             for b, line, prod, defect, frames, warn, reject in conn.execute(stmt):
@@ -231,7 +241,7 @@ class InspectionRepository:
 
 
 def _floor(t: datetime, granularity: Granularity) -> datetime:
-    t = t.replace(tzinfo=timezone.utc) if t.tzinfo is None else t.astimezone(timezone.utc)
+    t = t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
     if granularity == "minute":
         return t.replace(second=0, microsecond=0)
     if granularity == "hour":

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from qc_stream.storage.db import storage_errors, write_transaction
 from qc_stream.errors import InputError
+from qc_stream.storage.db import storage_errors, write_transaction
 from qc_stream.storage.orm import ModelVersionRow
 
 
@@ -29,7 +29,7 @@ class ModelVersion(BaseModel):
 def _to_domain(row) -> ModelVersion:
     created = row.created_at
     if created is not None and created.tzinfo is None:
-        created = created.replace(tzinfo=timezone.utc)
+        created = created.replace(tzinfo=UTC)
     return ModelVersion(
         prompt_version=row.prompt_version,
         backbone=row.backbone,
@@ -50,7 +50,7 @@ class ModelVersionRepository:
     def add(self, version: ModelVersion, *, activate: bool = False) -> ModelVersion:
         """Insert a version (inactive unless ``activate``, which deactivates every other one)."""
         values = version.model_dump(exclude={"active"})
-        values["created_at"] = version.created_at or datetime.now(timezone.utc)
+        values["created_at"] = version.created_at or datetime.now(UTC)
         with storage_errors("record the prompt version"):
             try:
                 with write_transaction(self.engine) as conn:
@@ -59,7 +59,9 @@ class ModelVersionRepository:
                         self._activate(conn, version.prompt_version)
                     return _to_domain(self._get(conn, version.prompt_version))
             except IntegrityError:
-                raise InputError(f"prompt version {version.prompt_version!r} already exists") from None
+                raise InputError(
+                    f"prompt version {version.prompt_version!r} already exists"
+                ) from None
 
     def get(self, prompt_version: str) -> ModelVersion | None:
         with storage_errors("read prompt versions"), self.engine.connect() as conn:
@@ -79,13 +81,19 @@ class ModelVersionRepository:
     def activate(self, prompt_version: str) -> ModelVersion:
         with storage_errors("activate the prompt version"), write_transaction(self.engine) as conn:
             if self._get(conn, prompt_version) is None:
-                raise InputError(f"unknown prompt version {prompt_version!r} (see `qc-stream models list`)")
+                raise InputError(
+                    f"unknown prompt version {prompt_version!r} (see `qc-stream models list`)"
+                )
             self._activate(conn, prompt_version)
             return _to_domain(self._get(conn, prompt_version))
 
     def _get(self, conn, prompt_version: str):
-        return conn.execute(select(self.table).where(self.table.c.prompt_version == prompt_version)).first()
+        return conn.execute(
+            select(self.table).where(self.table.c.prompt_version == prompt_version)
+        ).first()
 
     def _activate(self, conn, prompt_version: str) -> None:
         # One statement flips every row, so readers never see zero or two active versions.
-        conn.execute(self.table.update().values(active=self.table.c.prompt_version == prompt_version))
+        conn.execute(
+            self.table.update().values(active=self.table.c.prompt_version == prompt_version)
+        )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
@@ -36,7 +36,6 @@ class Base(DeclarativeBase):
 Base.metadata.naming_convention = NAMING
 
 
-
 class UTCDateTime(TypeDecorator):
     """A timestamp stored as UTC and always read back timezone-aware (UTC).
 
@@ -50,13 +49,13 @@ class UTCDateTime(TypeDecorator):
     def process_bind_param(self, value, dialect):
         if value is None:
             return None
-        value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value, dialect):
         if value is None:
             return None
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 TS = UTCDateTime()
@@ -75,7 +74,9 @@ class DefectTypeRow(Base):
     description: Mapped[str] = mapped_column(Text, nullable=False, default="")
     root_cause: Mapped[str | None] = mapped_column(Text)
     corrective_action: Mapped[str | None] = mapped_column(Text)
-    status: Mapped[str] = mapped_column(String(16), nullable=False, default="active")  # active|retired
+    status: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="active"
+    )  # active|retired
     created_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
     retired_at: Mapped[datetime | None] = mapped_column(TS)
 
@@ -87,9 +88,13 @@ class ModelVersionRow(Base):
 
     prompt_version: Mapped[str] = mapped_column(String(64), primary_key=True)
     backbone: Mapped[str] = mapped_column(String(256), nullable=False)
-    vocabulary: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)  # product -> [words]
+    vocabulary: Mapped[dict] = mapped_column(
+        JSON, nullable=False, default=dict
+    )  # product -> [words]
     metrics: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
-    kind: Mapped[str] = mapped_column(String(16), nullable=False, default="trained")  # trained|zero-shot
+    kind: Mapped[str] = mapped_column(
+        String(16), nullable=False, default="trained"
+    )  # trained|zero-shot
     parent_version: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from qc_stream.domain.inspection import InspectionResult
 from qc_stream.settings import Settings
@@ -49,13 +50,19 @@ class WorkerRuntime:
     on_fatal: Callable[[BaseException], None] | None = None
 
     def __post_init__(self) -> None:
-        self.decode_pool = ThreadPoolExecutor(max_workers=self.decode_threads, thread_name_prefix="qc-decode")
+        self.decode_pool = ThreadPoolExecutor(
+            max_workers=self.decode_threads, thread_name_prefix="qc-decode"
+        )
 
     def fatal(self, error: BaseException) -> None:
         if self.on_fatal is not None:
             self.on_fatal(error)
             return
-        log.critical("cannot store or publish a batch (%s: %s); exiting so it is replayed", type(error).__name__, error)
+        log.critical(
+            "cannot store or publish a batch (%s: %s); exiting so it is replayed",
+            type(error).__name__,
+            error,
+        )
         logging.shutdown()
         os._exit(3)
 
@@ -78,7 +85,13 @@ class WorkerRuntime:
         for result, image, amap in rejects:
             caption = f"{result.product} {result.verdict.value} {result.anomaly_score:.2f} {result.defect_type or ''}"
             try:
-                save_overlay(self.settings.overlay_dir / f"{_safe_name(result.frame_id)}.png", image, amap, result.regions, caption)
+                save_overlay(
+                    self.settings.overlay_dir / f"{_safe_name(result.frame_id)}.png",
+                    image,
+                    amap,
+                    result.regions,
+                    caption,
+                )
             except Exception as e:
                 log.warning("overlay of %s failed: %s", result.frame_id, e)
 

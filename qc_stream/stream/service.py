@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Callable, Protocol, Sequence
+from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from qc_stream.domain.inspection import FrameMeta, InspectionResult
 from qc_stream.errors import QcError
@@ -37,8 +38,12 @@ class RawFrame:
     key: bytes | None = None
 
     @classmethod
-    def of(cls, value: Any, headers: Any, key: Any = None) -> "RawFrame":
-        return cls(value=value if value is None else bytes(value), headers=normalize_headers(headers), key=key)
+    def of(cls, value: Any, headers: Any, key: Any = None) -> RawFrame:
+        return cls(
+            value=value if value is None else bytes(value),
+            headers=normalize_headers(headers),
+            key=key,
+        )
 
 
 @dataclass(frozen=True)
@@ -87,7 +92,9 @@ def inspect_batch(
     return infer_batch(prepare_batch(frames, settings, decode=decode), detector, settings)
 
 
-def prepare_batch(frames: Sequence[RawFrame], settings: Settings, *, decode: Callable[[bytes], Any] | None = None) -> PreparedBatch:
+def prepare_batch(
+    frames: Sequence[RawFrame], settings: Settings, *, decode: Callable[[bytes], Any] | None = None
+) -> PreparedBatch:
     """Stage 1 (CPU, any thread): validate headers and size, decode the images."""
     decode = decode or _default_decoder()
     out = PreparedBatch()
@@ -100,14 +107,24 @@ def prepare_batch(frames: Sequence[RawFrame], settings: Settings, *, decode: Cal
             continue
         allowed = settings.allowed_products
         if allowed is not None and meta.product not in allowed:
-            out.dead.append(DeadLetter(frame, f"unknown product {meta.product!r} (QC_PRODUCTS lists the known ones)", "headers"))
+            out.dead.append(
+                DeadLetter(
+                    frame,
+                    f"unknown product {meta.product!r} (QC_PRODUCTS lists the known ones)",
+                    "headers",
+                )
+            )
             continue
         if not frame.value:
             out.dead.append(DeadLetter(frame, "empty frame (no image bytes)", "decode"))
             continue
         if len(frame.value) > settings.max_frame_bytes:
             out.dead.append(
-                DeadLetter(frame, f"frame of {len(frame.value)} bytes exceeds QC_MAX_FRAME_BYTES={settings.max_frame_bytes}", "decode")
+                DeadLetter(
+                    frame,
+                    f"frame of {len(frame.value)} bytes exceeds QC_MAX_FRAME_BYTES={settings.max_frame_bytes}",
+                    "decode",
+                )
             )
             continue
         try:
@@ -116,7 +133,9 @@ def prepare_batch(frames: Sequence[RawFrame], settings: Settings, *, decode: Cal
             out.dead.append(DeadLetter(frame, f"undecodable image: {e}", "decode"))
             continue
         except Exception as e:  # a decoder bug must not stop the line either
-            out.dead.append(DeadLetter(frame, f"undecodable image: {type(e).__name__}: {e}", "decode"))
+            out.dead.append(
+                DeadLetter(frame, f"undecodable image: {type(e).__name__}: {e}", "decode")
+            )
             continue
         out.metas.append(meta)
         out.frames.append(frame)
@@ -124,7 +143,9 @@ def prepare_batch(frames: Sequence[RawFrame], settings: Settings, *, decode: Cal
     return out
 
 
-def infer_batch(prepared: PreparedBatch, detector: DetectorLike, settings: Settings) -> BatchOutcome:
+def infer_batch(
+    prepared: PreparedBatch, detector: DetectorLike, settings: Settings
+) -> BatchOutcome:
     """Stage 2 (the inference thread): one batched ``detect``, then the results."""
     out = BatchOutcome(dead=list(prepared.dead), decode_s=prepared.decode_s)
     metas, images, valid = prepared.metas, prepared.images, prepared.frames
@@ -136,7 +157,7 @@ def infer_batch(prepared: PreparedBatch, detector: DetectorLike, settings: Setti
     products = [m.product for m in metas]
     triples = _detect_isolating_failures(detector, images, products, metas, valid, out)
     out.model_s = time.perf_counter() - t1
-    processed_at = datetime.now(timezone.utc)
+    processed_at = datetime.now(UTC)
     for meta, output, image in triples:
         detection = _detection_of(output)
         latency_ms = max(0.0, (processed_at - meta.captured_at).total_seconds() * 1000.0)
@@ -152,12 +173,18 @@ def infer_batch(prepared: PreparedBatch, detector: DetectorLike, settings: Setti
             )
         )
         result = out.results[-1]
-        if settings.overlay_dir is not None and result.verdict.value == "reject" and hasattr(output, "anomaly_map"):
+        if (
+            settings.overlay_dir is not None
+            and result.verdict.value == "reject"
+            and hasattr(output, "anomaly_map")
+        ):
             out.rejects.append((result, image, output.anomaly_map))
     return out
 
 
-def _thresholds_of(output: Any, detector: Any, product: str, settings: Settings) -> tuple[float, float]:
+def _thresholds_of(
+    output: Any, detector: Any, product: str, settings: Settings
+) -> tuple[float, float]:
     """The (warn, reject) the detector applied to this output (QC_THRESHOLDS > the prompt version's
     calibrated thresholds > global, from the same version as the score); for a detector that does
     not say, its ``thresholds_for``, else the settings alone."""
@@ -191,5 +218,7 @@ def _detect_isolating_failures(detector, images, products, metas, frames, out: B
                     continue
                 except Exception as e:
                     error = e
-            out.dead.append(DeadLetter(frame, f"inference failed: {type(error).__name__}: {error}", "inference"))
+            out.dead.append(
+                DeadLetter(frame, f"inference failed: {type(error).__name__}: {error}", "inference")
+            )
         return pairs

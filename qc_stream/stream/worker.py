@@ -30,8 +30,8 @@ def build_runtime(settings: Settings):
 
 
 def _preimport() -> None:
-    import qc_stream.inference.detector  # noqa: F401  (torch, numpy)
     import qc_stream.dapo.backbone  # noqa: F401  (open_clip)
+    import qc_stream.inference.detector  # noqa: F401  (torch, numpy)
 
 
 def load_detector(rt) -> None:
@@ -41,7 +41,11 @@ def load_detector(rt) -> None:
 
     rt.detector = Detector.from_settings(rt.settings)
     metrics.PROMPT_VERSION.labels(prompt_version=rt.detector.prompt_version).set(1)
-    log.warning("detector ready: backbone %s, prompt version %s", rt.detector.model_version, rt.detector.prompt_version)
+    log.warning(
+        "detector ready: backbone %s, prompt version %s",
+        rt.detector.model_version,
+        rt.detector.prompt_version,
+    )
 
 
 def build_worker_app(settings: Settings, rt, update_offsets: dict[int, int], health=None):
@@ -61,7 +65,9 @@ def build_worker_app(settings: Settings, rt, update_offsets: dict[int, int], hea
             if rt.loaded.done() and rt.loaded.exception() is None:
                 health.set_ready(True)
             else:
-                rt.loaded.add_done_callback(lambda f: f.exception() is None and health.set_ready(True))
+                rt.loaded.add_done_callback(
+                    lambda f: f.exception() is None and health.set_ready(True)
+                )
 
         @app.on_partitions_revoked.connect
         async def _revoked(sender, revoked, **kwargs) -> None:
@@ -99,8 +105,11 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
     # The heavy imports start at once on the inference thread, beside the broker calls below and
     # Faust's group join: the first result comes seconds sooner.
     rt.inference_pool.submit(_preimport)
-    ensure_topics(settings.kafka_bootstrap, settings.topic_partitions,
-                  replication_factor=settings.topic_replication_factor)
+    ensure_topics(
+        settings.kafka_bootstrap,
+        settings.topic_partitions,
+        replication_factor=settings.topic_replication_factor,
+    )
     # Noted before the detector loads: an update published while we load is still applied.
     offsets = end_offsets(settings.kafka_bootstrap)
     rt.loaded = rt.inference_pool.submit(load_detector, rt)
@@ -127,13 +136,17 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
             health.stop()
 
 
-if __name__ == "__main__":  # `python -m qc_stream.stream.worker`: what the demo, bench and tests spawn
+if (
+    __name__ == "__main__"
+):  # `python -m qc_stream.stream.worker`: what the demo, bench and tests spawn
     import sys
 
     from qc_stream.errors import QcError
     from qc_stream.settings import load_settings
 
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("kafka").setLevel(logging.CRITICAL)
     try:
         run_worker(load_settings())

@@ -11,7 +11,16 @@ import numpy as np
 
 from qc_stream.domain.catalog import GENERIC_NOUNS, PRODUCTS
 
-NORMAL_ADJECTIVES = ("flawless", "perfect", "normal", "good", "intact", "unblemished", "clean", "defect-free")
+NORMAL_ADJECTIVES = (
+    "flawless",
+    "perfect",
+    "normal",
+    "good",
+    "intact",
+    "unblemished",
+    "clean",
+    "defect-free",
+)
 NORMAL_TEMPLATES = (
     "a photo of a {adj} {noun}",
     "a close-up photo of a {adj} {noun}",
@@ -73,8 +82,9 @@ GENERIC_SHARE = 0.15  # captions that say "object"/"surface" instead of the prod
 ANY_DEFECT_SHARE = 0.15  # defect captions that do not name the type
 
 
-def caption(rng: np.random.Generator, product: str, defect_type: str | None,
-            closeup: bool = False) -> tuple[str, tuple[str, str]]:
+def caption(
+    rng: np.random.Generator, product: str, defect_type: str | None, closeup: bool = False
+) -> tuple[str, tuple[str, str]]:
     """One caption for an image of `product` in state `defect_type` (None = normal) and its key.
     `closeup`: the image is a zoomed-in crop of the part (close-up templates)."""
     generic = rng.random() < GENERIC_SHARE
@@ -101,5 +111,7 @@ def matches(image_keys: list[tuple[str, str]], caption_keys: list[tuple[str, str
     cp = np.array([k[0] for k in caption_keys])
     cst = np.array([k[1] for k in caption_keys])
     noun_ok = (cp[None, :] == "*") | (cp[None, :] == ip[:, None])
-    state_ok = (cst[None, :] == ist[:, None]) | ((cst[None, :] == "defect") & (ist[:, None] != "normal"))
+    state_ok = (cst[None, :] == ist[:, None]) | (
+        (cst[None, :] == "defect") & (ist[:, None] != "normal")
+    )
     return noun_ok & state_ok

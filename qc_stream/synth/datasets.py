@@ -34,11 +34,19 @@ class ProductTestSet:
         return self.normals + self.seen + self.novel
 
     def subset(self, name: str) -> list[Sample]:
-        return {"all": self.all, "seen": self.normals + self.seen, "novel": self.normals + self.novel}[name]
+        return {
+            "all": self.all,
+            "seen": self.normals + self.seen,
+            "novel": self.normals + self.novel,
+        }[name]
 
 
-def test_sets(mode: str = "quick", split: Split | None = None, size: int | None = None,
-              products: list[str] | None = None) -> dict[str, ProductTestSet]:
+def test_sets(
+    mode: str = "quick",
+    split: Split | None = None,
+    size: int | None = None,
+    products: list[str] | None = None,
+) -> dict[str, ProductTestSet]:
     """Per held-out product test set for `mode` ("quick" or "full")."""
     split = split or load_split()
     n_normal, n_seen, n_novel = MODES[mode]
@@ -51,14 +59,26 @@ def test_sets(mode: str = "quick", split: Split | None = None, size: int | None 
         out[p] = ProductTestSet(
             p,
             generate(p, n_normal, seed, size, defect_rate=0.0, start=_NORMAL),
-            generate(p, n_seen, seed, size, defect_rate=1.0, defect_types=seen_types, start=_SEEN) if seen_types else [],
-            generate(p, n_novel, seed, size, defect_rate=1.0, defect_types=novel_types, start=_NOVEL) if novel_types else [],
+            generate(p, n_seen, seed, size, defect_rate=1.0, defect_types=seen_types, start=_SEEN)
+            if seen_types
+            else [],
+            generate(
+                p, n_novel, seed, size, defect_rate=1.0, defect_types=novel_types, start=_NOVEL
+            )
+            if novel_types
+            else [],
         )
     return out
 
 
-def training_set(per_product: int = 64, defect_rate: float = 0.6, split: Split | None = None,
-                 size: int | None = None, seed_name: str = "train", all_seen_types: bool = False) -> list[Sample]:
+def training_set(
+    per_product: int = 64,
+    defect_rate: float = 0.6,
+    split: Split | None = None,
+    size: int | None = None,
+    seed_name: str = "train",
+    all_seen_types: bool = False,
+) -> list[Sample]:
     """Auxiliary-product samples (with masks and type labels) for prompt training.
 
     `all_seen_types`: draw defects from every seen type on every auxiliary product (more defect

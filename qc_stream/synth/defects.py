@@ -11,7 +11,17 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from qc_stream.synth.noise import mul, aa_mask, blend, fine_noise, grid, pick_point, shade, smooth_noise, soft_blob
+from qc_stream.synth.noise import (
+    aa_mask,
+    blend,
+    fine_noise,
+    grid,
+    mul,
+    pick_point,
+    shade,
+    smooth_noise,
+    soft_blob,
+)
 from qc_stream.synth.products import Scene
 
 AA = cv2.LINE_AA
@@ -55,7 +65,9 @@ def crack(img, sc, rng, s):
         if rng.random() < 0.6:
             j = int(rng.integers(1, len(pts)))
             by, bx = pts[j][1], pts[j][0]
-            cv2.polylines(c, [_walk(rng, by, bx, n // 2, size * 0.02, 0.6)], False, 255, max(1, th - 1), AA)
+            cv2.polylines(
+                c, [_walk(rng, by, bx, n // 2, size * 0.02, 0.6)], False, 255, max(1, th - 1), AA
+            )
 
     a = aa_mask(size, draw)
     blend(img, img * np.float32(1 - 0.75 * s), a)
@@ -69,7 +81,12 @@ def hole(img, sc, rng, s):
     axes = (max(1, int(r)), max(1, int(r * rng.uniform(0.6, 1.0))))
     ang = rng.uniform(0, 180)
     a = aa_mask(size, lambda c: cv2.ellipse(c, (int(x), int(y)), axes, ang, 0, 360, 255, -1, AA))
-    rim = aa_mask(size, lambda c: cv2.ellipse(c, (int(x), int(y)), (axes[0] + 2, axes[1] + 2), ang, 0, 360, 255, 2, AA))
+    rim = aa_mask(
+        size,
+        lambda c: cv2.ellipse(
+            c, (int(x), int(y)), (axes[0] + 2, axes[1] + 2), ang, 0, 360, 255, 2, AA
+        ),
+    )
     blend(img, _lighter(img, 0.25 * s), rim * (1 - a))
     inside = sc.background * np.float32(0.6) * np.float32(s) + img * np.float32(1 - s)
     blend(img, inside, a)
@@ -80,7 +97,9 @@ def stain(img, sc, rng, s):
     size = img.shape[0]
     y, x = pick_point(rng, sc.region)
     a = soft_blob(rng, size, y, x, size * rng.uniform(0.04, 0.11), 0.8)
-    tint = 1 - np.float32(s) * rng.uniform(0.25, 0.55) * np.float32(rng.choice([[1, 1, 1], [0.6, 0.8, 1.0], [0.3, 0.6, 1.0], [1, 0.6, 0.9]]))
+    tint = 1 - np.float32(s) * rng.uniform(0.25, 0.55) * np.float32(
+        rng.choice([[1, 1, 1], [0.6, 0.8, 1.0], [0.3, 0.6, 1.0], [1, 0.6, 0.9]])
+    )
     a = cv2.GaussianBlur(a, (0, 0), 1.5) * np.float32(rng.uniform(0.7, 1.0))
     blend(img, img * tint.astype(np.float32), a)
     return a > 0.35
@@ -89,14 +108,27 @@ def stain(img, sc, rng, s):
 def contamination(img, sc, rng, s):
     size = img.shape[0]
     y, x = pick_point(rng, sc.region)
-    col = rng.choice(np.array([[0.05, 0.05, 0.05], [0.9, 0.9, 0.85], [0.2, 0.5, 0.9], [0.8, 0.3, 0.1], [0.3, 0.25, 0.2]], np.float32))
+    col = rng.choice(
+        np.array(
+            [
+                [0.05, 0.05, 0.05],
+                [0.9, 0.9, 0.85],
+                [0.2, 0.5, 0.9],
+                [0.8, 0.3, 0.1],
+                [0.3, 0.25, 0.2],
+            ],
+            np.float32,
+        )
+    )
     if rng.random() < 0.5:  # particles
         r = size * rng.uniform(0.02, 0.06)
 
         def draw(c):
             for _ in range(int(rng.integers(3, 10))):
                 px, py = x + rng.normal(0, r), y + rng.normal(0, r)
-                cv2.circle(c, (int(px), int(py)), int(rng.uniform(1, 3.5) * size / 256) + 1, 255, -1, AA)
+                cv2.circle(
+                    c, (int(px), int(py)), int(rng.uniform(1, 3.5) * size / 256) + 1, 255, -1, AA
+                )
     else:  # a fibre or hair
         pts = _walk(rng, y, x, 8, size * rng.uniform(0.015, 0.03), 0.35)
 
@@ -130,7 +162,12 @@ def cut(img, sc, rng, s):
     th = max(2, int(rng.uniform(2, 4) * size / 256))
     off = (int(round(np.sin(ang) * th)), int(round(-np.cos(ang) * th)))
     a = aa_mask(size, lambda c: cv2.line(c, p0, p1, 255, th, AA))
-    e = aa_mask(size, lambda c: cv2.line(c, (p0[0] + off[0], p0[1] + off[1]), (p1[0] + off[0], p1[1] + off[1]), 255, 1, AA))
+    e = aa_mask(
+        size,
+        lambda c: cv2.line(
+            c, (p0[0] + off[0], p0[1] + off[1]), (p1[0] + off[0], p1[1] + off[1]), 255, 1, AA
+        ),
+    )
     blend(img, _lighter(img, 0.5 * s), e * (1 - a))
     blend(img, img * np.float32(1 - 0.8 * s), a)
     return (a > 0.25) | (e > 0.5)
@@ -162,7 +199,9 @@ def bent(img, sc, rng, s):
     before = img[y0:y1, x0:x1].copy()
     img[y0:y1, x0:x1] = cv2.remap(img, mapx, mapy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     changed = np.abs(img[y0:y1, x0:x1] - before).max(axis=2) > 0.04 * s + 0.01
-    changed = cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)) > 0
+    changed = (
+        cv2.morphologyEx(changed.astype(np.uint8), cv2.MORPH_CLOSE, np.ones((5, 5), np.uint8)) > 0
+    )
     mask = np.zeros((size, size), bool)
     mask[y0:y1, x0:x1] = changed & (g > 0.05)  # at g 0.15 the edge still moves 1-2 px, visibly
     return mask
@@ -174,7 +213,11 @@ def rust(img, sc, rng, s):
     a = soft_blob(rng, size, y, x, size * rng.uniform(0.035, 0.1), 1.2)
     n = 0.7 + 0.3 * fine_noise(rng, size, 0.8)
     col = shade(n, np.float32([0.55, 0.27, 0.08]))
-    blend(img, img * np.float32(1 - s) + col * np.float32(s), a * np.clip(0.6 + 0.5 * smooth_noise(rng, size, size, 24), 0, 1))
+    blend(
+        img,
+        img * np.float32(1 - s) + col * np.float32(s),
+        a * np.clip(0.6 + 0.5 * smooth_noise(rng, size, size, 24), 0, 1),
+    )
     return a > 0.5
 
 
@@ -184,7 +227,17 @@ def chip(img, sc, rng, s):
     r = size * rng.uniform(0.025, 0.06)
     k = int(rng.integers(4, 7))
     th = np.sort(rng.uniform(0, 2 * np.pi, k))
-    pts = np.int32(np.round([(x + r * rng.uniform(0.5, 1.2) * np.cos(t), y + r * rng.uniform(0.5, 1.2) * np.sin(t)) for t in th]))
+    pts = np.int32(
+        np.round(
+            [
+                (
+                    x + r * rng.uniform(0.5, 1.2) * np.cos(t),
+                    y + r * rng.uniform(0.5, 1.2) * np.sin(t),
+                )
+                for t in th
+            ]
+        )
+    )
     a = aa_mask(size, lambda c: cv2.fillPoly(c, [pts], 255, AA)) * sc.region
     if sc.parts is None and sc.region.all():  # texture: exposed lighter body, rough
         target = sc.background.copy()
@@ -205,7 +258,14 @@ def misprint(img, sc, rng, s):
             px, py = x + rng.normal(0, r), y + rng.normal(0, r)
             ang = rng.uniform(0, 2 * np.pi)
             ln = size * rng.uniform(0.01, 0.04)
-            cv2.line(c, (int(px), int(py)), (int(px + ln * np.cos(ang)), int(py + ln * np.sin(ang))), 255, max(1, int(2 * size / 256)), AA)
+            cv2.line(
+                c,
+                (int(px), int(py)),
+                (int(px + ln * np.cos(ang)), int(py + ln * np.sin(ang))),
+                255,
+                max(1, int(2 * size / 256)),
+                AA,
+            )
 
     a = aa_mask(size, draw)
     a = cv2.GaussianBlur(a, (0, 0), rng.uniform(0.5, 1.5)) * sc.region
@@ -248,7 +308,9 @@ def fold(img, sc, rng, s):
     w = rng.uniform(2.5, 6) * size / 256
     yy, xx = grid(size)
     along = (xx - x) * np.float32(np.cos(ang)) + (yy - y) * np.float32(np.sin(ang))
-    across = (-(xx - x) * np.float32(np.sin(ang)) + (yy - y) * np.float32(np.cos(ang))) / np.float32(w)
+    across = (
+        -(xx - x) * np.float32(np.sin(ang)) + (yy - y) * np.float32(np.cos(ang))
+    ) / np.float32(w)
     taper = np.clip(1 - (np.abs(along) / np.float32(length / 2)) ** 4, 0, 1)
     delta = np.float32(0.8 * s) * across * np.exp(-across * across) * taper
     mul(img, 1 + delta * sc.region)

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from qc_stream.domain.catalog import PRODUCTS
+from qc_stream.domain.catalog import product as lookup_product
 from qc_stream.errors import InputError
-from qc_stream.domain.catalog import PRODUCTS, product as lookup_product
 from qc_stream.synth.defects import OUTLINE_DEFECTS, PAINTERS
 from qc_stream.synth.noise import grid, mul, white_noise
 from qc_stream.synth.products import RENDERERS
@@ -48,7 +49,9 @@ def _finish(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     size = img.shape[0]
     yy, xx = grid(size)
     ang = rng.uniform(0, 2 * np.pi)
-    ramp = ((xx - size / 2) * np.float32(np.cos(ang)) + (yy - size / 2) * np.float32(np.sin(ang))) / np.float32(size)
+    ramp = (
+        (xx - size / 2) * np.float32(np.cos(ang)) + (yy - size / 2) * np.float32(np.sin(ang))
+    ) / np.float32(size)
     light = np.float32(rng.uniform(0.8, 1.15)) * (1 + np.float32(rng.uniform(0, 0.3)) * ramp)
     mul(img, light)
     sigma = rng.uniform(0, 1.0) * size / 256
@@ -63,7 +66,9 @@ def _product_id(name: str) -> int:
     return zlib.crc32(name.encode())
 
 
-def _paint(kind: str, scene, rng: np.random.Generator, strength: float) -> tuple[np.ndarray, np.ndarray]:
+def _paint(
+    kind: str, scene, rng: np.random.Generator, strength: float
+) -> tuple[np.ndarray, np.ndarray]:
     """One defect drawn into a copy of the scene: (image, bool mask).
 
     A surface defect is kept on the product: strokes that ran off its edge are not drawn, so no
@@ -79,8 +84,14 @@ def _paint(kind: str, scene, rng: np.random.Generator, strength: float) -> tuple
     return img, mask
 
 
-def render_sample(product: str, seed: int, index: int, size: int = 256, defect_rate: float = 0.5,
-                  defect_types: Sequence[str] | None = None) -> Sample:
+def render_sample(
+    product: str,
+    seed: int,
+    index: int,
+    size: int = 256,
+    defect_rate: float = 0.5,
+    defect_types: Sequence[str] | None = None,
+) -> Sample:
     """Draw sample number `index` of the (product, seed) stream.
 
     Scene, defect and camera effects use separate random streams, so the normal and the defective
@@ -90,11 +101,13 @@ def render_sample(product: str, seed: int, index: int, size: int = 256, defect_r
     scene = RENDERERS[product](scene_rng, size)
     kinds = list(defect_types) if defect_types is not None else list(PRODUCTS[product].defects)
     if not kinds or defect_rng.random() >= defect_rate:
-        return Sample(_finish(scene.img, camera_rng), np.zeros((size, size), np.uint8), None, product)
+        return Sample(
+            _finish(scene.img, camera_rng), np.zeros((size, size), np.uint8), None, product
+        )
     kind = kinds[int(defect_rng.integers(len(kinds)))]
     s = _strength(defect_rng)
     min_px = max(4, int(MIN_MASK_FRACTION * size * size))
-    for attempt in range(6):
+    for _attempt in range(6):
         img, mask = _paint(kind, scene, defect_rng, s)
         if int(mask.sum()) >= min_px:
             break
@@ -133,19 +146,35 @@ def _check(product: str, size: int, defect_rate: float, defect_types: Sequence[s
         raise InputError(f"defect rate must be in 0..1, got {defect_rate}")
     for t in defect_types or ():
         if t not in PAINTERS:
-            raise InputError(f"unknown synthetic defect type {t!r}; choose from: {', '.join(PAINTERS)}")
+            raise InputError(
+                f"unknown synthetic defect type {t!r}; choose from: {', '.join(PAINTERS)}"
+            )
 
 
-def generate(product: str, n: int, seed: int = 0, size: int = 256, defect_rate: float = 0.5,
-             defect_types: Sequence[str] | None = None, start: int = 0) -> list[Sample]:
+def generate(
+    product: str,
+    n: int,
+    seed: int = 0,
+    size: int = 256,
+    defect_rate: float = 0.5,
+    defect_types: Sequence[str] | None = None,
+    start: int = 0,
+) -> list[Sample]:
     """n samples of `product`; a share `defect_rate` defective, types drawn from the product's subset
     (or from `defect_types` when given). Same arguments -> identical arrays."""
     _check(product, size, defect_rate, defect_types)
-    return [render_sample(product, seed, start + i, size, defect_rate, defect_types) for i in range(n)]
+    return [
+        render_sample(product, seed, start + i, size, defect_rate, defect_types) for i in range(n)
+    ]
 
 
-def frames(product: str, seed: int = 0, size: int = 256, defect_rate: float = 0.1,
-           defect_types: Sequence[str] | None = None) -> Iterator[Sample]:
+def frames(
+    product: str,
+    seed: int = 0,
+    size: int = 256,
+    defect_rate: float = 0.1,
+    defect_types: Sequence[str] | None = None,
+) -> Iterator[Sample]:
     """Endless camera-like stream of samples of one product (the `camera --source synthetic` feed)."""
     _check(product, size, defect_rate, defect_types)
     i = 0

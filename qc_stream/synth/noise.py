@@ -24,7 +24,9 @@ def grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return yy, xx
 
 
-def smooth_noise(rng: np.random.Generator, h: int, w: int, cells_y: int, cells_x: int | None = None) -> np.ndarray:
+def smooth_noise(
+    rng: np.random.Generator, h: int, w: int, cells_y: int, cells_x: int | None = None
+) -> np.ndarray:
     """Zero-mean smooth noise of roughly unit variance with about `cells` blobs per side."""
     small = rng.standard_normal((max(cells_y, 2), max(cells_x or cells_y, 2)), dtype=np.float32)
     # bicubic only where blobs are large; linear is indistinguishable for fine grids and 3x cheaper
@@ -32,7 +34,9 @@ def smooth_noise(rng: np.random.Generator, h: int, w: int, cells_y: int, cells_x
     return cv2.resize(small, (w, h), interpolation=interp)
 
 
-def fractal(rng: np.random.Generator, size: int, cells=(4, 8, 16, 32), falloff: float = 0.55) -> np.ndarray:
+def fractal(
+    rng: np.random.Generator, size: int, cells=(4, 8, 16, 32), falloff: float = 0.55
+) -> np.ndarray:
     out = np.zeros((size, size), np.float32)
     gain = 1.0
     for c in cells:
@@ -115,7 +119,9 @@ def aa_mask(size: int, draw) -> np.ndarray:
     return canvas.astype(np.float32) * np.float32(1 / 255)
 
 
-def soft_blob(rng: np.random.Generator, size: int, cy: float, cx: float, r: float, irregular: float = 0.5) -> np.ndarray:
+def soft_blob(
+    rng: np.random.Generator, size: int, cy: float, cx: float, r: float, irregular: float = 0.5
+) -> np.ndarray:
     """An irregular soft blob (float alpha 0..1, 1 inside) of radius ~r, computed on its crop only."""
     out = np.zeros((size, size), np.float32)
     half = int(r * 1.8) + 2

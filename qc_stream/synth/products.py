@@ -15,15 +15,15 @@ import numpy as np
 from qc_stream.synth.noise import (
     blend,
     colour,
-    mul,
-    white_noise,
     edge_of,
     fine_noise,
     fractal,
     grid,
+    mul,
     rotated_coords,
     shade,
     smooth_noise,
+    white_noise,
 )
 
 AA = cv2.LINE_AA
@@ -53,7 +53,13 @@ def _dark_backing(rng, size, c=(0.08, 0.07, 0.06)):
 
 
 def carpet(rng, size):
-    c = colour(rng, rng.choice(np.array([[0.55, 0.45, 0.35], [0.35, 0.4, 0.55], [0.6, 0.25, 0.2], [0.4, 0.5, 0.35]])), 0.08)
+    c = colour(
+        rng,
+        rng.choice(
+            np.array([[0.55, 0.45, 0.35], [0.35, 0.4, 0.55], [0.6, 0.25, 0.2], [0.4, 0.5, 0.35]])
+        ),
+        0.08,
+    )
     n = 0.6 * fractal(rng, size, (8, 16, 32)) + 1.2 * fine_noise(rng, size, 0.8)
     img = shade(0.8 + 0.09 * n, c)
     return _texture_scene(img, _dark_backing(rng, size), base=c)
@@ -67,7 +73,10 @@ def wood(rng, size):
     rings = 0.5 + 0.5 * np.sin((v + warp) * np.float32(2 * np.pi / period))
     grain = smooth_noise(rng, size, size, 64, 3)
     grain = cv2.warpAffine(
-        grain, cv2.getRotationMatrix2D((size / 2, size / 2), -np.degrees(angle), 1.0), (size, size), borderMode=cv2.BORDER_REFLECT
+        grain,
+        cv2.getRotationMatrix2D((size / 2, size / 2), -np.degrees(angle), 1.0),
+        (size, size),
+        borderMode=cv2.BORDER_REFLECT,
     )
     light = colour(rng, (0.72, 0.52, 0.32), 0.08)
     dark = light * np.float32(rng.uniform(0.55, 0.75))
@@ -86,7 +95,9 @@ def tile(rng, size):
     du = np.abs(fu - np.round(fu)) * period
     dv = np.abs(fv - np.round(fv)) * period
     grout = (np.minimum(du, dv) < grout_w).astype(np.float32)
-    base = colour(rng, rng.choice(np.array([[0.85, 0.85, 0.82], [0.75, 0.8, 0.85], [0.85, 0.78, 0.7]])), 0.05)
+    base = colour(
+        rng, rng.choice(np.array([[0.85, 0.85, 0.82], [0.75, 0.8, 0.85], [0.85, 0.78, 0.7]])), 0.05
+    )
     marble = fractal(rng, size, (4, 8, 16, 32))
     img = shade(0.93 + 0.04 * marble + 0.01 * fine_noise(rng, size), base)
     gc = colour(rng, (0.45, 0.43, 0.4), 0.08)
@@ -104,7 +115,13 @@ def fabric(rng, size):
     f = np.float32(2 * np.pi / period)
     over = (np.floor(u / period) + np.floor(v / period)) % 2
     thread = np.where(over > 0, np.cos(u * f), np.cos(v * f))
-    c = colour(rng, rng.choice(np.array([[0.25, 0.3, 0.55], [0.6, 0.6, 0.58], [0.55, 0.2, 0.25], [0.3, 0.45, 0.3]])), 0.06)
+    c = colour(
+        rng,
+        rng.choice(
+            np.array([[0.25, 0.3, 0.55], [0.6, 0.6, 0.58], [0.55, 0.2, 0.25], [0.3, 0.45, 0.3]])
+        ),
+        0.06,
+    )
     n = fractal(rng, size, (4, 8))
     # real cloth is uneven: yarns of varying thickness (slubs) and loose lint, normal variation
     # that looks a little like small defects, so a flawless weave is not trivially separable
@@ -115,8 +132,23 @@ def fabric(rng, size):
     lint = np.zeros((size, size), np.float32)
     for _ in range(int(rng.integers(0, 7))):
         cy, cx = rng.uniform(0, size, 2)
-        cv2.circle(lint, (int(cx), int(cy)), int(rng.integers(1, 3)), float(rng.choice([-1.0, 1.0])), -1, AA)
-    img = shade(0.82 + 0.08 * thread + 0.025 * yarn + 0.06 * n + 0.035 * lint + 0.03 * fine_noise(rng, size), c)
+        cv2.circle(
+            lint,
+            (int(cx), int(cy)),
+            int(rng.integers(1, 3)),
+            float(rng.choice([-1.0, 1.0])),
+            -1,
+            AA,
+        )
+    img = shade(
+        0.82
+        + 0.08 * thread
+        + 0.025 * yarn
+        + 0.06 * n
+        + 0.035 * lint
+        + 0.03 * fine_noise(rng, size),
+        c,
+    )
     return _texture_scene(img, _dark_backing(rng, size), base=c)
 
 
@@ -124,17 +156,26 @@ def leather(rng, size):
     n = fractal(rng, size, (16, 32, 64), 0.7)
     crease = np.exp(-((n / 0.12) ** 2))
     pores = fine_noise(rng, size, 1.0)
-    c = colour(rng, rng.choice(np.array([[0.35, 0.22, 0.14], [0.12, 0.11, 0.1], [0.55, 0.38, 0.25]])), 0.05)
+    c = colour(
+        rng, rng.choice(np.array([[0.35, 0.22, 0.14], [0.12, 0.11, 0.1], [0.55, 0.38, 0.25]])), 0.05
+    )
     img = shade(0.88 + 0.05 * pores - 0.12 * crease + 0.04 * fractal(rng, size, (3, 6)), c)
     return _texture_scene(img, _dark_backing(rng, size, (0.6, 0.55, 0.45)), base=c)
 
 
 def metal_plate(rng, size):
-    brushed = cv2.resize(rng.standard_normal((size, 6), dtype=np.float32), (size, size), interpolation=cv2.INTER_LINEAR)
+    brushed = cv2.resize(
+        rng.standard_normal((size, 6), dtype=np.float32),
+        (size, size),
+        interpolation=cv2.INTER_LINEAR,
+    )
     brushed = cv2.GaussianBlur(brushed, (0, 0), 0.6)
     angle = rng.uniform(0, 180)
     brushed = cv2.warpAffine(
-        brushed, cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.3), (size, size), borderMode=cv2.BORDER_REFLECT
+        brushed,
+        cv2.getRotationMatrix2D((size / 2, size / 2), angle, 1.3),
+        (size, size),
+        borderMode=cv2.BORDER_REFLECT,
     )
     u, _ = rotated_coords(size, rng.uniform(0, np.pi))
     spec = np.exp(-((u / np.float32(size * rng.uniform(0.2, 0.5))) ** 2))
@@ -144,7 +185,9 @@ def metal_plate(rng, size):
 
 
 def pcb(rng, size):
-    board = colour(rng, rng.choice(np.array([[0.1, 0.38, 0.16], [0.08, 0.22, 0.4], [0.12, 0.12, 0.12]])), 0.04)
+    board = colour(
+        rng, rng.choice(np.array([[0.1, 0.38, 0.16], [0.08, 0.22, 0.4], [0.12, 0.12, 0.12]])), 0.04
+    )
     img = shade(0.9 + 0.05 * fractal(rng, size, (8, 16)) + 0.02 * fine_noise(rng, size), board)
     bare = img.copy()
     s = size / 256
@@ -158,16 +201,26 @@ def pcb(rng, size):
             else:
                 y = rng.uniform(0, size)
             pts.append((x, y))
-        cv2.polylines(img, [np.int32(pts)], False, copper.tolist(), max(1, int(rng.uniform(1.5, 3) * s)), AA)
+        cv2.polylines(
+            img, [np.int32(pts)], False, copper.tolist(), max(1, int(rng.uniform(1.5, 3) * s)), AA
+        )
     parts = np.zeros((size, size), np.uint8)
     for _ in range(rng.integers(2, 5)):
         w, h = rng.uniform(20, 50, 2) * s
         x, y = rng.uniform(10 * s, size - w - 10 * s), rng.uniform(10 * s, size - h - 10 * s)
         for k in range(int(w // (6 * s))):  # legs
             px = int(x + 3 * s + k * 6 * s)
-            cv2.rectangle(img, (px, int(y - 4 * s)), (px + max(1, int(2 * s)), int(y + h + 4 * s)), (0.75, 0.75, 0.75), -1)
+            cv2.rectangle(
+                img,
+                (px, int(y - 4 * s)),
+                (px + max(1, int(2 * s)), int(y + h + 4 * s)),
+                (0.75, 0.75, 0.75),
+                -1,
+            )
         cv2.rectangle(img, (int(x), int(y)), (int(x + w), int(y + h)), (0.08, 0.08, 0.09), -1)
-        cv2.rectangle(parts, (int(x - 2 * s), int(y - 5 * s)), (int(x + w + 2 * s), int(y + h + 5 * s)), 1, -1)
+        cv2.rectangle(
+            parts, (int(x - 2 * s), int(y - 5 * s)), (int(x + w + 2 * s), int(y + h + 5 * s)), 1, -1
+        )
     for _ in range(rng.integers(4, 10)):
         x, y = rng.uniform(0, size, 2)
         r = int(rng.uniform(2.5, 5) * s) + 1
@@ -175,7 +228,13 @@ def pcb(rng, size):
         cv2.circle(parts, (int(x), int(y)), r + 1, 1, -1)
     for _ in range(rng.integers(2, 5)):  # silkscreen labels
         x, y = rng.uniform(0, size - 20 * s, 2)
-        cv2.rectangle(img, (int(x), int(y)), (int(x + rng.uniform(8, 20) * s), int(y + 3 * s)), (0.92, 0.92, 0.9), -1)
+        cv2.rectangle(
+            img,
+            (int(x), int(y)),
+            (int(x + rng.uniform(8, 20) * s), int(y + 3 * s)),
+            (0.92, 0.92, 0.9),
+            -1,
+        )
     return _texture_scene(img, bare, parts=parts > 0, ink=(0.95, 0.95, 0.92), base=board)
 
 
@@ -183,7 +242,15 @@ def pcb(rng, size):
 
 
 def _background(rng, size):
-    c = colour(rng, rng.choice(np.array([[0.15, 0.15, 0.16], [0.3, 0.32, 0.35], [0.55, 0.55, 0.52], [0.12, 0.18, 0.25]])), 0.05)
+    c = colour(
+        rng,
+        rng.choice(
+            np.array(
+                [[0.15, 0.15, 0.16], [0.3, 0.32, 0.35], [0.55, 0.55, 0.52], [0.12, 0.18, 0.25]]
+            )
+        ),
+        0.05,
+    )
     return shade(0.92 + 0.05 * fractal(rng, size, (2, 4)) + 0.01 * fine_noise(rng, size), c)
 
 
@@ -192,7 +259,9 @@ def _compose(rng, size, alpha, obj_img, ink=(0.08, 0.08, 0.1), base=None):
     img = bg.copy()
     blend(img, obj_img, alpha)
     region = alpha > 0.5
-    return Scene(np.clip(img, 0, 1), region, bg, edge_of(region, max(2, size // 64)), ink=ink, base=base)
+    return Scene(
+        np.clip(img, 0, 1), region, bg, edge_of(region, max(2, size // 64)), ink=ink, base=base
+    )
 
 
 def _placement(rng, size, scale=(0.8, 1.1)):
@@ -219,7 +288,9 @@ def pill(rng, size):
     alpha = np.zeros((size, size), np.uint8)
     cv2.ellipse(alpha, (int(cx), int(cy)), ax, np.degrees(ang), 0, 360, 255, -1, AA)
     alpha = alpha.astype(np.float32) / 255
-    c = colour(rng, rng.choice(np.array([[0.92, 0.9, 0.86], [0.95, 0.85, 0.8], [0.85, 0.88, 0.95]])), 0.03)
+    c = colour(
+        rng, rng.choice(np.array([[0.92, 0.9, 0.86], [0.95, 0.85, 0.8], [0.85, 0.88, 0.95]])), 0.03
+    )
     u, v = rotated_coords(size, ang, cx, cy)
     dome = 1 - 0.25 * ((u / ax[0]) ** 2 + (v / ax[1]) ** 2)
     g = dome * (0.97 + 0.03 * fine_noise(rng, size))
@@ -237,9 +308,16 @@ def bottle(rng, size):
     d = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
     R = 0.42 * size * s
     alpha = np.clip(R - d + 0.5, 0, 1)
-    c = colour(rng, rng.choice(np.array([[0.3, 0.2, 0.1], [0.2, 0.35, 0.2], [0.5, 0.55, 0.55]])), 0.04)
+    c = colour(
+        rng, rng.choice(np.array([[0.3, 0.2, 0.1], [0.2, 0.35, 0.2], [0.5, 0.55, 0.55]])), 0.04
+    )
     t = d / np.float32(R)
-    g = 0.55 + 0.35 * np.exp(-(((t - 0.85) / 0.06) ** 2)) + 0.15 * np.exp(-(((t - 0.6) / 0.1) ** 2)) - 0.3 * (t < 0.35)
+    g = (
+        0.55
+        + 0.35 * np.exp(-(((t - 0.85) / 0.06) ** 2))
+        + 0.15 * np.exp(-(((t - 0.6) / 0.1) ** 2))
+        - 0.3 * (t < 0.35)
+    )
     g = g * _radial_light(size, cx, cy, R, ang) + 0.03 * fine_noise(rng, size)
     return _compose(rng, size, alpha, shade(g.astype(np.float32), c), base=c)
 
@@ -253,7 +331,10 @@ def _metal_part(rng, size, alpha, cx, cy, R, ang):
 def hex_nut(rng, size):
     s, cx, cy, ang = _placement(rng, size)
     R = 0.4 * size * s
-    pts = [(cx + R * np.cos(ang + k * np.pi / 3), cy + R * np.sin(ang + k * np.pi / 3)) for k in range(6)]
+    pts = [
+        (cx + R * np.cos(ang + k * np.pi / 3), cy + R * np.sin(ang + k * np.pi / 3))
+        for k in range(6)
+    ]
     a = np.zeros((size, size), np.uint8)
     cv2.fillPoly(a, [np.int32(np.round(pts))], 255, AA)
     cv2.circle(a, (int(cx), int(cy)), int(R * 0.45), 0, -1, AA)
@@ -296,7 +377,9 @@ def washer(rng, size):
     alpha = np.clip(R - d + 0.5, 0, 1) * np.clip(d - r + 0.5, 0, 1)
     c, obj = _metal_part(rng, size, alpha, cx, cy, R, ang)
     theta = np.arctan2(yy - cy, xx - cx)
-    ring = 0.05 * np.sin(theta * 3 + np.float32(ang)) + 0.08 * np.exp(-(((d - (R + r) / 2) / (0.2 * (R - r))) ** 2))
+    ring = 0.05 * np.sin(theta * 3 + np.float32(ang)) + 0.08 * np.exp(
+        -(((d - (R + r) / 2) / (0.2 * (R - r))) ** 2)
+    )
     mul(obj, 1 + ring)
     return _compose(rng, size, alpha, obj, base=c)
 
@@ -308,7 +391,13 @@ def capsule(rng, size):
     du = np.maximum(np.abs(u) - (L - W), 0)
     d = np.sqrt(du**2 + v**2)
     alpha = np.clip(W - d + 0.5, 0, 1)
-    c1 = colour(rng, rng.choice(np.array([[0.8, 0.2, 0.15], [0.2, 0.3, 0.7], [0.9, 0.75, 0.2], [0.3, 0.6, 0.35]])), 0.05)
+    c1 = colour(
+        rng,
+        rng.choice(
+            np.array([[0.8, 0.2, 0.15], [0.2, 0.3, 0.7], [0.9, 0.75, 0.2], [0.3, 0.6, 0.35]])
+        ),
+        0.05,
+    )
     c2 = colour(rng, (0.93, 0.92, 0.9), 0.03)
     half = (u > 0)[..., None]
     body = np.where(half, c1, c2)

@@ -10,11 +10,17 @@ from qc_stream.producers.sources import SourceFrame, encode_jpeg
 from qc_stream.synth.generator import frames
 
 
-def synthetic(product: str, *, count: int | None, defect_rate: float = 0.2, seed: int = 0, size: int = 256) -> Iterator[SourceFrame]:
+def synthetic(
+    product: str, *, count: int | None, defect_rate: float = 0.2, seed: int = 0, size: int = 256
+) -> Iterator[SourceFrame]:
     """Generated frames of ``product`` (``qc_stream.synth``); endless when ``count`` is None."""
     if product not in PRODUCTS:
-        raise InputError(f"unknown synthetic product {product!r}; known: {', '.join(sorted(PRODUCTS))}")
+        raise InputError(
+            f"unknown synthetic product {product!r}; known: {', '.join(sorted(PRODUCTS))}"
+        )
     for i, sample in enumerate(frames(product, seed=seed, size=size, defect_rate=defect_rate)):
         if count is not None and i >= count:
             return
-        yield SourceFrame(encode_jpeg(sample.image), "image/jpeg", sample.product, sample.defect_type)
+        yield SourceFrame(
+            encode_jpeg(sample.image), "image/jpeg", sample.product, sample.defect_type
+        )

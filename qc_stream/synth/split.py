@@ -26,7 +26,9 @@ class Split:
     def seen_types(self) -> tuple[str, ...]:
         """Defect types that occur on at least one auxiliary product."""
         seen = {t for p in self.auxiliary_products for t in PRODUCTS[p].defects}
-        return tuple(t for t in dict.fromkeys(t for p in PRODUCTS.values() for t in p.defects) if t in seen)
+        return tuple(
+            t for t in dict.fromkeys(t for p in PRODUCTS.values() for t in p.defects) if t in seen
+        )
 
     def types_of(self, product: str, novel: bool | None = None) -> tuple[str, ...]:
         """A product's defect types; only the novel (True) or seen (False) ones when asked."""
@@ -67,9 +69,15 @@ def _validate(s: Split) -> None:
         if not ok:
             raise ValueError(f"{SPLIT_FILE}: {what}")
 
-    need(not set(s.auxiliary_products) & set(s.held_out_products), "auxiliary and held-out products overlap")
+    need(
+        not set(s.auxiliary_products) & set(s.held_out_products),
+        "auxiliary and held-out products overlap",
+    )
     need(set(s.auxiliary_products) | set(s.held_out_products) <= set(PRODUCTS), "unknown product")
     for p in s.auxiliary_products:
-        need(not set(PRODUCTS[p].defects) & set(s.novel_types), f"a novel type occurs on auxiliary product {p}")
+        need(
+            not set(PRODUCTS[p].defects) & set(s.novel_types),
+            f"a novel type occurs on auxiliary product {p}",
+        )
     for p in s.held_out_products:
         need(bool(s.types_of(p, novel=True)), f"held-out product {p} has no novel type")

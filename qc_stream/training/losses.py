@@ -26,7 +26,9 @@ class LossParts:
     total: torch.Tensor
     image: torch.Tensor
     pixel: torch.Tensor  # already multiplied by pixel_weight; 0 when no sample has a mask
-    types: torch.Tensor | None = None  # already multiplied by type_weight; None when the term is off
+    types: torch.Tensor | None = (
+        None  # already multiplied by type_weight; None when the term is off
+    )
 
 
 def focal_loss(probs: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:
@@ -61,7 +63,11 @@ def dapo_loss(
     if type_weight > 0:
         defective = (labels > 0) & (classes > 0)
         if bool(defective.any()):
-            p_true = out.image_type_probs[defective].float().gather(1, (classes[defective].long() - 1)[:, None])
+            p_true = (
+                out.image_type_probs[defective]
+                .float()
+                .gather(1, (classes[defective].long() - 1)[:, None])
+            )
             types = type_weight * (-torch.log(p_true.clamp_min(1e-6))).mean()
         else:
             types = zero

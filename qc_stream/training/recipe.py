@@ -36,8 +36,6 @@ class Recipe:
         return asdict(self)
 
 
-
-
 def all_words() -> list[str]:
     """Every defect word of the catalog, in catalog order."""
     return list(dict.fromkeys(t for p in PRODUCTS.values() for t in p.defects))
@@ -47,25 +45,37 @@ def product_words() -> dict[str, list[str]]:
     return {name: list(p.defects) for name, p in PRODUCTS.items()}
 
 
-def train_method(backbone, method: str, schedule: str = "staged", recipe: Recipe | None = None,
-                 progress: bool = True, on_step=None, data=None, words: list[str] | None = None):
+def train_method(
+    backbone,
+    method: str,
+    schedule: str = "staged",
+    recipe: Recipe | None = None,
+    progress: bool = True,
+    on_step=None,
+    data=None,
+    words: list[str] | None = None,
+):
     """Train `method` ("dapo" or "agnostic") on the auxiliary products; returns (model, history).
 
     `data` / `words` replace the auxiliary samples and the seen words (diagnostics train on other
     products). The returned model knows every catalog word and product subset (novel words are
     zero-shot), so it can serve the demo's products as well as the benchmark."""
     from qc_stream.dapo import build_model
-    from qc_stream.training import TrainConfig, train
     from qc_stream.synth.datasets import training_set
+    from qc_stream.training import TrainConfig, train
 
     recipe = recipe or Recipe()
     split = load_split()
     if data is None:
-        data = training_set(recipe.per_product, recipe.defect_rate, split, all_seen_types=recipe.all_seen_types)
+        data = training_set(
+            recipe.per_product, recipe.defect_rate, split, all_seen_types=recipe.all_seen_types
+        )
     train_words = sorted(words) if words is not None else sorted(split.seen_types)
     import torch
 
-    torch.manual_seed(recipe.seed)  # prompt initialisation is random: seed it, so a recipe is one model
+    torch.manual_seed(
+        recipe.seed
+    )  # prompt initialisation is random: seed it, so a recipe is one model
     model = build_model(method, backbone, recipe.model_config)
     config = TrainConfig(
         stage_epochs=recipe.stage_epochs,

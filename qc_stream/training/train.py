@@ -19,8 +19,9 @@ stage), each stage with its own epochs and a fresh Adam; ``"joint"``: everything
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,9 +29,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from qc_stream.dapo.backbone import Backbone, autocast, resolve_device
-from qc_stream.training.losses import dapo_loss
 from qc_stream.dapo.model import PromptDetector, check_words
 from qc_stream.errors import QcError
+from qc_stream.training.losses import dapo_loss
 
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("text", ("text_context",)),
@@ -48,10 +49,14 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     focal_gamma: float = 2.0
     pixel_weight: float = 4.0
-    type_weight: float = 0.0  # per-image type cross-entropy on defective samples (type-aware models only)
+    type_weight: float = (
+        0.0  # per-image type cross-entropy on defective samples (type-aware models only)
+    )
     cumulative: bool = True  # staged: earlier groups keep training in later stages
     max_steps_per_stage: int | None = None  # cap for quick runs and tests
-    words: list[str] | None = None  # vocabulary to train on (default: the dataset's defect words, sorted)
+    words: list[str] | None = (
+        None  # vocabulary to train on (default: the dataset's defect words, sorted)
+    )
     device: str | None = None  # None: where the model is; "auto"/"cpu"/"cuda"
     precision: str = "fp32"  # autocast "fp16"/"bf16"
     seed: int = 0
@@ -66,7 +71,9 @@ class TrainConfig:
 class TrainHistory:
     schedule: str
     words: list[str]
-    steps: list[dict] = field(default_factory=list)  # {stage, epoch, step, loss, image_loss, pixel_loss}
+    steps: list[dict] = field(
+        default_factory=list
+    )  # {stage, epoch, step, loss, image_loss, pixel_loss}
     seconds: float = 0.0
 
     def losses(self, stage: str | None = None) -> list[float]:
@@ -149,7 +156,9 @@ class _Collate:
             else:
                 classes.append(1)
             has_mask.append(mask is not None)
-            masks.append(mask_to_tensor(mask, size) if mask is not None else torch.zeros(size, size))
+            masks.append(
+                mask_to_tensor(mask, size) if mask is not None else torch.zeros(size, size)
+            )
         return {
             "images": torch.stack(images),
             "masks": torch.stack(masks),
@@ -159,7 +168,9 @@ class _Collate:
         }
 
 
-def _loader(model: PromptDetector, dataset, words, config: TrainConfig, shuffle: bool) -> DataLoader:
+def _loader(
+    model: PromptDetector, dataset, words, config: TrainConfig, shuffle: bool
+) -> DataLoader:
     gen = torch.Generator().manual_seed(config.seed)
     return DataLoader(
         dataset,
@@ -171,7 +182,9 @@ def _loader(model: PromptDetector, dataset, words, config: TrainConfig, shuffle:
     )
 
 
-def batch_loss(model: PromptDetector, batch: dict, words: list[str], config: TrainConfig, device: torch.device):
+def batch_loss(
+    model: PromptDetector, batch: dict, words: list[str], config: TrainConfig, device: torch.device
+):
     with autocast(device, config.precision):
         out = model(batch["images"].to(device), words)
     return dapo_loss(
@@ -187,7 +200,12 @@ def batch_loss(model: PromptDetector, batch: dict, words: list[str], config: Tra
 
 
 @torch.no_grad()
-def evaluate_loss(model: PromptDetector, dataset: Sequence, config: TrainConfig | None = None, words: Sequence[str] | None = None) -> float:
+def evaluate_loss(
+    model: PromptDetector,
+    dataset: Sequence,
+    config: TrainConfig | None = None,
+    words: Sequence[str] | None = None,
+) -> float:
     """Mean training loss over ``dataset`` without updating anything (eval mode)."""
     config = config or TrainConfig(progress=False)
     words = check_words(words or config.words or dataset_words(dataset))
@@ -209,7 +227,9 @@ def _stages(schedule: str, config: TrainConfig) -> list[tuple[str, tuple[str, ..
     if schedule != "staged":
         raise QcError(f"unknown schedule {schedule!r}: use 'staged' or 'joint'")
     if len(config.stage_epochs) != len(STAGES):
-        raise QcError(f"stage_epochs needs {len(STAGES)} numbers (text, deep text + adapters, deep visual)")
+        raise QcError(
+            f"stage_epochs needs {len(STAGES)} numbers (text, deep text + adapters, deep visual)"
+        )
     out, seen = [], ()
     for (name, groups), epochs in zip(STAGES, config.stage_epochs):
         seen = seen + groups if config.cumulative else groups
@@ -259,7 +279,12 @@ def train(
             model.train()
             stage_steps = 0
             for epoch in range(epochs):
-                bar = tqdm(loader, desc=f"{model.method} {stage} {epoch + 1}/{epochs}", disable=not config.progress, leave=False)
+                bar = tqdm(
+                    loader,
+                    desc=f"{model.method} {stage} {epoch + 1}/{epochs}",
+                    disable=not config.progress,
+                    leave=False,
+                )
                 for batch in bar:
                     parts = batch_loss(model, batch, words, config, device)
                     optimizer.zero_grad(set_to_none=True)

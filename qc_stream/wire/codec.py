@@ -5,7 +5,7 @@ Frame values are the raw encoded image bytes; all metadata lives in headers (UTF
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import ValidationError
 
@@ -15,7 +15,15 @@ from qc_stream.errors import InputError
 Headers = list[tuple[str, bytes]]
 
 # Header names on qc.frames (one per FrameMeta field).
-FRAME_HEADERS = ("frame_id", "camera_id", "line_id", "product", "captured_at", "content_type", "schema_version")
+FRAME_HEADERS = (
+    "frame_id",
+    "camera_id",
+    "line_id",
+    "product",
+    "captured_at",
+    "content_type",
+    "schema_version",
+)
 # Extra headers a dead letter carries on top of the original ones.
 ERROR_HEADER = "error"
 ERROR_STAGE_HEADER = "error_stage"
@@ -28,7 +36,7 @@ def meta_to_headers(meta: FrameMeta) -> Headers:
         ("camera_id", meta.camera_id.encode()),
         ("line_id", meta.line_id.encode()),
         ("product", meta.product.encode()),
-        ("captured_at", meta.captured_at.astimezone(timezone.utc).isoformat().encode()),
+        ("captured_at", meta.captured_at.astimezone(UTC).isoformat().encode()),
         ("content_type", meta.content_type.encode()),
         ("schema_version", str(meta.schema_version).encode()),
     ]
@@ -55,19 +63,23 @@ def headers_to_meta(headers) -> FrameMeta:
             try:
                 found[k] = v.decode("utf-8")
             except UnicodeDecodeError:
-                raise InputError(f"header {k!r} is not UTF-8")
-    missing = [h for h in ("frame_id", "camera_id", "line_id", "product", "captured_at") if h not in found]
+                raise InputError(f"header {k!r} is not UTF-8") from None
+    missing = [
+        h for h in ("frame_id", "camera_id", "line_id", "product", "captured_at") if h not in found
+    ]
     if missing:
         raise InputError(f"missing header(s): {', '.join(missing)}")
     version = found.get("schema_version", str(SCHEMA_VERSION))
     if version != str(SCHEMA_VERSION):
-        raise InputError(f"unsupported schema_version {version!r} (this worker reads {SCHEMA_VERSION})")
+        raise InputError(
+            f"unsupported schema_version {version!r} (this worker reads {SCHEMA_VERSION})"
+        )
     try:
         captured = datetime.fromisoformat(found["captured_at"])
     except ValueError:
-        raise InputError(f"captured_at is not an ISO-8601 time: {found['captured_at']!r}")
+        raise InputError(f"captured_at is not an ISO-8601 time: {found['captured_at']!r}") from None
     if captured.tzinfo is None:
-        captured = captured.replace(tzinfo=timezone.utc)
+        captured = captured.replace(tzinfo=UTC)
     try:
         return FrameMeta(
             frame_id=found["frame_id"],
@@ -99,9 +111,13 @@ def result_from_json(data: bytes) -> InspectionResult:
 
 def deadletter_headers(original, reason: str, stage: str) -> Headers:
     """The original headers plus why, where and when the frame failed."""
-    keep = [(k, v) for k, v in normalize_headers(original) if k not in (ERROR_HEADER, ERROR_STAGE_HEADER, FAILED_AT_HEADER)]
+    keep = [
+        (k, v)
+        for k, v in normalize_headers(original)
+        if k not in (ERROR_HEADER, ERROR_STAGE_HEADER, FAILED_AT_HEADER)
+    ]
     return keep + [
         (ERROR_HEADER, reason.encode("utf-8", "replace")[:4096]),
         (ERROR_STAGE_HEADER, stage.encode()),
-        (FAILED_AT_HEADER, datetime.now(timezone.utc).isoformat().encode()),
+        (FAILED_AT_HEADER, datetime.now(UTC).isoformat().encode()),
     ]

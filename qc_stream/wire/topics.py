@@ -19,7 +19,9 @@ ALL = (FRAMES, RESULTS, DEADLETTER, DEFECT_TYPES, MODEL_UPDATES)
 log = logging.getLogger(__name__)
 
 
-def ensure_topics(bootstrap: str, partitions: int, *, replication_factor: int = 1, timeout_s: float = 10.0) -> None:
+def ensure_topics(
+    bootstrap: str, partitions: int, *, replication_factor: int = 1, timeout_s: float = 10.0
+) -> None:
     """Create the qc.* topics that do not exist yet (idempotent; safe with concurrent callers).
 
     ``replication_factor`` is 1 on the embedded broker; a Kafka cluster wants its real factor
@@ -31,10 +33,15 @@ def ensure_topics(bootstrap: str, partitions: int, *, replication_factor: int = 
     from qc_stream.errors import QcError
 
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=int(timeout_s * 1000),
-                                 bootstrap_timeout_ms=int(timeout_s * 1000))
+        admin = KafkaAdminClient(
+            bootstrap_servers=bootstrap,
+            request_timeout_ms=int(timeout_s * 1000),
+            bootstrap_timeout_ms=int(timeout_s * 1000),
+        )
     except KafkaError as e:
-        raise QcError(f"cannot reach the Kafka broker at {bootstrap} ({type(e).__name__}); is it running? (QC_KAFKA_BOOTSTRAP)") from None
+        raise QcError(
+            f"cannot reach the Kafka broker at {bootstrap} ({type(e).__name__}); is it running? (QC_KAFKA_BOOTSTRAP)"
+        ) from None
     try:
         existing = set(admin.list_topics())
         wanted = []
@@ -44,7 +51,14 @@ def ensure_topics(bootstrap: str, partitions: int, *, replication_factor: int = 
             # Frames are spread over partitions by camera; the small control topics need one.
             n = partitions if name in (FRAMES, RESULTS, DEADLETTER) else 1
             configs = {"cleanup.policy": "compact"} if name == DEFECT_TYPES else {}
-            wanted.append(NewTopic(name, num_partitions=n, replication_factor=replication_factor, topic_configs=configs))
+            wanted.append(
+                NewTopic(
+                    name,
+                    num_partitions=n,
+                    replication_factor=replication_factor,
+                    topic_configs=configs,
+                )
+            )
         for topic in wanted:  # one by one: an "already exists" from a racing creator is fine
             try:
                 admin.create_topics([topic])

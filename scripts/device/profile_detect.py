@@ -23,17 +23,22 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None)
-    ap.add_argument("--cprofile", type=int, default=0, metavar="N",
-                    help="then profile detect with cProfile and print its N most expensive functions (own time)")
+    ap.add_argument(
+        "--cprofile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="then profile detect with cProfile and print its N most expensive functions (own time)",
+    )
     args = ap.parse_args(argv)
 
     import torch
 
     from qc_stream.dapo.backbone import autocast
+    from qc_stream.devtools.bench import _frames, _prompts_fit, _untrained_models_dir
     from qc_stream.inference.decode import decode_image, preprocess_batch
     from qc_stream.inference.detector import Detector
     from qc_stream.settings import Settings
-    from qc_stream.devtools.bench import _frames, _prompts_fit, _untrained_models_dir
 
     settings = Settings()
     if not _prompts_fit(settings):  # as the bench does: untrained prompts cost the same
@@ -45,7 +50,10 @@ def main(argv=None) -> int:
     frames = _frames(args.frames, 256, seed=7)
     images = [decode_image(f.data) for _, f in frames]
     products = [p for p, _ in frames]
-    batches = [(images[i : i + args.batch], products[i : i + args.batch]) for i in range(0, len(images), args.batch)]
+    batches = [
+        (images[i : i + args.batch], products[i : i + args.batch])
+        for i in range(0, len(images), args.batch)
+    ]
     batches = [b for b in batches if len(b[0]) == args.batch]
     words = list(det._prompts.vocab.words)
     model = det._prompts.model
@@ -87,12 +95,23 @@ def main(argv=None) -> int:
     def t_detect(ims, prods):
         det.detect(ims, prods)
 
-    stages = [("cpu resize only", t_resize), ("resize + upload + normalise", t_pre),
-              ("image encoder on a ready tensor", t_enc_tensor),
-              ("  the same, MHA fast path off", t_enc_slowpath), ("DAPO forward on a ready tensor", t_dapo_tensor),
-              ("encode_images (pictures)", t_encode_images), ("detect (pictures)", t_detect)]
-    report = {"device": str(dev), "precision": settings.precision, "image_size": bb.image_size,
-              "backbone": bb.backbone_id, "batch": args.batch, "stages": {}}
+    stages = [
+        ("cpu resize only", t_resize),
+        ("resize + upload + normalise", t_pre),
+        ("image encoder on a ready tensor", t_enc_tensor),
+        ("  the same, MHA fast path off", t_enc_slowpath),
+        ("DAPO forward on a ready tensor", t_dapo_tensor),
+        ("encode_images (pictures)", t_encode_images),
+        ("detect (pictures)", t_detect),
+    ]
+    report = {
+        "device": str(dev),
+        "precision": settings.precision,
+        "image_size": bb.image_size,
+        "backbone": bb.backbone_id,
+        "batch": args.batch,
+        "stages": {},
+    }
     if dev.type == "cuda":
         report["card"] = torch.cuda.get_device_name(dev)
     for name, fn in stages:
@@ -106,8 +125,13 @@ def main(argv=None) -> int:
             sync()
             dt = (time.perf_counter() - t0) / len(batches)
             best = dt if best is None else min(best, dt)
-        report["stages"][name] = {"ms_per_batch": round(best * 1000, 2), "fps": round(args.batch / best, 1)}
-        print(f"{name:34s} {best * 1000:8.1f} ms/batch {args.batch / best:8.1f} frames/s", flush=True)
+        report["stages"][name] = {
+            "ms_per_batch": round(best * 1000, 2),
+            "fps": round(args.batch / best, 1),
+        }
+        print(
+            f"{name:34s} {best * 1000:8.1f} ms/batch {args.batch / best:8.1f} frames/s", flush=True
+        )
     if args.cprofile:
         import cProfile
         import pstats

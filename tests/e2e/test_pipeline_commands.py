@@ -18,13 +18,20 @@ TINY = {"QC_BACKBONE": "qc-test-tiny", "QC_DEVICE": "cpu", "QC_REDIS_URL": "off"
 @pytest.fixture(autouse=True)
 def untrained_models(tmp_path_factory, monkeypatch):
     """The tiny random backbone with untrained prompts (the shipped prompts belong to another backbone)."""
-    monkeypatch.setenv("QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models"))))
+    monkeypatch.setenv(
+        "QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models")))
+    )
 
 
 def cli(*args, env=None, timeout=300):
     env = {k: v for k, v in os.environ.items() if k != "QC_DATABASE_URL"} | TINY | (env or {})
-    return subprocess.run([sys.executable, "-c", "from qc_stream.cli.main import run; run()", *args],
-                          capture_output=True, text=True, timeout=timeout, env=env)
+    return subprocess.run(
+        [sys.executable, "-c", "from qc_stream.cli.main import run; run()", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
 
 
 def test_demo_runs_the_whole_pipeline_and_summarises(tmp_path):
@@ -46,7 +53,17 @@ def test_bench_reports_bare_and_end_to_end_in_one_json(tmp_path):
     r = cli("bench", "--frames", "40", "--batch", "8", "--size", "128", "--json", str(path))
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(path.read_text())
-    assert {"encoder_fps", "bare_fps", "e2e_fps", "ratio", "p50_ms", "p99_ms", "device", "backbone", "batch"} <= set(report)
+    assert {
+        "encoder_fps",
+        "bare_fps",
+        "e2e_fps",
+        "ratio",
+        "p50_ms",
+        "p99_ms",
+        "device",
+        "backbone",
+        "batch",
+    } <= set(report)
     assert report["bare_fps"] > 0 and report["e2e_fps"] > 0 and report["batch"] == 8
     # the encoder is timed in every round and the headline is their aggregate (no speed comparison:
     # on a tiny backbone both take milliseconds, so their order is noise; speed goes in benchmarks)

@@ -17,9 +17,9 @@ import urllib.request
 from sqlalchemy import func, select
 
 from qc_stream.devtools.broker import EmbeddedBroker, free_port
+from qc_stream.devtools.local import WorkerProcess, read_topic, wait_for_rows, worker_env
 from qc_stream.producers.camera import run_camera
 from qc_stream.producers.producer import FrameProducer
-from qc_stream.synth.source import synthetic
 from qc_stream.registry.events import EventPublisher
 from qc_stream.registry.service import DefectRegistry
 from qc_stream.registry.versions import PromptVersions
@@ -30,8 +30,8 @@ from qc_stream.storage.inspections import InspectionRepository
 from qc_stream.storage.migrate import upgrade
 from qc_stream.storage.model_versions import ModelVersionRepository
 from qc_stream.storage.orm import DefectCountRow, InspectionRow
+from qc_stream.synth.source import synthetic
 from qc_stream.wire.codec import headers_to_meta
-from qc_stream.devtools.local import WorkerProcess, read_topic, wait_for_rows, worker_env
 from qc_stream.wire.topics import FRAMES, ensure_topics
 
 BEFORE, DURING, TOPUP = 40, 60, 10  # frames before the registration, while it happens, then top-ups
@@ -54,19 +54,27 @@ def _seed_models(tmp_path):
     models = tmp_path / "models"
     models.mkdir()
     (models / "backbones").symlink_to(DEFAULT_MODELS_DIR / "backbones")
-    model = DapoModel(load_backbone("qc-test-tiny", models_dir=models), vocabulary=["crack", "scratch"])
-    seed = save_prompt_version(model, models, products={"pill": ["crack", "scratch"]}, activate=True).name
+    model = DapoModel(
+        load_backbone("qc-test-tiny", models_dir=models), vocabulary=["crack", "scratch"]
+    )
+    seed = save_prompt_version(
+        model, models, products={"pill": ["crack", "scratch"]}, activate=True
+    ).name
     return models, seed
 
 
 def _rows_with(engine, prompt_version: str) -> int:
     with engine.connect() as c:
         return c.execute(
-            select(func.count()).select_from(InspectionRow).where(InspectionRow.prompt_version == prompt_version)
+            select(func.count())
+            .select_from(InspectionRow)
+            .where(InspectionRow.prompt_version == prompt_version)
         ).scalar_one()
 
 
-def test_register_swaps_running_worker_without_losing_or_double_counting(pg_url, unique_app_id, tmp_path):
+def test_register_swaps_running_worker_without_losing_or_double_counting(
+    pg_url, unique_app_id, tmp_path
+):
     upgrade(pg_url)
     engine = make_engine(pg_url)
     repo = InspectionRepository(engine)
@@ -75,17 +83,29 @@ def test_register_swaps_running_worker_without_losing_or_double_counting(pg_url,
         ensure_topics(broker.bootstrap, 2)
         port = free_port()
         env = worker_env(
-            broker.bootstrap, pg_url, app_id=unique_app_id,
-            QC_BACKBONE="qc-test-tiny", QC_MODELS_DIR=str(models), QC_BATCH_SIZE=4, QC_HEALTH_PORT=port,
+            broker.bootstrap,
+            pg_url,
+            app_id=unique_app_id,
+            QC_BACKBONE="qc-test-tiny",
+            QC_MODELS_DIR=str(models),
+            QC_BATCH_SIZE=4,
+            QC_HEALTH_PORT=port,
         )
         worker = WorkerProcess(env, tmp_path / "worker.log")
         settings = load_settings(
-            kafka_bootstrap=broker.bootstrap, database_url=pg_url, models_dir=models, backbone="qc-test-tiny", redis_url="off"
+            kafka_bootstrap=broker.bootstrap,
+            database_url=pg_url,
+            models_dir=models,
+            backbone="qc-test-tiny",
+            redis_url="off",
         )
         defects = DefectTypeRepository(engine)
         registry = DefectRegistry(defects, publisher=EventPublisher(broker.bootstrap))
         versions = PromptVersions(
-            settings, defects=defects, versions=ModelVersionRepository(engine), publisher=EventPublisher(broker.bootstrap)
+            settings,
+            defects=defects,
+            versions=ModelVersionRepository(engine),
+            publisher=EventPublisher(broker.bootstrap),
         )
         try:
             deadline = time.monotonic() + 90
@@ -94,8 +114,16 @@ def test_register_swaps_running_worker_without_losing_or_double_counting(pg_url,
                 time.sleep(0.3)
 
             producer = FrameProducer(load_settings(kafka_bootstrap=broker.bootstrap))
-            run_camera(producer, synthetic("pill", count=BEFORE, defect_rate=0.3, seed=1), camera_id="cam-1", line_id="line-1", product="pill")
-            wait_for_rows(repo, BEFORE // 2, 120, workers=[worker], poll_s=0.05)  # the stream is under way
+            run_camera(
+                producer,
+                synthetic("pill", count=BEFORE, defect_rate=0.3, seed=1),
+                camera_id="cam-1",
+                line_id="line-1",
+                product="pill",
+            )
+            wait_for_rows(
+                repo, BEFORE // 2, 120, workers=[worker], poll_s=0.05
+            )  # the stream is under way
 
             # Keep frames flowing while the new type is registered and the new version announced.
             camera = threading.Thread(
@@ -114,7 +142,13 @@ def test_register_swaps_running_worker_without_losing_or_double_counting(pg_url,
             seed_no = 3
             while not _rows_with(engine, new):
                 assert seed_no < 40 and worker.alive, worker.log_tail()
-                run_camera(producer, synthetic("pill", count=TOPUP, seed=seed_no), camera_id="cam-1", line_id="line-1", product="pill")
+                run_camera(
+                    producer,
+                    synthetic("pill", count=TOPUP, seed=seed_no),
+                    camera_id="cam-1",
+                    line_id="line-1",
+                    product="pill",
+                )
                 n += TOPUP
                 seed_no += 1
                 wait_for_rows(repo, n, 120, workers=[worker])
@@ -122,7 +156,10 @@ def test_register_swaps_running_worker_without_losing_or_double_counting(pg_url,
 
             assert wait_for_rows(repo, n, 120, workers=[worker]) == n
             time.sleep(1.0)  # a replayed batch would land now; it must not add rows or counts
-            sent = {headers_to_meta(r.headers).frame_id for r in read_topic(broker.bootstrap, FRAMES, expected=n)}
+            sent = {
+                headers_to_meta(r.headers).frame_id
+                for r in read_topic(broker.bootstrap, FRAMES, expected=n)
+            }
         finally:
             worker.stop()
             registry.close()
@@ -130,15 +167,21 @@ def test_register_swaps_running_worker_without_losing_or_double_counting(pg_url,
 
     with engine.connect() as c:
         rows = c.execute(
-            select(InspectionRow.frame_id, InspectionRow.prompt_version, InspectionRow.defect_probs).order_by(InspectionRow.captured_at)
+            select(
+                InspectionRow.frame_id, InspectionRow.prompt_version, InspectionRow.defect_probs
+            ).order_by(InspectionRow.captured_at)
         ).all()
         frames_counted = c.execute(select(func.sum(DefectCountRow.frames))).scalar_one()
-    assert len(sent) == n and {r.frame_id for r in rows} == sent and len(rows) == n  # none lost, none twice
+    assert (
+        len(sent) == n and {r.frame_id for r in rows} == sent and len(rows) == n
+    )  # none lost, none twice
     assert frames_counted == n  # root-cause counts moved once per frame
 
     used = [r.prompt_version for r in rows]
     assert set(used) == {seed, new}, "the worker should have swapped mid-stream"
     first_new = used.index(new)
-    assert first_new > 0 and all(v == new for v in used[first_new:])  # one camera, in order: a clean switch
+    assert first_new > 0 and all(
+        v == new for v in used[first_new:]
+    )  # one camera, in order: a clean switch
     assert all(NEW_TYPE in r.defect_probs for r in rows if r.prompt_version == new)
     assert all(NEW_TYPE not in r.defect_probs for r in rows if r.prompt_version == seed)

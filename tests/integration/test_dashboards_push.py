@@ -72,7 +72,12 @@ class FakeGrafana:
         if method == "POST" and not rest:
             if body["uid"] in self.folders:
                 return 409, {"message": "a folder with the same uid already exists"}
-            self.folders[body["uid"]] = {"id": self.new_id(), "uid": body["uid"], "title": body["title"], "version": 1}
+            self.folders[body["uid"]] = {
+                "id": self.new_id(),
+                "uid": body["uid"],
+                "title": body["title"],
+                "version": 1,
+            }
             return 200, self.folders[body["uid"]]
         if method == "PUT" and len(rest) == 1 and rest[0] in self.folders:
             self.folders[rest[0]]["title"] = body["title"]
@@ -90,7 +95,9 @@ class FakeGrafana:
                 self.datasources[uid] = {**body, "id": self.datasources[uid]["id"]}
                 return 200, {"message": "Datasource updated", "datasource": self.datasources[uid]}
         if method == "POST" and not rest:
-            if body["uid"] in self.datasources or any(d["name"] == body["name"] for d in self.datasources.values()):
+            if body["uid"] in self.datasources or any(
+                d["name"] == body["name"] for d in self.datasources.values()
+            ):
                 return 409, {"message": "data source with the same name already exists"}
             self.datasources[body["uid"]] = {**body, "id": self.new_id()}
             return 200, {"message": "Datasource added", "datasource": self.datasources[body["uid"]]}
@@ -102,10 +109,23 @@ class FakeGrafana:
             return 400, {"message": "folder not found"}
         current = self.dashboards.get(uid)
         if current and not body.get("overwrite"):
-            return 412, {"message": "A dashboard with the same uid already exists", "status": "name-exists"}
+            return 412, {
+                "message": "A dashboard with the same uid already exists",
+                "status": "name-exists",
+            }
         version = current["version"] + 1 if current else 1
-        self.dashboards[uid] = {"dashboard": dashboard, "folderUid": body["folderUid"], "version": version}
-        return 200, {"id": self.new_id(), "uid": uid, "status": "success", "version": version, "url": f"/d/{uid}"}
+        self.dashboards[uid] = {
+            "dashboard": dashboard,
+            "folderUid": body["folderUid"],
+            "version": version,
+        }
+        return 200, {
+            "id": self.new_id(),
+            "uid": uid,
+            "status": "success",
+            "version": version,
+            "url": f"/d/{uid}",
+        }
 
 
 @pytest.fixture
@@ -117,7 +137,9 @@ def grafana():
         def _serve(self):
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length)) if length else None
-            status, answer = state.handle(self.command, self.path.split("?")[0], body, self.headers.get("Authorization", ""))
+            status, answer = state.handle(
+                self.command, self.path.split("?")[0], body, self.headers.get("Authorization", "")
+            )
             data = json.dumps(answer).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -131,7 +153,9 @@ def grafana():
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", state
     server.shutdown()
@@ -159,12 +183,18 @@ def test_first_push_creates_folder_datasource_and_every_dashboard(grafana):
 
     assert state.folders["qc-stream"]["title"] == "qc-stream"
     ds = state.datasources["qc-stream-pg"]
-    assert (ds["type"], ds["url"], ds["user"]) == ("grafana-postgresql-datasource", "db.example:5433", "qc_grafana")
+    assert (ds["type"], ds["url"], ds["user"]) == (
+        "grafana-postgresql-datasource",
+        "db.example:5433",
+        "qc_grafana",
+    )
     assert ds["jsonData"]["database"] == "qc" and ds["secureJsonData"] == {"password": "s3cret"}
 
     posts = [body for m, p, body in state.requests if p == "/api/dashboards/db"]
     assert all(b["overwrite"] is True and b["folderUid"] == "qc-stream" for b in posts)
-    assert {uid: d["dashboard"] for uid, d in state.dashboards.items()} == {d["uid"]: d for d in built}
+    assert {uid: d["dashboard"] for uid, d in state.dashboards.items()} == {
+        d["uid"]: d for d in built
+    }
     # every panel points at the datasource the push created
     for d in built:
         assert {p["datasource"]["uid"] for p in d["panels"]} == {"qc-stream-pg"}
@@ -205,7 +235,9 @@ def test_closed_port_is_a_clear_error():
     with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(QcError, match=rf"cannot reach Grafana at http://127.0.0.1:{port}: connection refused"):
+    with pytest.raises(
+        QcError, match=rf"cannot reach Grafana at http://127.0.0.1:{port}: connection refused"
+    ):
         _push(f"http://127.0.0.1:{port}")
 
 
@@ -221,7 +253,9 @@ def test_grafana_under_a_sub_path_works(grafana):
     url, state = grafana
     state.prefix = "/grafana"
     _push(url + "/grafana")
-    assert state.requests[0][1] == "/grafana/api/health" and len(state.dashboards) == len(build_all())
+    assert state.requests[0][1] == "/grafana/api/health" and len(state.dashboards) == len(
+        build_all()
+    )
 
 
 @pytest.mark.parametrize("bad", ["grafana:3000", "ftp://grafana", "http://", "http://host:99999"])
@@ -241,8 +275,18 @@ def _cli(*args: str, env_extra: dict | None = None) -> subprocess.CompletedProce
     env = {**os.environ, "QC_GRAFANA_DB_URL": DB_URL, **(env_extra or {})}
     env.pop("QC_GRAFANA_TOKEN", None)
     return subprocess.run(
-        [sys.executable, "-c", "from qc_stream.cli.main import run; run()", "dashboards", "push", *args],
-        capture_output=True, text=True, env=env, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            "from qc_stream.cli.main import run; run()",
+            "dashboards",
+            "push",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
 
 

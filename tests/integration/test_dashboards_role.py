@@ -57,12 +57,18 @@ def test_role_reads_the_four_tables_and_cannot_write(pg_url, grafana_user):
                 assert c.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
         with engine.connect() as c, pytest.raises(DBAPIError, match="read-only transaction"):
             c.execute(text("DELETE FROM inspections"))
-        with engine.connect() as c, pytest.raises(DBAPIError, match="permission denied for table inspections"):
+        with (
+            engine.connect() as c,
+            pytest.raises(DBAPIError, match="permission denied for table inspections"),
+        ):
             # even with read-only switched off, the role has no write grant
             c.execute(text("SET default_transaction_read_only = off"))
             c.commit()  # the setting applies from the next transaction on
             c.execute(text("DELETE FROM inspections"))
-        with engine.connect() as c, pytest.raises(DBAPIError, match="permission denied for table alembic_version"):
+        with (
+            engine.connect() as c,
+            pytest.raises(DBAPIError, match="permission denied for table alembic_version"),
+        ):
             c.execute(text("SELECT * FROM alembic_version"))
     finally:
         engine.dispose()

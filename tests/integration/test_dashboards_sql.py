@@ -10,7 +10,7 @@ range, one model version was created before it.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -27,10 +27,14 @@ from qc_stream.storage.inspections import InspectionRepository
 from qc_stream.storage.migrate import upgrade
 from qc_stream.storage.model_versions import ModelVersion, ModelVersionRepository
 
-T0 = datetime(2026, 1, 5, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 RANGE = (T0, T0 + timedelta(hours=1))
 EPOCH0 = int(T0.timestamp())
-SELECTION = {"line": ["L1", "L2"], "product": ["bottle", "cable"], "camera": ["cam-1", "cam-2", "cam-3"]}
+SELECTION = {
+    "line": ["L1", "L2"],
+    "product": ["bottle", "cable"],
+    "camera": ["cam-1", "cam-2", "cam-3"],
+}
 
 OK, WARN, REJECT = Verdict.OK, Verdict.WARN, Verdict.REJECT
 # frame, camera, line, product, captured at (seconds after T0), verdict, score, defect type,
@@ -50,7 +54,9 @@ FRAMES = [
 ]
 
 
-def _result(frame, camera, line, product, at_s, verdict, score, defect, version, latency) -> InspectionResult:
+def _result(
+    frame, camera, line, product, at_s, verdict, score, defect, version, latency
+) -> InspectionResult:
     captured = T0 + timedelta(seconds=at_s)
     probs = {defect: 0.8, "other": 0.2} if defect else {}
     return InspectionResult(
@@ -76,16 +82,28 @@ def seeded(pg_url):
     engine = make_engine(pg_url)
     assert InspectionRepository(engine).record_many([_result(*f) for f in FRAMES]) == len(FRAMES)
     versions = ModelVersionRepository(engine)
-    versions.add(ModelVersion(prompt_version="v1", backbone="qc-clip-tiny@aaaa", created_at=T0 - timedelta(days=1)))
     versions.add(
         ModelVersion(
-            prompt_version="v2", backbone="qc-clip-tiny@aaaa", kind="zero-shot", parent_version="v1",
+            prompt_version="v1", backbone="qc-clip-tiny@aaaa", created_at=T0 - timedelta(days=1)
+        )
+    )
+    versions.add(
+        ModelVersion(
+            prompt_version="v2",
+            backbone="qc-clip-tiny@aaaa",
+            kind="zero-shot",
+            parent_version="v1",
             created_at=T0 + timedelta(seconds=60),
         ),
         activate=True,
     )
     DefectTypeRepository(engine).add(
-        DefectTypeSpec(product="bottle", name="Crack", root_cause="worn mould", corrective_action="replace the mould")
+        DefectTypeSpec(
+            product="bottle",
+            name="Crack",
+            root_cause="worn mould",
+            corrective_action="replace the mould",
+        )
     )
     yield engine
     engine.dispose()
@@ -93,7 +111,9 @@ def seeded(pg_url):
 
 def run(engine, sql: str, interval_s: int = 60, **selection) -> tuple[list[str], list[tuple]]:
     variables = {**SELECTION, **selection}
-    expanded, params = expand(sql, time_from=RANGE[0], time_to=RANGE[1], variables=variables, interval_s=interval_s)
+    expanded, params = expand(
+        sql, time_from=RANGE[0], time_to=RANGE[1], variables=variables, interval_s=interval_s
+    )
     with engine.connect() as conn:
         result = conn.execute(text(expanded), params)
         return list(result.keys()), [tuple(_plain(v) for v in row) for row in result]
@@ -125,14 +145,27 @@ EXPECTED: dict[str, tuple[list[str], list[tuple]]] = {
     ),
     q.DEFECT_TYPES_OVER_TIME: (
         ["time", "metric", "defects"],
-        [(at(0), "crack", 2), (at(1), "crack", 1), (at(1), "scratch", 1), (at(5), "contamination", 1)],
+        [
+            (at(0), "crack", 2),
+            (at(1), "crack", 1),
+            (at(1), "scratch", 1),
+            (at(5), "contamination", 1),
+        ],
     ),
     q.DEFECT_PARETO: (
         ["defect_type", "defects", "cumulative_pct"],
         [("crack", 3, 60.0), ("contamination", 1, 80.0), ("scratch", 1, 100.0)],
     ),
     q.ROOT_CAUSES: (
-        ["product", "defect_type", "defects", "rejects", "root_cause", "corrective_action", "status"],
+        [
+            "product",
+            "defect_type",
+            "defects",
+            "rejects",
+            "root_cause",
+            "corrective_action",
+            "status",
+        ],
         [
             ("bottle", "crack", 2, 2, "worn mould", "replace the mould", "active"),
             ("bottle", "contamination", 1, 1, None, None, None),
@@ -149,13 +182,40 @@ EXPECTED: dict[str, tuple[list[str], list[tuple]]] = {
         [(T0, "v1"), (T0 + timedelta(minutes=1), "v1"), (T0 + timedelta(minutes=5), "v2")],
     ),
     q.VERSIONS_IN_USE: (
-        ["prompt_version", "model_version", "first_seen", "last_seen", "frames", "kind", "parent_version",
-         "created_at", "active"],
         [
-            ("v1", "qc-clip-tiny@v1", T0 + timedelta(seconds=11), T0 + timedelta(seconds=91), 5, "trained", None,
-             T0 - timedelta(days=1), False),
-            ("v2", "qc-clip-tiny@v2", T0 + timedelta(seconds=81), T0 + timedelta(seconds=331), 3, "zero-shot", "v1",
-             T0 + timedelta(seconds=60), True),
+            "prompt_version",
+            "model_version",
+            "first_seen",
+            "last_seen",
+            "frames",
+            "kind",
+            "parent_version",
+            "created_at",
+            "active",
+        ],
+        [
+            (
+                "v1",
+                "qc-clip-tiny@v1",
+                T0 + timedelta(seconds=11),
+                T0 + timedelta(seconds=91),
+                5,
+                "trained",
+                None,
+                T0 - timedelta(days=1),
+                False,
+            ),
+            (
+                "v2",
+                "qc-clip-tiny@v2",
+                T0 + timedelta(seconds=81),
+                T0 + timedelta(seconds=331),
+                3,
+                "zero-shot",
+                "v1",
+                T0 + timedelta(seconds=60),
+                True,
+            ),
         ],
     ),
     q.PROMPT_VERSION_CREATED: (
@@ -168,14 +228,21 @@ EXPECTED: dict[str, tuple[list[str], list[tuple]]] = {
         ["time", "p50_ms", "p95_ms"],
         [(at(0), 150.0, 195.0), (at(1), 300.0, 390.0), (at(5), 550.0, 595.0)],
     ),
-    q.THROUGHPUT_SUMMARY: (["frames", "frames_per_min", "p50_ms", "p95_ms"], [(8, 0.13, 275.0, 565.0)]),
+    q.THROUGHPUT_SUMMARY: (
+        ["frames", "frames_per_min", "p50_ms", "p95_ms"],
+        [(8, 0.13, 275.0, 565.0)],
+    ),
 }
 
 
 def _all_queries() -> set[str]:
     found = set()
     for d in DASHBOARDS:
-        found |= {p.sql for p in d.panels} | {v.sql for v in d.variables} | {a.sql for a in d.annotations}
+        found |= (
+            {p.sql for p in d.panels}
+            | {v.sql for v in d.variables}
+            | {a.sql for a in d.annotations}
+        )
     return found
 
 
@@ -199,14 +266,27 @@ def _numeric(row: tuple) -> bool:
 def test_recent_rejects_lists_the_selected_rejects_newest_first(seeded):
     columns, rows = run(seeded, q.RECENT_REJECTS)
     assert columns == [
-        "time", "captured_at", "frame_id", "camera_id", "line_id", "product", "defect_type", "anomaly_score",
-        "defect_prob", "defect_probs", "prompt_version",
+        "time",
+        "captured_at",
+        "frame_id",
+        "camera_id",
+        "line_id",
+        "product",
+        "defect_type",
+        "anomaly_score",
+        "defect_prob",
+        "defect_probs",
+        "prompt_version",
     ]
     by_name = [dict(zip(columns, r)) for r in rows]
     assert [r["frame_id"] for r in by_name] == ["f05", "f04", "f07", "f02"]
     first = by_name[0]
     assert first["time"] == T0 + timedelta(seconds=301)
-    assert (first["defect_type"], first["anomaly_score"], first["defect_prob"]) == ("contamination", 0.85, 0.8)
+    assert (first["defect_type"], first["anomaly_score"], first["defect_prob"]) == (
+        "contamination",
+        0.85,
+        0.8,
+    )
     assert '"contamination": 0.8' in first["defect_probs"]
 
 
@@ -226,6 +306,10 @@ def test_variables_narrow_every_kind_of_query(seeded):
 
 def test_a_coarser_interval_regroups_the_same_counts(seeded):
     _, rows = run(seeded, q.DEFECT_RATE_OVER_TIME, interval_s=300)
-    assert rows == [(at(0), "L1 / bottle", 75.0), (at(0), "L2 / cable", 50.0), (at(5), "L1 / bottle", 50.0)]
+    assert rows == [
+        (at(0), "L1 / bottle", 75.0),
+        (at(0), "L2 / cable", 50.0),
+        (at(5), "L1 / bottle", 50.0),
+    ]
     _, rows = run(seeded, q.THROUGHPUT, interval_s=300)
     assert rows == [(at(0), pytest.approx(1.2)), (at(5), pytest.approx(0.4))]

@@ -56,8 +56,8 @@ def test_shipped_prompts_beat_the_handcrafted_baseline_on_held_out_products():
 
     torch.set_num_threads(2)
     from qc_stream.dapo import active_version, load_backbone, load_prompt_version
-    from qc_stream.synth.datasets import MODES, test_sets
     from qc_stream.evaluation.runner import evaluate, handcrafted_for
+    from qc_stream.synth.datasets import MODES, test_sets
 
     MODES["_test"] = (8, 4, 4)
     try:

@@ -106,13 +106,17 @@ def test_consumer_lag_counts_records_behind_the_groups_commit(broker, unique_app
     admin.close()
     producer = KafkaProducer(bootstrap_servers=broker.bootstrap)
     for i in range(10):
-        producer.send(topic, value=b"x", partition=i % 2).get(timeout=10)  # 5 per partition, 1 per batch
+        producer.send(topic, value=b"x", partition=i % 2).get(
+            timeout=10
+        )  # 5 per partition, 1 per batch
     producer.flush()
     producer.close()
 
     assert read_lag(broker.bootstrap, unique_app_id, topic) == {0: 5, 1: 5}  # nothing committed yet
 
-    consumer = KafkaConsumer(bootstrap_servers=broker.bootstrap, group_id=unique_app_id, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=broker.bootstrap, group_id=unique_app_id, enable_auto_commit=False
+    )
     consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(3, "", -1)})
     consumer.close(autocommit=False)
 

@@ -49,7 +49,9 @@ def wait_for(check, deadline_s: float, what: str, proc: subprocess.Popen):
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if proc.poll() is not None:
-            pytest.fail(f"worker exited ({proc.returncode}) while waiting for {what}:\n{proc.stdout.read()[-3000:]}")
+            pytest.fail(
+                f"worker exited ({proc.returncode}) while waiting for {what}:\n{proc.stdout.read()[-3000:]}"
+            )
         if check():
             return
         time.sleep(0.5)
@@ -77,23 +79,60 @@ def worker_env(broker, unique_app_id, sqlite_url, tmp_path):
 
 def test_running_worker_serves_probes_and_counts_frames_and_dead_letters(worker_env, tmp_path):
     port = int(worker_env["QC_HEALTH_PORT"])
-    proc = subprocess.Popen([QC, "worker", "--embedded"], env=worker_env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [QC, "worker", "--embedded"],
+        env=worker_env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         wait_for(lambda: status(port, "/healthz") == 200, 120, "/healthz", proc)
-        wait_for(lambda: status(port, "/readyz") == 200, 120, "readiness (partitions assigned)", proc)
+        wait_for(
+            lambda: status(port, "/readyz") == 200, 120, "readiness (partitions assigned)", proc
+        )
 
-        subprocess.run([QC, "camera", "--source", "synthetic", "--product", "wood", "--count", "6",
-                        "--size", "64", "--camera-id", "cam-obs"], env=worker_env, check=True, capture_output=True)
+        subprocess.run(
+            [
+                QC,
+                "camera",
+                "--source",
+                "synthetic",
+                "--product",
+                "wood",
+                "--count",
+                "6",
+                "--size",
+                "64",
+                "--camera-id",
+                "cam-obs",
+            ],
+            env=worker_env,
+            check=True,
+            capture_output=True,
+        )
         junk = tmp_path / "junk"
         junk.mkdir()
         (junk / "broken.jpg").write_bytes(b"this is not a JPEG")
-        subprocess.run([QC, "camera", "--source", str(junk), "--camera-id", "cam-junk", "--product", "wood"],
-                       env=worker_env, check=True, capture_output=True)
+        subprocess.run(
+            [QC, "camera", "--source", str(junk), "--camera-id", "cam-junk", "--product", "wood"],
+            env=worker_env,
+            check=True,
+            capture_output=True,
+        )
 
-        wait_for(lambda: metric_total(port, "qc_frames_processed_total", product="wood") >= 6, 120,
-                 "6 inspected frames in /metrics", proc)
-        wait_for(lambda: metric_total(port, "qc_dead_letters_total") >= 1, 60, "a dead letter in /metrics", proc)
+        wait_for(
+            lambda: metric_total(port, "qc_frames_processed_total", product="wood") >= 6,
+            120,
+            "6 inspected frames in /metrics",
+            proc,
+        )
+        wait_for(
+            lambda: metric_total(port, "qc_dead_letters_total") >= 1,
+            60,
+            "a dead letter in /metrics",
+            proc,
+        )
         assert metric_total(port, "qc_frames_processed_total", product="wood") == 6
         assert metric_total(port, "qc_batch_latency_seconds_count") >= 1
         assert metric_total(port, "qc_batch_size_frames_sum") >= 6

@@ -16,25 +16,37 @@ import pytest
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
-CONTRACT_KEYS = {"image", "anomaly_score", "verdict", "defect_type", "defect_probs", "regions",
-                 "model_version", "prompt_version"}
+CONTRACT_KEYS = {
+    "image",
+    "anomaly_score",
+    "verdict",
+    "defect_type",
+    "defect_probs",
+    "regions",
+    "model_version",
+    "prompt_version",
+}
 
 
 @pytest.fixture
 def tiny_env(tmp_path):
     models = tmp_path / "models"
-    shutil.copytree(REPO / "models" / "backbones" / "qc-test-tiny", models / "backbones" / "qc-test-tiny")
+    shutil.copytree(
+        REPO / "models" / "backbones" / "qc-test-tiny", models / "backbones" / "qc-test-tiny"
+    )
     env = dict(os.environ)
-    env.update({
-        "QC_BACKBONE": "qc-test-tiny",
-        "QC_MODELS_DIR": str(models),
-        "QC_DEVICE": "cpu",
-        # Every image counts as suspicious and every warm pixel as a region, so regions are exercised.
-        "QC_WARN_THRESHOLD": "0",
-        "QC_REGION_THRESHOLD": "0.01",
-        "QC_REGION_MIN_AREA_PX": "4",
-        "OMP_NUM_THREADS": "2",
-    })
+    env.update(
+        {
+            "QC_BACKBONE": "qc-test-tiny",
+            "QC_MODELS_DIR": str(models),
+            "QC_DEVICE": "cpu",
+            # Every image counts as suspicious and every warm pixel as a region, so regions are exercised.
+            "QC_WARN_THRESHOLD": "0",
+            "QC_REGION_THRESHOLD": "0.01",
+            "QC_REGION_MIN_AREA_PX": "4",
+            "OMP_NUM_THREADS": "2",
+        }
+    )
     env.pop("QC_PROMPT_VERSION", None)
     return env
 
@@ -60,7 +72,9 @@ def _write_images(d: Path) -> list[Path]:
 
 def _run(args, env):
     qc_stream = Path(sys.executable).parent / "qc-stream"  # the installed console script
-    return subprocess.run([str(qc_stream), *args], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(qc_stream), *args], env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_predict_prints_contract_lines_and_per_file_errors(tmp_path, tiny_env):
@@ -68,8 +82,19 @@ def test_predict_prints_contract_lines_and_per_file_errors(tmp_path, tiny_env):
     missing = tmp_path / "nope.png"
     overlays = tmp_path / "overlays"
     order = [good[0], junk, good[1], missing, good[2], tiny]
-    proc = _run(["predict", *map(str, order), "--product", "pill", "--overlay-dir", str(overlays),
-                 "--batch-size", "2"], tiny_env)
+    proc = _run(
+        [
+            "predict",
+            *map(str, order),
+            "--product",
+            "pill",
+            "--overlay-dir",
+            str(overlays),
+            "--batch-size",
+            "2",
+        ],
+        tiny_env,
+    )
     assert proc.returncode == 1, proc.stderr  # some files failed
     lines = [json.loads(x) for x in proc.stdout.splitlines()]
     assert [x["image"] for x in lines] == [str(p) for p in order]  # input order, errors in place

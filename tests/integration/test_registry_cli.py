@@ -14,18 +14,37 @@ QC = str(Path(sys.executable).with_name("qc-stream"))
 
 
 def qc(env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([QC, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [QC, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=120
+    )
 
 
 @pytest.fixture
 def env(pg_url, broker):
     migrate.upgrade(pg_url)
-    return {"QC_DATABASE_URL": pg_url, "QC_KAFKA_BOOTSTRAP": broker.bootstrap, "QC_REDIS_URL": "off"}
+    return {
+        "QC_DATABASE_URL": pg_url,
+        "QC_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "QC_REDIS_URL": "off",
+    }
 
 
 def test_add_list_show_retire(env):
-    r = qc(env, "defects", "add", "--product", "pill", "--name", "Dent", "--description", "a dent",
-           "--root-cause", "press misaligned", "--corrective-action", "recalibrate the press")
+    r = qc(
+        env,
+        "defects",
+        "add",
+        "--product",
+        "pill",
+        "--name",
+        "Dent",
+        "--description",
+        "a dent",
+        "--root-cause",
+        "press misaligned",
+        "--corrective-action",
+        "recalibrate the press",
+    )
     assert r.returncode == 0, r.stderr
     assert "registered defect type 'Dent' for product 'pill'" in r.stdout
     assert "event published on qc.defect-types" in r.stdout
@@ -36,7 +55,10 @@ def test_add_list_show_retire(env):
     only = json.loads(qc(env, "defects", "list", "--product", "pill", "--json").stdout)
     assert [d["name"] for d in only] == ["Dent"]
     shown = json.loads(qc(env, "defects", "show", "-p", "pill", "-n", "dent", "--json").stdout)
-    assert shown["corrective_action"] == "recalibrate the press" and shown["root_cause"] == "press misaligned"
+    assert (
+        shown["corrective_action"] == "recalibrate the press"
+        and shown["root_cause"] == "press misaligned"
+    )
 
     assert qc(env, "defects", "retire", "-p", "pill", "-n", "DENT").returncode == 0
     assert [d["name"] for d in json.loads(qc(env, "defects", "list", "--json").stdout)] == ["rust"]
@@ -45,10 +67,19 @@ def test_add_list_show_retire(env):
 
 INVALID = [
     (("-p", "pill", "-n", "   "), "error: defect name must not be empty"),
-    (("-p", "pill", "-n", "x" * 41), "error: defect name is 41 characters long; at most 40 are allowed"),
+    (
+        ("-p", "pill", "-n", "x" * 41),
+        "error: defect name is 41 characters long; at most 40 are allowed",
+    ),
     (("-p", "pill", "-n", "dent", "-d", "y" * 501), "error: description is 501 characters long"),
-    (("-p", "bottle", "-n", "dent"), "error: unknown product 'bottle' (known products: pill, screw)"),
-    (("-p", "pill", "-n", "DENT"), "error: defect type 'dent' is already registered for product 'pill'"),
+    (
+        ("-p", "bottle", "-n", "dent"),
+        "error: unknown product 'bottle' (known products: pill, screw)",
+    ),
+    (
+        ("-p", "pill", "-n", "DENT"),
+        "error: defect type 'dent' is already registered for product 'pill'",
+    ),
 ]
 
 
@@ -69,7 +100,9 @@ def test_broker_down_registers_and_says_the_event_was_not_published(env):
     r = qc(env, "defects", "add", "-p", "pill", "-n", "burr")
     assert r.returncode == 0
     assert "registered defect type 'burr'" in r.stdout
-    assert "the event was NOT published on qc.defect-types" in r.stderr and "Traceback" not in r.stderr
+    assert (
+        "the event was NOT published on qc.defect-types" in r.stderr and "Traceback" not in r.stderr
+    )
     assert [d["name"] for d in json.loads(qc(env, "defects", "list", "--json").stdout)] == ["burr"]
     r = qc(env, "defects", "publish")  # still down: says so, non-zero
     assert r.returncode == 2 and r.stderr.startswith("error: 1 event(s) could not be published")

@@ -24,9 +24,13 @@ def _wait(pred, timeout_s=20.0):
 
 def test_burst_of_registrations_triggers_one_refresh(broker, sqlite_url):
     migrate.upgrade(sqlite_url)
-    registry = DefectRegistry(DefectTypeRepository(make_engine(sqlite_url)), publisher=EventPublisher(broker.bootstrap))
+    registry = DefectRegistry(
+        DefectTypeRepository(make_engine(sqlite_url)), publisher=EventPublisher(broker.bootstrap)
+    )
     calls = []
-    listener = RegistryListener(broker.bootstrap, lambda: calls.append(time.monotonic()), debounce_s=1.0)
+    listener = RegistryListener(
+        broker.bootstrap, lambda: calls.append(time.monotonic()), debounce_s=1.0
+    )
     thread = threading.Thread(target=listener.run, daemon=True)
     thread.start()
     try:

@@ -30,7 +30,9 @@ def _rows(engine) -> int:
 
 def test_add_get_list_retire_and_reactivate(engine):
     repo = DefectTypeRepository(engine)
-    dent = repo.add(validate_defect_type("pill", "Dent", "a dent", corrective_action="check the press"))
+    dent = repo.add(
+        validate_defect_type("pill", "Dent", "a dent", corrective_action="check the press")
+    )
     repo.add(validate_defect_type("pill", "burr"))
     repo.add(validate_defect_type("screw", "rust"))
     assert dent.status is DefectStatus.ACTIVE and dent.created_at.tzinfo is not None
@@ -79,8 +81,13 @@ def test_concurrent_duplicate_registrations_make_one_row(engine):
 
 def test_model_versions_activate_exactly_one(engine):
     repo = ModelVersionRepository(engine)
-    repo.add(ModelVersion(prompt_version="v1", backbone="bb@1", vocabulary={"pill": ["dent"]}), activate=True)
-    repo.add(ModelVersion(prompt_version="v2", backbone="bb@1", kind="zero-shot", parent_version="v1"))
+    repo.add(
+        ModelVersion(prompt_version="v1", backbone="bb@1", vocabulary={"pill": ["dent"]}),
+        activate=True,
+    )
+    repo.add(
+        ModelVersion(prompt_version="v2", backbone="bb@1", kind="zero-shot", parent_version="v1")
+    )
     assert repo.active().prompt_version == "v1"
     repo.activate("v2")
     assert repo.active().prompt_version == "v2"

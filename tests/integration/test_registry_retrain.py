@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import func, select
-
 from test_registry_versions import make_models_dir, seed_version
 
 from qc_stream.dapo.checkpoint import active_version, read_manifest
@@ -29,7 +28,11 @@ from qc_stream.storage.model_versions import ModelVersionRepository
 from qc_stream.storage.orm import ModelVersionRow
 
 SMALL = dict(
-    quick=True, train_per_product=1, holdout_per_product=8, holdout_products=("leather",), image_size=64,
+    quick=True,
+    train_per_product=1,
+    holdout_per_product=8,
+    holdout_products=("leather",),
+    image_size=64,
     max_steps_per_stage=2,
 )
 
@@ -38,7 +41,11 @@ SMALL = dict(
 # that separate a tuned version from a ruined one by a wide margin.
 DECENT_PRODUCT = "fabric"
 BROKEN = dict(
-    quick=True, train_per_product=1, holdout_per_product=16, holdout_products=(DECENT_PRODUCT,), image_size=128,
+    quick=True,
+    train_per_product=1,
+    holdout_per_product=16,
+    holdout_products=(DECENT_PRODUCT,),
+    image_size=128,
     max_steps_per_stage=1,
 )
 
@@ -52,15 +59,21 @@ def _decent_seed_version(models_dir) -> str:
     from qc_stream.dapo.backbone import load_backbone
     from qc_stream.dapo.checkpoint import save_prompt_version
     from qc_stream.dapo.model import DapoModel
-    from qc_stream.training.train import TrainConfig, train
     from qc_stream.synth import PRODUCTS, generate
+    from qc_stream.training.train import TrainConfig, train
 
     backbone = load_backbone(DEFAULT_BACKBONE, models_dir=models_dir)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = DapoModel(backbone)
         data = generate(DECENT_PRODUCT, n=8, seed=101, size=128, defect_rate=0.5)
-        train(model, data, TrainConfig(stage_epochs=(1, 1, 1), max_steps_per_stage=1, lr=1e-2, seed=0, progress=False))
+        train(
+            model,
+            data,
+            TrainConfig(
+                stage_epochs=(1, 1, 1), max_steps_per_stage=1, lr=1e-2, seed=0, progress=False
+            ),
+        )
     products = {p: list(v.defects) for p, v in PRODUCTS.items()}
     return save_prompt_version(model, models_dir, products=products, activate=True).name
 
@@ -70,7 +83,9 @@ def _make_env(tmp_path, pg_url, backbone: str, make_seed):
     engine = make_engine(pg_url)
     models = make_models_dir(tmp_path)
     seed = make_seed(models)
-    settings = load_settings(database_url=pg_url, models_dir=models, backbone=backbone, redis_url="off")
+    settings = load_settings(
+        database_url=pg_url, models_dir=models, backbone=backbone, redis_url="off"
+    )
     defects = DefectTypeRepository(engine)
     versions = PromptVersions(settings, defects=defects, versions=ModelVersionRepository(engine))
     return versions, DefectRegistry(defects), seed, engine, models
@@ -101,10 +116,16 @@ def _write_examples(root, product="pill", word="Delamination", n=4):
     """Synthetic 'stain' images relabelled as the registered type, with masks, plus good images."""
     from qc_stream.synth import generate
 
-    defect_dir, masks_dir, good_dir = root / product / word.lower(), root / product / word.lower() / "masks", root / product / "good"
+    defect_dir, masks_dir, good_dir = (
+        root / product / word.lower(),
+        root / product / word.lower() / "masks",
+        root / product / "good",
+    )
     for d in (masks_dir, good_dir):
         d.mkdir(parents=True, exist_ok=True)
-    for i, s in enumerate(generate(product, n=n, seed=5, size=64, defect_rate=1.0, defect_types=["stain"])):
+    for i, s in enumerate(
+        generate(product, n=n, seed=5, size=64, defect_rate=1.0, defect_types=["stain"])
+    ):
         Image.fromarray(s.image).save(defect_dir / f"{i}.png")
         if i % 2 == 0:  # half of them mask-free (image-level label only)
             Image.fromarray((s.mask > 0).astype(np.uint8) * 255).save(masks_dir / f"{i}.png")
@@ -120,13 +141,16 @@ def test_broken_training_run_is_refused_and_nothing_changes(decent_env):
     dirs_before = sorted(p.name for p in (models / "prompts").iterdir())
 
     # Clearly broken: shuffled labels (masks and words permuted across images) and an absurd rate.
-    report = RetrainJob(versions, RetrainOptions(lr=1e6, shuffle_labels=True, tolerance=0.02, **BROKEN)).run()
+    report = RetrainJob(
+        versions, RetrainOptions(lr=1e6, shuffle_labels=True, tolerance=0.02, **BROKEN)
+    ).run()
 
     print(report.message)
     # Precondition: the active version is worth defending; else a refusal (or promotion) is chance.
     active = report.active_metrics
     assert active["image_auroc"] > 0.9 and active["pixel_aupro"] > 0.5, (
-        f"the seed version is not decent: {report.message}")
+        f"the seed version is not decent: {report.message}"
+    )
     assert not report.promoted and report.version == seed
     assert report.decision.reasons and "REFUSED" in report.message
     assert versions.active_name() == seed and active_version(models) == seed
@@ -139,7 +163,9 @@ def test_sane_run_with_examples_is_promoted_and_recorded(env, tmp_path):
     registry.add("pill", "Delamination", "layers peel apart")
     examples = _write_examples(tmp_path / "examples")
 
-    report = RetrainJob(versions, RetrainOptions(examples_dir=examples, lr=1e-7, tolerance=0.02, **SMALL)).run()
+    report = RetrainJob(
+        versions, RetrainOptions(examples_dir=examples, lr=1e-7, tolerance=0.02, **SMALL)
+    ).run()
 
     print(report.message)
     assert report.promoted, report.message
@@ -160,5 +186,7 @@ def test_sane_run_with_examples_is_promoted_and_recorded(env, tmp_path):
 def test_examples_of_unregistered_types_are_refused(env, tmp_path):
     versions, *_ = env
     examples = _write_examples(tmp_path / "examples", word="Wrinkle", n=1)
-    with pytest.raises(InputError, match="'wrinkle' is not an active registered defect type of product 'pill'"):
+    with pytest.raises(
+        InputError, match="'wrinkle' is not an active registered defect type of product 'pill'"
+    ):
         RetrainJob(versions, RetrainOptions(examples_dir=examples, **SMALL)).run()

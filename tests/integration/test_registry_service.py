@@ -28,7 +28,10 @@ def _events(bootstrap: str) -> list[tuple[str, dict]]:
     """Every record on qc.defect-types, read without a consumer group."""
     from qc_stream.devtools.local import read_topic_to_end
 
-    return [(m.key.decode(), json.loads(m.value)) for m in read_topic_to_end(bootstrap, DEFECT_TYPES_TOPIC)]
+    return [
+        (m.key.decode(), json.loads(m.value))
+        for m in read_topic_to_end(bootstrap, DEFECT_TYPES_TOPIC)
+    ]
 
 
 def test_add_and_retire_publish_keyed_events(engine, broker, redis_url, redis_prefix):
@@ -67,7 +70,8 @@ def test_broker_down_still_registers_and_says_so(engine):
     from qc_stream.devtools.broker import free_port
 
     registry = DefectRegistry(
-        DefectTypeRepository(engine), publisher=EventPublisher(f"127.0.0.1:{free_port()}", timeout_s=1)
+        DefectTypeRepository(engine),
+        publisher=EventPublisher(f"127.0.0.1:{free_port()}", timeout_s=1),
     )
     change = registry.add("pill", "dent")
     assert not change.published and "bootstrap" in change.publish_error.lower()

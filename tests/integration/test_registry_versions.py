@@ -38,7 +38,11 @@ def seed_version(models_dir, words=("crack", "scratch"), products=None) -> str:
         torch.manual_seed(0)
         model = DapoModel(backbone, vocabulary=list(words))
     path = save_prompt_version(
-        model, models_dir, products=products or {"pill": ["crack"]}, metrics={"image_auroc": 0.5}, activate=True
+        model,
+        models_dir,
+        products=products or {"pill": ["crack"]},
+        metrics={"image_auroc": 0.5},
+        activate=True,
     )
     return path.name
 
@@ -49,7 +53,11 @@ def setup(tmp_path, pg_url, broker):
     engine = make_engine(pg_url)
     models = make_models_dir(tmp_path)
     settings = load_settings(
-        database_url=pg_url, models_dir=models, backbone="qc-test-tiny", kafka_bootstrap=broker.bootstrap, redis_url="off"
+        database_url=pg_url,
+        models_dir=models,
+        backbone="qc-test-tiny",
+        kafka_bootstrap=broker.bootstrap,
+        redis_url="off",
     )
     seed = seed_version(models)
     defects = DefectTypeRepository(engine)
@@ -84,7 +92,10 @@ def test_zero_shot_refresh_makes_announces_and_rolls_back(setup, broker):
     manifest = read_manifest(new, settings.models_dir)
     assert manifest["kind"] == "zero-shot" and manifest["parent"] == seed
     assert manifest["vocabulary"]["products"][product] == ["Delamination"]
-    assert "Delamination" in manifest["vocabulary"]["words"] and "crack" in manifest["vocabulary"]["words"]
+    assert (
+        "Delamination" in manifest["vocabulary"]["words"]
+        and "crack" in manifest["vocabulary"]["words"]
+    )
     assert active_version(settings.models_dir) == new
     rows = {r.prompt_version: r for r in versions.list()}
     assert rows[new].active and not rows[seed].active and rows[new].parent_version == seed
@@ -101,10 +112,16 @@ def test_zero_shot_refresh_makes_announces_and_rolls_back(setup, broker):
 
     # Rollback.
     back = versions.activate(seed)
-    assert back.published and versions.active_name() == seed and active_version(settings.models_dir) == seed
+    assert (
+        back.published
+        and versions.active_name() == seed
+        and active_version(settings.models_dir) == seed
+    )
     announced = [m["prompt_version"] for m in _announcements(broker.bootstrap)]
     assert announced[-2:] == [new, seed]
-    assert all(m["backbone_id"] == backbone.backbone_id for m in _announcements(broker.bootstrap)[-2:])
+    assert all(
+        m["backbone_id"] == backbone.backbone_id for m in _announcements(broker.bootstrap)[-2:]
+    )
 
 
 def test_retire_refresh_drops_the_word_and_unknown_version_is_refused(setup):

@@ -7,7 +7,7 @@ import logging
 import socket
 import subprocess
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
@@ -19,7 +19,7 @@ from qc_stream.storage.cache import Cache
 from qc_stream.storage.db import make_engine
 from qc_stream.storage.inspections import InspectionRepository
 
-NOW = datetime(2026, 11, 26, 12, 0, 30, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, 30, tzinfo=UTC)
 
 
 class Loader:
@@ -125,10 +125,17 @@ def test_rolling_counts_per_minute_with_ttl(cache, raw, redis_prefix):
     cache.bump_result(_result(1, Verdict.REJECT, "crack"))
     cache.bump_result(_result(2, Verdict.OK, "crack"))
     cache.bump_counts("L2", "screw", {"frames": 5}, at=NOW - timedelta(minutes=2))
-    cache.bump_counts("L1", "pill", {"frames": 100}, at=NOW - timedelta(minutes=30))  # outside window
+    cache.bump_counts(
+        "L1", "pill", {"frames": 100}, at=NOW - timedelta(minutes=30)
+    )  # outside window
 
     assert cache.rolling_counts(5, now=NOW) == {"frames": 7, "reject": 1, "ok": 1, "type:crack": 1}
-    assert cache.rolling_counts(5, line_id="L1", now=NOW) == {"frames": 2, "reject": 1, "ok": 1, "type:crack": 1}
+    assert cache.rolling_counts(5, line_id="L1", now=NOW) == {
+        "frames": 2,
+        "reject": 1,
+        "ok": 1,
+        "type:crack": 1,
+    }
     assert cache.rolling_counts(1, product="screw", now=NOW) == {}
     keys = list(raw.scan_iter(match=redis_prefix + "counts:*"))
     assert len(keys) == 3 and all(0 < raw.ttl(k) <= cache.counts_window_s for k in keys)
@@ -175,8 +182,19 @@ def test_cache_backs_off_then_recovers_when_redis_comes_back(redis_prefix, tmp_p
     assert loader.calls == 1 and not cache.available
 
     server = subprocess.Popen(
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
         stdout=subprocess.DEVNULL,
     )
     client = redis.Redis(port=port)

@@ -4,7 +4,7 @@ and exact totals when several processes record overlapping frames at once."""
 from __future__ import annotations
 
 import multiprocessing as mp
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import func, select
@@ -15,7 +15,7 @@ from qc_stream.storage.db import make_engine
 from qc_stream.storage.inspections import InspectionRepository, TrendPoint
 from qc_stream.storage.orm import DefectCountRow, InspectionRow
 
-T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, 12, 0, 0, tzinfo=UTC)
 VERDICTS = [Verdict.OK, Verdict.OK, Verdict.WARN, Verdict.REJECT]
 DEFECTS = ["crack", "scratch", None]
 
@@ -35,7 +35,9 @@ def make_result(i: int, **over) -> InspectionResult:
         anomaly_score={Verdict.OK: 0.1, Verdict.WARN: 0.6, Verdict.REJECT: 0.9}[verdict],
         defect_type=defect,
         defect_probs={defect: 0.8} if defect else {},
-        regions=[Region(defect_type=defect, area_px=42, bbox=(1, 2, 10, 12), score=0.7)] if defect else [],
+        regions=[Region(defect_type=defect, area_px=42, bbox=(1, 2, 10, 12), score=0.7)]
+        if defect
+        else [],
         model_version="qc-clip-tiny@1a2b3c4d",
         prompt_version="v1",
         latency_ms=12.5,
@@ -60,7 +62,9 @@ def expected_counts(indices) -> dict[tuple, tuple[int, int, int]]:
 def stored_counts(engine) -> dict[tuple, tuple[int, int, int]]:
     t = DefectCountRow
     with engine.connect() as c:
-        rows = c.execute(select(t.bucket_start, t.line_id, t.product, t.defect_type, t.frames, t.warn, t.reject))
+        rows = c.execute(
+            select(t.bucket_start, t.line_id, t.product, t.defect_type, t.frames, t.warn, t.reject)
+        )
         return {(b, line, p, d): (f, w, r) for b, line, p, d, f, w, r in rows}
 
 
@@ -87,7 +91,10 @@ def test_recording_the_same_frame_twice_keeps_one_row_and_counts_once(repo, engi
     first = make_result(3)  # reject, no defect type
     assert repo.record(first) is True
     # A redelivery, even with other values (reprocessed later), changes nothing.
-    assert repo.record(make_result(3, anomaly_score=0.95, processed_at=T0 + timedelta(hours=1))) is False
+    assert (
+        repo.record(make_result(3, anomaly_score=0.95, processed_at=T0 + timedelta(hours=1)))
+        is False
+    )
     assert repo.count() == 1
     assert repo.get(first.frame_id) == first
     assert stored_counts(engine) == expected_counts([3])
@@ -172,7 +179,9 @@ def _record_worker(url: str, k: int, start, out) -> None:
 def test_concurrent_processes_record_overlapping_frames_exactly_once(db_url, engine):
     ctx = mp.get_context("spawn")
     start, out = ctx.Barrier(WORKERS), ctx.Queue()  # all processes begin writing together
-    procs = [ctx.Process(target=_record_worker, args=(db_url, k, start, out)) for k in range(WORKERS)]
+    procs = [
+        ctx.Process(target=_record_worker, args=(db_url, k, start, out)) for k in range(WORKERS)
+    ]
     for p in procs:
         p.start()
     news = [out.get(timeout=120) for _ in procs]
@@ -185,7 +194,9 @@ def test_concurrent_processes_record_overlapping_frames_exactly_once(db_url, eng
         distinct.update(range(k * STRIDE, k * STRIDE + PER_WORKER))
     assert sum(news) == len(distinct)  # every frame reported new exactly once across processes
     with engine.connect() as c:
-        assert c.execute(select(func.count()).select_from(InspectionRow)).scalar_one() == len(distinct)
+        assert c.execute(select(func.count()).select_from(InspectionRow)).scalar_one() == len(
+            distinct
+        )
     assert stored_counts(engine) == expected_counts(distinct)
 
 

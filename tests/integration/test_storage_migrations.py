@@ -54,7 +54,9 @@ def test_migrated_schema_matches_the_orm(db_url):
     migrate.upgrade(db_url)
     engine = make_engine(db_url)
     with engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        diff = compare_metadata(
+            MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata
+        )
     engine.dispose()
     assert diff == []
 
@@ -66,7 +68,9 @@ def test_unknown_revision_is_a_storage_error(sqlite_url):
 
 def _cli(args, url, cwd):
     env = {**os.environ, "QC_DATABASE_URL": url}
-    return subprocess.run([str(QC_STREAM), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [str(QC_STREAM), *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=120
+    )
 
 
 def test_cli_upgrade_current_downgrade_from_any_directory(tmp_path, pg_url):
@@ -103,4 +107,6 @@ def test_cli_bad_database_urls_give_one_line_and_non_zero_exit(tmp_path, url, wo
 def test_cli_unknown_revision_gives_one_line(tmp_path, sqlite_url):
     proc = _cli(["db", "upgrade", "--revision", "nosuch"], sqlite_url, tmp_path)
     assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines() == ["error: migration failed: Can't locate revision identified by 'nosuch'"]
+    assert proc.stderr.strip().splitlines() == [
+        "error: migration failed: Can't locate revision identified by 'nosuch'"
+    ]

@@ -21,8 +21,8 @@ from qc_stream.devtools.broker import EmbeddedBroker, free_port
 from qc_stream.errors import QcError
 from qc_stream.producers.camera import run_camera
 from qc_stream.producers.producer import FrameProducer
-from qc_stream.synth.source import synthetic
 from qc_stream.settings import load_settings
+from qc_stream.synth.source import synthetic
 from qc_stream.wire.codec import headers_to_meta
 from qc_stream.wire.topics import FRAMES, ensure_topics
 
@@ -34,7 +34,12 @@ def own_broker():
 
 
 def read_frames(bootstrap: str, expected: int, timeout_ms: int = 8000):
-    consumer = KafkaConsumer(FRAMES, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=timeout_ms)
+    consumer = KafkaConsumer(
+        FRAMES,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=timeout_ms,
+    )
     records = []
     for r in consumer:
         records.append(r)
@@ -47,7 +52,10 @@ def read_frames(bootstrap: str, expected: int, timeout_ms: int = 8000):
 def cli(*args, env=None, timeout=60):
     return subprocess.run(
         [sys.executable, "-c", "from qc_stream.cli.main import run; run()", *args],
-        capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -55,14 +63,22 @@ def test_synthetic_camera_sends_keyed_frames_with_metadata_headers(own_broker):
     settings = load_settings(kafka_bootstrap=own_broker.bootstrap, topic_partitions=2)
     ensure_topics(own_broker.bootstrap, 2)
     producer = FrameProducer(settings)
-    stats = run_camera(producer, synthetic("pill", count=5, defect_rate=0.5, seed=3), camera_id="cam-7", line_id="line-2", product="pill")
+    stats = run_camera(
+        producer,
+        synthetic("pill", count=5, defect_rate=0.5, seed=3),
+        camera_id="cam-7",
+        line_id="line-2",
+        product="pill",
+    )
     producer.close()
     assert stats.sent == 5
     records = read_frames(own_broker.bootstrap, 5)
     assert len(records) == 5
     metas = [headers_to_meta(r.headers) for r in records]
     assert {r.key for r in records} == {b"cam-7"}
-    assert {(m.camera_id, m.line_id, m.product, m.content_type) for m in metas} == {("cam-7", "line-2", "pill", "image/jpeg")}
+    assert {(m.camera_id, m.line_id, m.product, m.content_type) for m in metas} == {
+        ("cam-7", "line-2", "pill", "image/jpeg")
+    }
     assert len({m.frame_id for m in metas}) == 5
     assert all(Image.open(io.BytesIO(r.value)).size == (256, 256) for r in records)
 
@@ -85,13 +101,27 @@ def test_broker_down_retries_with_backoff_then_a_clear_error():
     dead = f"127.0.0.1:{free_port()}"
     settings = load_settings(kafka_bootstrap=dead, producer_connect_timeout_s=4.0)
     retries = []
-    with pytest.raises(QcError, match=rf"cannot reach the Kafka broker at {dead} after \d+ attempt"):
+    with pytest.raises(
+        QcError, match=rf"cannot reach the Kafka broker at {dead} after \d+ attempt"
+    ):
         FrameProducer(settings, on_retry=lambda attempt, wait, why: retries.append(wait))
     assert len(retries) >= 2 and retries[1] >= retries[0]  # backoff grows
 
-    out = cli("camera", "--source", "synthetic", "--product", "pill", "--count", "1",
-              env={"QC_KAFKA_BOOTSTRAP": dead, "QC_PRODUCER_CONNECT_TIMEOUT_S": "3"})
+    out = cli(
+        "camera",
+        "--source",
+        "synthetic",
+        "--product",
+        "pill",
+        "--count",
+        "1",
+        env={"QC_KAFKA_BOOTSTRAP": dead, "QC_PRODUCER_CONNECT_TIMEOUT_S": "3"},
+    )
     assert out.returncode == 2
     assert "retry 1" in out.stderr
-    assert out.stderr.strip().splitlines()[-1].startswith(f"error: cannot reach the Kafka broker at {dead}")
+    assert (
+        out.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: cannot reach the Kafka broker at {dead}")
+    )
     assert "Traceback" not in out.stderr

@@ -17,18 +17,24 @@ from PIL import Image
 from sqlalchemy import func, select
 
 from qc_stream.devtools.broker import EmbeddedBroker
+from qc_stream.devtools.local import (
+    WorkerProcess,
+    models_dir_without_prompts,
+    read_topic,
+    wait_for_rows,
+    worker_env,
+)
 from qc_stream.producers.camera import run_camera
 from qc_stream.producers.producer import FrameProducer
 from qc_stream.producers.sources import directory
-from qc_stream.synth.source import synthetic
 from qc_stream.settings import load_settings
 from qc_stream.storage.cache import Cache
 from qc_stream.storage.db import make_engine
 from qc_stream.storage.inspections import InspectionRepository
 from qc_stream.storage.migrate import upgrade
 from qc_stream.storage.orm import DefectCountRow, InspectionRow
+from qc_stream.synth.source import synthetic
 from qc_stream.wire.codec import header_value, result_from_json
-from qc_stream.devtools.local import WorkerProcess, models_dir_without_prompts, read_topic, wait_for_rows, worker_env
 from qc_stream.wire.topics import DEADLETTER, FRAMES, RESULTS, ensure_topics
 
 TINY = {"QC_BACKBONE": "qc-test-tiny", "QC_BATCH_SIZE": "8"}
@@ -37,7 +43,9 @@ TINY = {"QC_BACKBONE": "qc-test-tiny", "QC_BATCH_SIZE": "8"}
 @pytest.fixture(autouse=True)
 def untrained_models(tmp_path_factory, monkeypatch):
     """The tiny random backbone with untrained prompts (the shipped prompts belong to another backbone)."""
-    monkeypatch.setenv("QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models"))))
+    monkeypatch.setenv(
+        "QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models")))
+    )
 
 
 @pytest.fixture
@@ -64,18 +72,37 @@ def worker_factory(tmp_path):
 def send_synthetic(bootstrap: str, plan: list[tuple[str, str, int]]) -> None:
     producer = FrameProducer(load_settings(kafka_bootstrap=bootstrap))
     for camera, product, n in plan:
-        run_camera(producer, synthetic(product, count=n, defect_rate=0.5, seed=len(camera)), camera_id=camera, line_id="line-1", product=product)
+        run_camera(
+            producer,
+            synthetic(product, count=n, defect_rate=0.5, seed=len(camera)),
+            camera_id=camera,
+            line_id="line-1",
+            product=product,
+        )
     producer.close()
 
 
-def test_n_frames_give_n_inspections_results_counts_and_live_status(own_broker, pg_url, redis_url, redis_prefix, unique_app_id, worker_factory):
+def test_n_frames_give_n_inspections_results_counts_and_live_status(
+    own_broker, pg_url, redis_url, redis_prefix, unique_app_id, worker_factory
+):
     upgrade(pg_url)
-    w = worker_factory(worker_env(own_broker.bootstrap, pg_url, app_id=unique_app_id, redis_url=redis_url, redis_prefix=redis_prefix, **TINY))
+    w = worker_factory(
+        worker_env(
+            own_broker.bootstrap,
+            pg_url,
+            app_id=unique_app_id,
+            redis_url=redis_url,
+            redis_prefix=redis_prefix,
+            **TINY,
+        )
+    )
     send_synthetic(own_broker.bootstrap, [("cam-a", "pill", 14), ("cam-b", "screw", 10)])
     repo = InspectionRepository(make_engine(pg_url))
     assert wait_for_rows(repo, 24, 120, workers=[w]) == 24
 
-    results = [result_from_json(r.value) for r in read_topic(own_broker.bootstrap, RESULTS, expected=24)]
+    results = [
+        result_from_json(r.value) for r in read_topic(own_broker.bootstrap, RESULTS, expected=24)
+    ]
     rows = repo.recent(100)
     assert sorted(r.frame_id for r in results) == sorted(r.frame_id for r in rows)
     assert Counter(r.product for r in rows) == {"pill": 14, "screw": 10}
@@ -84,12 +111,17 @@ def test_n_frames_give_n_inspections_results_counts_and_live_status(own_broker, 
     # Root-cause counts agree exactly with the inspections they summarise.
     with repo.engine.connect() as c:
         counts = c.execute(
-            select(DefectCountRow.product, func.sum(DefectCountRow.frames), func.sum(DefectCountRow.warn), func.sum(DefectCountRow.reject))
-            .group_by(DefectCountRow.product)
+            select(
+                DefectCountRow.product,
+                func.sum(DefectCountRow.frames),
+                func.sum(DefectCountRow.warn),
+                func.sum(DefectCountRow.reject),
+            ).group_by(DefectCountRow.product)
         ).all()
         per_verdict = Counter(c.execute(select(InspectionRow.product, InspectionRow.verdict)).all())
     expected = {
-        p: (n, per_verdict[(p, "warn")], per_verdict[(p, "reject")]) for p, n in (("pill", 14), ("screw", 10))
+        p: (n, per_verdict[(p, "warn")], per_verdict[(p, "reject")])
+        for p, n in (("pill", 14), ("screw", 10))
     }
     assert {p: (f, w_, r) for p, f, w_, r in counts} == expected
 
@@ -106,7 +138,9 @@ def png(side: int) -> bytes:
     return buf.getvalue()
 
 
-def test_junk_goes_to_dead_letters_with_reason_and_the_worker_goes_on(own_broker, sqlite_url, unique_app_id, worker_factory, tmp_path):
+def test_junk_goes_to_dead_letters_with_reason_and_the_worker_goes_on(
+    own_broker, sqlite_url, unique_app_id, worker_factory, tmp_path
+):
     upgrade(sqlite_url)
     junk = tmp_path / "junk"
     junk.mkdir()
@@ -123,7 +157,10 @@ def test_junk_goes_to_dead_letters_with_reason_and_the_worker_goes_on(own_broker
     raw.close()
 
     dead = read_topic(own_broker.bootstrap, DEADLETTER, expected=4, timeout_s=90)
-    reasons = {header_value(d.headers, "frame_id") or "no-headers": header_value(d.headers, "error") for d in dead}
+    reasons = {
+        header_value(d.headers, "frame_id") or "no-headers": header_value(d.headers, "error")
+        for d in dead
+    }
     assert len(dead) == 4
     assert sorted(d.value for d in dead) == sorted([b"not an image", png(64)[:40], png(4), png(64)])
     assert "missing header(s): frame_id" in reasons["no-headers"]

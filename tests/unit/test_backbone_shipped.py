@@ -36,8 +36,12 @@ def test_shipped_files_are_small_and_documented():
     card = (FOLDER / "MODEL_CARD.md").read_text()
     assert "Reproduce" in card and "scripts/pretrain_backbone.py" in card
     run = json.loads((FOLDER / "training_log.json").read_text())
-    assert run["device"] == "cpu" and run["threads"] == 2 and run["minutes"] <= 60  # the budget
-    assert Settings.model_fields["backbone"].default == DEFAULT_BACKBONE  # QC_BACKBONE may override it
+    assert (
+        run["device"] == "cpu" and run["threads"] == 2 and run["minutes"] <= 60
+    )  # the budget
+    assert (
+        Settings.model_fields["backbone"].default == DEFAULT_BACKBONE
+    )  # QC_BACKBONE may override it
 
 
 def test_loads_offline_with_the_shipped_weights(backbone):
@@ -91,5 +95,7 @@ def test_zero_shot_retrieval_beats_chance_by_a_wide_margin(backbone):
             keys.append((p, d))
             texts.append(f"a photo of a {PRODUCTS[p].noun} with {DEFECT_PHRASES[d][0]}")
     sim = _encode(backbone, images, texts)
-    state_acc = np.mean([keys[i] == (s.product, s.defect_type) for i, s in zip(sim.argmax(1), samples)])
+    state_acc = np.mean(
+        [keys[i] == (s.product, s.defect_type) for i, s in zip(sim.argmax(1), samples)]
+    )
     assert state_acc >= 10 / len(texts), state_acc  # >= 10x chance

@@ -9,7 +9,7 @@ CLI test, which checks the thresholds the calibration computed from the scores i
 import io
 import json
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -18,11 +18,11 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from qc_stream.domain.inspection import FrameMeta, decide_verdict
 from qc_stream.dapo.thresholds import THRESHOLDS_FILE, write_thresholds
+from qc_stream.domain.inspection import FrameMeta, decide_verdict
 from qc_stream.settings import load_settings
-from qc_stream.wire.codec import meta_to_headers
 from qc_stream.stream.service import RawFrame, inspect_batch
+from qc_stream.wire.codec import meta_to_headers
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -37,7 +37,9 @@ def models_dir(tmp_path_factory):
     from qc_stream.synth import PRODUCTS
 
     models = tmp_path_factory.mktemp("models")
-    shutil.copytree(REPO / "models" / "backbones" / "qc-test-tiny", models / "backbones" / "qc-test-tiny")
+    shutil.copytree(
+        REPO / "models" / "backbones" / "qc-test-tiny", models / "backbones" / "qc-test-tiny"
+    )
     backbone = load_backbone("qc-test-tiny", models_dir=models)
     torch.manual_seed(0)  # the same random prompts (and so the same scores) in every run
     model = DapoModel(backbone, vocabulary=["crack", "scratch", "dent"])
@@ -46,7 +48,10 @@ def models_dir(tmp_path_factory):
         path = save_prompt_version(model, models, name, products=products)
         write_thresholds(path, {"pill": pill}, {"n_normal": {"pill": 8}})
     assert "pill" in PRODUCTS and "screw" in PRODUCTS
-    for name in ("v-cli-images", "v-cli-synthetic"):  # for the CLI tests, which rewrite their thresholds
+    for name in (
+        "v-cli-images",
+        "v-cli-synthetic",
+    ):  # for the CLI tests, which rewrite their thresholds
         path = save_prompt_version(model, models, name, products=products)
         write_thresholds(path, {"pill": (1.0, 1.0)}, {"n_normal": {"pill": 8}})
     set_active_version("v-cal", models)
@@ -54,21 +59,36 @@ def models_dir(tmp_path_factory):
 
 
 def _settings(models_dir, **kw):
-    base = dict(backbone="qc-test-tiny", models_dir=models_dir, device="cpu", warn_threshold=0.0,
-                reject_threshold=0.999, database_url="sqlite://", redis_url="off")
+    base = dict(
+        backbone="qc-test-tiny",
+        models_dir=models_dir,
+        device="cpu",
+        warn_threshold=0.0,
+        reject_threshold=0.999,
+        database_url="sqlite://",
+        redis_url="off",
+    )
     base.update(kw)
     return load_settings(**base)
 
 
 def _png(seed: int) -> bytes:
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(buf, format="PNG")
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(
+        buf, format="PNG"
+    )
     return buf.getvalue()
 
 
 def _frame(i: int, product: str) -> RawFrame:
-    meta = FrameMeta(frame_id=f"f-{product}-{i}", camera_id="cam-1", line_id="line-1", product=product,
-                     captured_at=datetime.now(timezone.utc), content_type="image/png")
+    meta = FrameMeta(
+        frame_id=f"f-{product}-{i}",
+        camera_id="cam-1",
+        line_id="line-1",
+        product=product,
+        captured_at=datetime.now(UTC),
+        content_type="image/png",
+    )
     return RawFrame.of(_png(i), meta_to_headers(meta))
 
 
@@ -87,7 +107,9 @@ def test_detector_precedence_explicit_then_calibrated_then_global(models_dir):
     img = Image.open(io.BytesIO(_png(1))).convert("RGB")
     pill, screw = det.detect([img, img], ["pill", "screw"])
     assert pill.thresholds == (1.0, 1.0) and screw.thresholds == (0.0, 0.999)
-    assert pill.detection.defect_type is None and pill.detection.regions == []  # below the calibrated warn
+    assert (
+        pill.detection.defect_type is None and pill.detection.regions == []
+    )  # below the calibrated warn
     assert screw.detection.defect_type is not None  # at or above the global warn 0.0
 
 
@@ -107,11 +129,15 @@ def test_worker_service_uses_calibrated_thresholds_and_swaps_them_with_the_promp
     det.swap_prompts("v-strict")  # what a worker does on qc.model-updates
     out = inspect_batch(frames, det, settings)
     pill = [r for r in out.results if r.product == "pill"]
-    assert {r.verdict.value for r in pill} == {"reject"} and {r.prompt_version for r in pill} == {"v-strict"}
+    assert {r.verdict.value for r in pill} == {"reject"} and {r.prompt_version for r in pill} == {
+        "v-strict"
+    }
 
     explicit = _settings(models_dir, thresholds='{"pill": [0.0, 1.0]}')
     out = inspect_batch(frames, Detector.from_settings(explicit), explicit)
-    assert {r.verdict.value for r in out.results if r.product == "pill"} == {"warn"}  # QC_THRESHOLDS wins
+    assert {r.verdict.value for r in out.results if r.product == "pill"} == {
+        "warn"
+    }  # QC_THRESHOLDS wins
 
 
 def test_service_asks_a_detector_without_per_output_thresholds(models_dir):
@@ -141,13 +167,37 @@ def test_calibrate_cli_writes_thresholds_and_predict_uses_them(models_dir, tmp_p
     good.mkdir()
     for i, s in enumerate(generate("screw", n=10, seed=3, size=64, defect_rate=0.0)):
         Image.fromarray(s.image).save(good / f"g{i:02d}.png")
-    env = {"QC_BACKBONE": "qc-test-tiny", "QC_MODELS_DIR": str(models_dir), "QC_DEVICE": "cpu",
-           "QC_WARN_THRESHOLD": "0.0", "QC_REJECT_THRESHOLD": "0.999", "QC_THRESHOLDS": "{}"}
+    env = {
+        "QC_BACKBONE": "qc-test-tiny",
+        "QC_MODELS_DIR": str(models_dir),
+        "QC_DEVICE": "cpu",
+        "QC_WARN_THRESHOLD": "0.0",
+        "QC_REJECT_THRESHOLD": "0.999",
+        "QC_THRESHOLDS": "{}",
+    }
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    res = CliRunner().invoke(app, ["models", "calibrate", "--version", "v-cli-images", "--product", "screw",
-                                   "--images", str(good), "--quantile", "0.9", "--margin", "0.01",
-                                   "--check", "8", "--size", "64"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "models",
+            "calibrate",
+            "--version",
+            "v-cli-images",
+            "--product",
+            "screw",
+            "--images",
+            str(good),
+            "--quantile",
+            "0.9",
+            "--margin",
+            "0.01",
+            "--check",
+            "8",
+            "--size",
+            "64",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "screw" in res.output and "wrote" in res.output
     doc = json.loads((models_dir / "prompts" / "v-cli-images" / THRESHOLDS_FILE).read_text())
@@ -157,11 +207,16 @@ def test_calibrate_cli_writes_thresholds_and_predict_uses_them(models_dir, tmp_p
 
     files = sorted(good.iterdir())
     buf = io.StringIO()
-    assert run_predict(files, "screw", None, 4, load_settings(prompt_version="v-cli-images"), out=buf) == 0
+    assert (
+        run_predict(files, "screw", None, 4, load_settings(prompt_version="v-cli-images"), out=buf)
+        == 0
+    )
     lines = [json.loads(x) for x in buf.getvalue().splitlines()]
     scores = [x["anomaly_score"] for x in lines]
     assert len(set(scores)) == 10  # distinct scores, so the 9 below the 0.9 quantile are ok
-    assert warn == pytest.approx(float(np.quantile(scores, 0.9)), abs=1e-5)  # the rule, on these scores
+    assert warn == pytest.approx(
+        float(np.quantile(scores, 0.9)), abs=1e-5
+    )  # the rule, on these scores
     assert [x["verdict"] for x in lines] == [decide_verdict(s, warn, reject).value for s in scores]
     assert sum(x["verdict"] == "ok" for x in lines) >= 8  # the global warn 0.0 would flag all ten
     assert all(x["defect_type"] is None for x in lines if x["verdict"] == "ok")
@@ -172,22 +227,47 @@ def test_calibrate_cli_synthetic_mode_reports_check_rates(models_dir, monkeypatc
 
     monkeypatch.setenv("QC_BACKBONE", "qc-test-tiny")
     monkeypatch.setenv("QC_MODELS_DIR", str(models_dir))
-    res = CliRunner().invoke(app, ["models", "calibrate", "--version", "v-cli-synthetic", "--product", "pill",
-                                   "--product", "screw", "--synthetic", "8", "--check", "6", "--size", "64"])
+    res = CliRunner().invoke(
+        app,
+        [
+            "models",
+            "calibrate",
+            "--version",
+            "v-cli-synthetic",
+            "--product",
+            "pill",
+            "--product",
+            "screw",
+            "--synthetic",
+            "8",
+            "--check",
+            "6",
+            "--size",
+            "64",
+        ],
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads((models_dir / "prompts" / "v-cli-synthetic" / THRESHOLDS_FILE).read_text())
     assert doc["pill"] != [1.0, 1.0] and set(doc) == {"pill", "screw", "_meta"}  # recalibrated
-    assert doc["_meta"]["source"].startswith("synthetic:64px") and doc["_meta"]["n_normal"] == {"pill": 8, "screw": 8}
+    assert doc["_meta"]["source"].startswith("synthetic:64px") and doc["_meta"]["n_normal"] == {
+        "pill": 8,
+        "screw": 8,
+    }
     rows = {line.split()[0]: line for line in res.output.splitlines() if line.split()}
     assert {"pill", "screw", "all"} <= set(rows) and "(n=" in rows["pill"] and "%" in rows["all"]
 
 
-@pytest.mark.parametrize("args, match", [
-    (["--images", "{good}"], "exactly one --product"),
-    (["--product", "gizmo"], "no synthetic parts for 'gizmo'"),
-    (["--version", "v-missing"], "not found"),
-])
-def test_calibrate_cli_refuses_bad_input_with_a_qc_error(models_dir, tmp_path, monkeypatch, args, match):
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["--images", "{good}"], "exactly one --product"),
+        (["--product", "gizmo"], "no synthetic parts for 'gizmo'"),
+        (["--version", "v-missing"], "not found"),
+    ],
+)
+def test_calibrate_cli_refuses_bad_input_with_a_qc_error(
+    models_dir, tmp_path, monkeypatch, args, match
+):
     """A QcError, which the console entry (qc_stream.cli.main.run) prints as one line, exit code 2."""
     from qc_stream.cli.main import app
     from qc_stream.errors import QcError
@@ -209,13 +289,28 @@ def test_a_zero_shot_refresh_keeps_the_parents_calibration_for_unchanged_product
 
     det = Detector.from_settings(_settings(models_dir, prompt_version="v-cal"))
     model = load_prompt_version("v-cal", det.backbone, models_dir).model
-    path = save_prompt_version(model, models_dir, "v-zs-parent", products={p: ["crack", "scratch", "dent"] for p in ("pill", "screw")})
-    write_thresholds(path, {"pill": (1.0, 1.0), "screw": (0.3, 0.6)}, {"n_normal": {"pill": 8, "screw": 8}})
+    path = save_prompt_version(
+        model,
+        models_dir,
+        "v-zs-parent",
+        products={p: ["crack", "scratch", "dent"] for p in ("pill", "screw")},
+    )
+    write_thresholds(
+        path, {"pill": (1.0, 1.0), "screw": (0.3, 0.6)}, {"n_normal": {"pill": 8, "screw": 8}}
+    )
     det.swap_prompts("v-zs-parent")
     model.vocabulary = ["crack", "scratch", "dent", "burr"]
-    save_prompt_version(model, models_dir, "v-zs", products={"pill": ["crack", "scratch", "dent"],
-                                                             "screw": ["crack", "scratch", "dent", "burr"]},
-                        parent="v-zs-parent", kind="zero-shot")
+    save_prompt_version(
+        model,
+        models_dir,
+        "v-zs",
+        products={
+            "pill": ["crack", "scratch", "dent"],
+            "screw": ["crack", "scratch", "dent", "burr"],
+        },
+        parent="v-zs-parent",
+        kind="zero-shot",
+    )
     img = Image.open(io.BytesIO(_png(2))).convert("RGB")
     before = det.detect([img, img], ["pill", "screw"])
     assert det.calibrated_thresholds == {"pill": (1.0, 1.0), "screw": (0.3, 0.6)}
@@ -224,8 +319,12 @@ def test_a_zero_shot_refresh_keeps_the_parents_calibration_for_unchanged_product
     assert det.calibrated_thresholds == {"pill": (1.0, 1.0)}  # screw's words changed: not inherited
     assert det.thresholds_for("screw") == (0.0, 0.999)
     after = det.detect([img, img], ["pill", "screw"])
-    assert after[0].detection.anomaly_score == pytest.approx(before[0].detection.anomaly_score, abs=1e-6)
+    assert after[0].detection.anomaly_score == pytest.approx(
+        before[0].detection.anomaly_score, abs=1e-6
+    )
 
-    write_thresholds(models_dir / "prompts" / "v-zs", {"screw": (0.2, 0.4)}, {"n_normal": {"screw": 8}})
+    write_thresholds(
+        models_dir / "prompts" / "v-zs", {"screw": (0.2, 0.4)}, {"n_normal": {"screw": 8}}
+    )
     det.swap_prompts("v-zs")  # calibrated itself: its own file only
     assert det.calibrated_thresholds == {"screw": (0.2, 0.4)}

@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from qc_stream.domain.thresholds import resolve_thresholds, thresholds_from_normal_scores
 from qc_stream.dapo.thresholds import THRESHOLDS_FILE, read_thresholds, write_thresholds
+from qc_stream.domain.thresholds import resolve_thresholds, thresholds_from_normal_scores
 from qc_stream.registry.calibration import calibrate_product, flag_rate
 
 
@@ -29,8 +29,12 @@ def test_identical_scores_and_margin_zero_give_warn_equal_reject():
 
 @pytest.mark.parametrize(
     "scores, kw, match",
-    [([0.1] * 7, {}, "at least 8"), ([0.1] * 9 + [float("nan")], {}, "finite"),
-     ([0.1] * 10, {"quantile": 0.2}, "quantile"), ([0.1] * 10, {"margin": -0.1}, "margin")],
+    [
+        ([0.1] * 7, {}, "at least 8"),
+        ([0.1] * 9 + [float("nan")], {}, "finite"),
+        ([0.1] * 10, {"quantile": 0.2}, "quantile"),
+        ([0.1] * 10, {"margin": -0.1}, "margin"),
+    ],
 )
 def test_bad_inputs_are_refused(scores, kw, match):
     with pytest.raises(ValueError, match=match):
@@ -38,7 +42,11 @@ def test_bad_inputs_are_refused(scores, kw, match):
 
 
 def test_precedence_explicit_then_calibrated_then_global():
-    explicit, calibrated, default = {"pill": (0.4, 0.7)}, {"pill": (0.9, 0.95), "wood": (0.6, 0.9)}, (0.5, 0.8)
+    explicit, calibrated, default = (
+        {"pill": (0.4, 0.7)},
+        {"pill": (0.9, 0.95), "wood": (0.6, 0.9)},
+        (0.5, 0.8),
+    )
     assert resolve_thresholds("pill", explicit, calibrated, default) == (0.4, 0.7)
     assert resolve_thresholds("wood", explicit, calibrated, default) == (0.6, 0.9)
     assert resolve_thresholds("screw", explicit, calibrated, default) == (0.5, 0.8)
@@ -46,9 +54,15 @@ def test_precedence_explicit_then_calibrated_then_global():
 
 
 def test_calibrate_product_reports_flag_rates_on_the_check_scores():
-    row = calibrate_product("wood", np.linspace(0.5, 0.7, 50), 0.98, 0.05,
-                            check_normal=[0.55, 0.6, 0.72, 0.75], check_defective=[0.9, 0.71, 0.2, 0.8],
-                            global_thresholds=(0.5, 0.8))
+    row = calibrate_product(
+        "wood",
+        np.linspace(0.5, 0.7, 50),
+        0.98,
+        0.05,
+        check_normal=[0.55, 0.6, 0.72, 0.75],
+        check_defective=[0.9, 0.71, 0.2, 0.8],
+        global_thresholds=(0.5, 0.8),
+    )
     assert row.warn == pytest.approx(0.696, abs=1e-3) and row.reject == pytest.approx(0.75)
     assert row.false_alarm_rate == 0.5 and row.global_false_alarm_rate == 1.0
     assert row.recall == 0.75 and row.global_recall == 0.75
@@ -60,7 +74,11 @@ def test_thresholds_file_round_trip_merges_products(tmp_path):
     write_thresholds(tmp_path, {"wood": (0.6, 0.9)}, {"n_normal": {"wood": 32}})
     doc = json.loads((tmp_path / THRESHOLDS_FILE).read_text())
     assert doc["pill"] == [0.4, 0.7] and doc["wood"] == [0.6, 0.9]
-    assert doc["_meta"]["n_normal"] == {"pill": 64, "wood": 32} and doc["_meta"]["method"] and doc["_meta"]["created_at"]
+    assert (
+        doc["_meta"]["n_normal"] == {"pill": 64, "wood": 32}
+        and doc["_meta"]["method"]
+        and doc["_meta"]["created_at"]
+    )
     assert read_thresholds(tmp_path) == {"pill": (0.4, 0.7), "wood": (0.6, 0.9)}
 
 

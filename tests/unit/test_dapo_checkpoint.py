@@ -70,7 +70,10 @@ def test_round_trip_gives_identical_outputs(backbone, tmp_path):
 def test_loading_on_another_backbone_is_refused(backbone, tmp_path):
     save_prompt_version(_trained_like(backbone), tmp_path, "v1")
     other = load_backbone("qc-test-tiny", seed=7)
-    with pytest.raises(QcError, match=f"made for backbone {backbone.backbone_id}.*loaded backbone is {other.backbone_id}"):
+    with pytest.raises(
+        QcError,
+        match=f"made for backbone {backbone.backbone_id}.*loaded backbone is {other.backbone_id}",
+    ):
         load_prompt_version("v1", other, tmp_path)
 
 

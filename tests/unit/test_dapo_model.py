@@ -49,7 +49,10 @@ def test_shipped_weights_load_and_interpolate_to_another_size(backbone, tmp_path
     folder = tmp_path / "backbones" / "my-clip"
     folder.mkdir(parents=True)
     shutil.copy(backbone_config_path(), folder / "open_clip_config.json")
-    state = {k: v.contiguous() for k, v in load_backbone("qc-test-tiny", seed=3).model.state_dict().items()}
+    state = {
+        k: v.contiguous()
+        for k, v in load_backbone("qc-test-tiny", seed=3).model.state_dict().items()
+    }
     save_file(state, str(folder / "weights.safetensors"))
 
     shipped = load_backbone("my-clip", models_dir=tmp_path)
@@ -168,7 +171,11 @@ def test_baselines_share_the_output(backbone, cls):
     torch.manual_seed(0)
     baseline = cls(backbone).eval()
     with torch.no_grad():
-        out = baseline(torch.randn(2, 3, 64, 64), WORDS, torch.tensor([[True, True, False], [True, True, True]]))
+        out = baseline(
+            torch.randn(2, 3, 64, 64),
+            WORDS,
+            torch.tensor([[True, True, False], [True, True, True]]),
+        )
     assert out.image_score.shape == (2,)
     assert out.anomaly_map.shape == (2, 64, 64)
     assert out.type_map_probs.shape == (2, 3, 64, 64)
@@ -195,7 +202,9 @@ def test_fp16_bf16_autocast_on_cpu(model):
 @pytest.mark.slow
 def test_production_architecture_at_518(tmp_path):
     """ViT-L-14-336-quickgelu with random weights, positional embeddings interpolated 24x24 -> 37x37."""
-    backbone = load_backbone("ViT-L-14-336-quickgelu", pretrained="none", image_size=518, models_dir=tmp_path)
+    backbone = load_backbone(
+        "ViT-L-14-336-quickgelu", pretrained="none", image_size=518, models_dir=tmp_path
+    )
     assert backbone.grid_size == (37, 37)
     assert backbone.tap_layers(4) == [5, 11, 17, 23]  # layers 6/12/18/24
     torch.manual_seed(0)

@@ -31,7 +31,13 @@ def _queries(dashboard: dict) -> list[str]:
 
 def test_five_dashboards_with_stable_unique_uids():
     uids = [d["uid"] for d in build_all()]
-    assert uids == ["qc-defect-trends", "qc-root-causes", "qc-cameras", "qc-models", "qc-throughput"]
+    assert uids == [
+        "qc-defect-trends",
+        "qc-root-causes",
+        "qc-cameras",
+        "qc-models",
+        "qc-throughput",
+    ]
     assert [dump(d) for d in build_all()] == [dump(d) for d in build_all()]  # deterministic
 
 
@@ -42,7 +48,11 @@ def test_panels_query_the_postgres_datasource_with_raw_sql(dashboard):
     for panel in dashboard["panels"]:
         assert panel["datasource"] == {"type": DATASOURCE_TYPE, "uid": DATASOURCE_UID}
         (target,) = panel["targets"]
-        assert target["rawQuery"] is True and target["editorMode"] == "code" and target["rawSql"].strip()
+        assert (
+            target["rawQuery"] is True
+            and target["editorMode"] == "code"
+            and target["rawSql"].strip()
+        )
         if panel["type"] == "timeseries":
             # Grafana needs a time column; multi-series panels name the series in "metric"
             assert target["format"] == "time_series" and "$__timeGroupAlias(" in target["rawSql"]
@@ -68,7 +78,11 @@ def test_panels_fit_the_grid_without_overlapping(dashboard):
     for panel in dashboard["panels"]:
         pos = panel["gridPos"]
         assert 0 <= pos["x"] and pos["x"] + pos["w"] <= 24
-        area = {(x, y) for x in range(pos["x"], pos["x"] + pos["w"]) for y in range(pos["y"], pos["y"] + pos["h"])}
+        area = {
+            (x, y)
+            for x in range(pos["x"], pos["x"] + pos["w"])
+            for y in range(pos["y"], pos["y"] + pos["h"])
+        }
         assert not cells & area, f"panel {panel['title']!r} overlaps another"
         cells |= area
 
@@ -86,7 +100,9 @@ def test_the_asked_for_views_are_all_there():
         "Latency p50 / p95",
     ]:
         assert wanted in titles
-    stacked = next(p for d in build_all() for p in d["panels"] if p["title"] == "Defect types over time")
+    stacked = next(
+        p for d in build_all() for p in d["panels"] if p["title"] == "Defect types over time"
+    )
     assert stacked["fieldConfig"]["defaults"]["custom"]["stacking"]["mode"] == "normal"
 
 
@@ -106,17 +122,24 @@ def test_cli_build_writes_one_file_per_dashboard_and_rebuilds_identically(tmp_pa
 
 def test_the_copy_in_deploy_is_up_to_date():
     """deploy/grafana/dashboards/ is what Grafana provisioning loads: rebuild it after editing the code."""
-    shipped = {p.name: p.read_text(encoding="utf-8") for p in (GRAFANA_DEPLOY / "dashboards").glob("*.json")}
+    shipped = {
+        p.name: p.read_text(encoding="utf-8")
+        for p in (GRAFANA_DEPLOY / "dashboards").glob("*.json")
+    }
     assert shipped == {f"{d['uid']}.json": dump(d) for d in build_all()}, (
         "run: qc-stream dashboards build --out deploy/grafana/dashboards"
     )
 
 
 def test_provisioning_points_at_the_same_datasource_and_folder():
-    (ds,) = yaml.safe_load((GRAFANA_DEPLOY / "provisioning/datasources/qc-stream.yaml").read_text())["datasources"]
+    (ds,) = yaml.safe_load(
+        (GRAFANA_DEPLOY / "provisioning/datasources/qc-stream.yaml").read_text()
+    )["datasources"]
     assert (ds["uid"], ds["type"], ds["name"]) == (DATASOURCE_UID, DATASOURCE_TYPE, DATASOURCE_NAME)
     assert ds["editable"] is False and "password" in ds["secureJsonData"]
-    (provider,) = yaml.safe_load((GRAFANA_DEPLOY / "provisioning/dashboards/qc-stream.yaml").read_text())["providers"]
+    (provider,) = yaml.safe_load(
+        (GRAFANA_DEPLOY / "provisioning/dashboards/qc-stream.yaml").read_text()
+    )["providers"]
     assert provider["folderUid"] == FOLDER_UID and provider["type"] == "file"
     assert provider["options"]["path"].startswith("/")
 
@@ -127,7 +150,10 @@ def test_provisioning_points_at_the_same_datasource_and_folder():
         (lambda d: None, "not a folder"),
         (lambda d: d.mkdir(), "no dashboard JSON files"),
         (lambda d: (d.mkdir(), (d / "x.json").write_text("{nope")), "not a readable JSON file"),
-        (lambda d: (d.mkdir(), (d / "x.json").write_text('{"title": "no uid"}')), "not a Grafana dashboard"),
+        (
+            lambda d: (d.mkdir(), (d / "x.json").write_text('{"title": "no uid"}')),
+            "not a Grafana dashboard",
+        ),
     ],
 )
 def test_reading_a_bad_folder_is_a_clear_error(tmp_path: Path, setup, message):
@@ -142,5 +168,7 @@ def test_cli_module_imports_no_http_client_or_database_engine():
         "import sys, qc_stream.cli.cmd_dashboards; "
         "print([m for m in ('grafana_client', 'niquests', 'sqlalchemy', 'psycopg') if m in sys.modules])"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
     assert json.loads(out.strip().replace("'", '"')) == []

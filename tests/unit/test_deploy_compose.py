@@ -22,7 +22,13 @@ from qc_stream.settings import Settings, load_settings
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 TOPICS = {"qc.frames", "qc.results", "qc.deadletter", "qc.defect-types", "qc.model-updates"}
 # Keys of .env.example that are compose-level knobs or image env, not qc-stream settings.
-COMPOSE_ONLY = {"QC_WORKERS", "QC_CAMERA_PRODUCT", "QC_CAMERA_FPS", "QC_GRAFANA_DB_USER", "QC_GRAFANA_DB_PASSWORD"}
+COMPOSE_ONLY = {
+    "QC_WORKERS",
+    "QC_CAMERA_PRODUCT",
+    "QC_CAMERA_FPS",
+    "QC_GRAFANA_DB_USER",
+    "QC_GRAFANA_DB_PASSWORD",
+}
 
 
 def compose_schema() -> dict:
@@ -57,7 +63,9 @@ def test_compose_file_matches_the_compose_specification(compose):
 
 def test_the_schema_check_rejects_a_broken_file(compose):
     broken = copy.deepcopy(compose)
-    broken["services"]["worker"]["depends_on"]["kafka"]["condition"] = "service_ready"  # no such condition
+    broken["services"]["worker"]["depends_on"]["kafka"]["condition"] = (
+        "service_ready"  # no such condition
+    )
     broken["services"]["kafka"]["healthcheck"]["intervall"] = "5s"  # typo
     errors = schema_errors(broken)
     assert any("depends_on" in e for e in errors)
@@ -70,7 +78,9 @@ def test_start_up_order_waits_on_health_and_completed_jobs(compose):
         for dep, cond in (svc.get("depends_on") or {}).items():
             assert dep in services, f"{name} depends on unknown service {dep}"
             if cond["condition"] == "service_healthy":
-                assert "healthcheck" in services[dep] and not services[dep]["healthcheck"].get("disable")
+                assert "healthcheck" in services[dep] and not services[dep]["healthcheck"].get(
+                    "disable"
+                )
             if cond["condition"] == "service_completed_successfully":
                 assert services[dep].get("restart") == "no", f"{dep} is a one-shot job"
     worker = services["worker"]["depends_on"]
@@ -96,13 +106,21 @@ def test_kafka_is_single_node_kraft_pinned_with_frame_sized_limits(compose):
     env = kafka["environment"]
     assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
     assert "ZOOKEEPER" not in " ".join(env)
-    settings = load_settings(**{k[3:].lower(): v for k, v in env_example().items() if k.startswith("QC_") and k not in COMPOSE_ONLY})
+    settings = load_settings(
+        **{
+            k[3:].lower(): v
+            for k, v in env_example().items()
+            if k.startswith("QC_") and k not in COMPOSE_ONLY
+        }
+    )
     assert int(env["KAFKA_MESSAGE_MAX_BYTES"]) >= settings.kafka_max_request_bytes
 
 
 def test_topic_init_creates_every_topic_and_compacts_defect_types(compose):
     script = compose["services"]["topic-init"]["command"][0]
-    created = {line.split("--topic")[1].split()[0] for line in script.splitlines() if "--topic" in line}
+    created = {
+        line.split("--topic")[1].split()[0] for line in script.splitlines() if "--topic" in line
+    }
     assert created == TOPICS
     defect_line = next(line for line in script.splitlines() if "qc.defect-types" in line)
     assert "cleanup.policy=compact" in defect_line
@@ -135,14 +153,20 @@ def test_grafana_is_provisioned_from_deploy_grafana(compose):
     mounts = dict(v.rsplit(":", 2)[:2] for v in grafana["volumes"])
     assert mounts["./grafana/provisioning"] == "/etc/grafana/provisioning"
     # The provider YAML of deploy/grafana names the folder the built dashboards are mounted at.
-    provider = yaml.safe_load((DEPLOY / "grafana/provisioning/dashboards/qc-stream.yaml").read_text())
+    provider = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/dashboards/qc-stream.yaml").read_text()
+    )
     assert mounts["./grafana/dashboards"] == provider["providers"][0]["options"]["path"]
     assert sorted((DEPLOY / "grafana/dashboards").glob("*.json")), "built dashboards missing"
     # Every ${VAR} the datasource file needs is in Grafana's environment.
     datasource = (DEPLOY / "grafana/provisioning/datasources/qc-stream.yaml").read_text()
     needed = set(re.findall(r"\$\{(\w+)\}", datasource))
-    assert needed <= set(grafana["environment"]), f"missing for Grafana: {sorted(needed - set(grafana['environment']))}"
+    assert needed <= set(grafana["environment"]), (
+        f"missing for Grafana: {sorted(needed - set(grafana['environment']))}"
+    )
     assert "env_file" not in grafana  # the shared env file holds the Postgres owner's password
     role_job = compose["services"]["grafana-role"]
     assert "./grafana:/grafana:ro" in role_job["volumes"]
-    assert (DEPLOY / "grafana/readonly-role.sql").exists() and "/grafana/readonly-role.sql" in role_job["command"][0]
+    assert (
+        DEPLOY / "grafana/readonly-role.sql"
+    ).exists() and "/grafana/readonly-role.sql" in role_job["command"][0]

@@ -27,7 +27,9 @@ def test_both_images_exist():
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
 def test_hadolint_finds_nothing(dockerfile):
-    out = subprocess.run([hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True)
+    out = subprocess.run(
+        [hadolint(), "--no-color", str(dockerfile)], capture_output=True, text=True
+    )
     assert out.returncode == 0, out.stdout + out.stderr
 
 

@@ -16,7 +16,7 @@ import json
 import re
 import shutil
 import subprocess
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import jsonschema
@@ -37,10 +37,12 @@ def kustomize_cmd(path: Path) -> list[str]:
         return ["kubectl", "kustomize", str(path)]
     if shutil.which("kustomize"):
         return ["kustomize", "build", str(path)]
-    pytest.fail("needs kubectl (with built-in kustomize) or kustomize on PATH: apt-get install kubectl")
+    pytest.fail(
+        "needs kubectl (with built-in kustomize) or kustomize on PATH: apt-get install kubectl"
+    )
 
 
-@lru_cache(maxsize=None)
+@cache
 def render(overlay: str) -> tuple[dict, ...]:
     out = subprocess.run(kustomize_cmd(K8S / "overlays" / overlay), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -70,7 +72,9 @@ def validation_errors(doc: dict) -> list[str]:
 
 
 def one(docs, kind: str, name: str | None = None) -> dict:
-    found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    found = [
+        d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)
+    ]
     assert len(found) == 1, f"expected one {kind} {name or ''}, got {len(found)}"
     return found[0]
 
@@ -85,14 +89,18 @@ def pod_spec(doc: dict) -> dict:
 def test_every_rendered_document_is_valid(overlay):
     docs = render(overlay)
     assert len(docs) > 15
-    problems = {f"{d['kind']}/{d['metadata']['name']}": errs for d in docs if (errs := validation_errors(d))}
+    problems = {
+        f"{d['kind']}/{d['metadata']['name']}": errs for d in docs if (errs := validation_errors(d))
+    }
     assert problems == {}
 
 
 def test_validation_rejects_typos_in_builtin_and_custom_kinds():
     docs = render("prod")
     deployment = copy.deepcopy(one(docs, "Deployment", "qc-worker"))
-    deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGett"] = {"path": "/"}
+    deployment["spec"]["template"]["spec"]["containers"][0]["livenessProbe"]["httpGett"] = {
+        "path": "/"
+    }
     assert validation_errors(deployment)
     topic = copy.deepcopy(one(docs, "KafkaTopic", "qc-frames"))
     topic["spec"]["partitionz"] = 3
@@ -106,7 +114,9 @@ def test_validation_rejects_typos_in_builtin_and_custom_kinds():
 def test_every_resource_lands_in_the_overlay_namespace(overlay):
     docs = render(overlay)
     namespace = one(docs, "Namespace")["metadata"]["name"]
-    assert all(d["metadata"].get("namespace") == namespace for d in docs if d["kind"] != "Namespace")
+    assert all(
+        d["metadata"].get("namespace") == namespace for d in docs if d["kind"] != "Namespace"
+    )
 
 
 def test_worker_uses_gpu_probes_graceful_stop_and_static_membership():
@@ -127,7 +137,9 @@ def test_worker_uses_gpu_probes_graceful_stop_and_static_membership():
     assert env["QC_GROUP_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert "group_instance_id" in Settings.model_fields
     assert spec["securityContext"]["runAsNonRoot"] is True
-    assert worker["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0  # no extra GPU during rollouts
+    assert (
+        worker["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    )  # no extra GPU during rollouts
     assert "replicas" not in worker["spec"]  # KEDA owns it; apply must not reset it
 
 
@@ -135,7 +147,11 @@ def test_worker_uses_gpu_probes_graceful_stop_and_static_membership():
 def test_config_keys_are_settings_and_secrets_come_by_reference(overlay):
     docs = render(overlay)
     assert not [d for d in docs if d["kind"] == "Secret"], "secret values must not be committed"
-    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("qc-stream-config"))
+    config = next(
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("qc-stream-config")
+    )
     fields = {f"QC_{n.upper()}" for n in Settings.model_fields}
     assert set(config["data"]) <= fields
     Settings(**{k[3:].lower(): v for k, v in config["data"].items()})  # values validate too
@@ -145,29 +161,49 @@ def test_config_keys_are_settings_and_secrets_come_by_reference(overlay):
         spec = pod_spec(doc)
         for container in spec.get("initContainers", []) + spec["containers"]:
             for e in container.get("env", []):
-                sensitive = any(w in e["name"] for w in ("PASSWORD", "DATABASE_URL", "REDIS_URL", "TOKEN"))
+                sensitive = any(
+                    w in e["name"] for w in ("PASSWORD", "DATABASE_URL", "REDIS_URL", "TOKEN")
+                )
                 if sensitive:
-                    assert "secretKeyRef" in e.get("valueFrom", {}), f"{doc['metadata']['name']}: {e['name']}"
+                    assert "secretKeyRef" in e.get("valueFrom", {}), (
+                        f"{doc['metadata']['name']}: {e['name']}"
+                    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_keda_scales_the_worker_on_lag_within_the_partitions(overlay):
     docs = render(overlay)
     scaled = one(docs, "ScaledObject")
-    assert scaled["spec"]["scaleTargetRef"]["name"] == one(docs, "Deployment", "qc-worker")["metadata"]["name"]
+    assert (
+        scaled["spec"]["scaleTargetRef"]["name"]
+        == one(docs, "Deployment", "qc-worker")["metadata"]["name"]
+    )
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "kafka"
     meta = trigger["metadata"]
-    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("qc-stream-config"))
+    config = next(
+        d
+        for d in docs
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("qc-stream-config")
+    )
     assert meta["consumerGroup"] == config["data"]["QC_APP_ID"]
     assert meta["topic"] == "qc.frames"
     assert meta["bootstrapServers"] == config["data"]["QC_KAFKA_BOOTSTRAP"]
-    frames = next(d for d in docs if d["kind"] == "KafkaTopic" and d["spec"]["topicName"] == "qc.frames")
+    frames = next(
+        d for d in docs if d["kind"] == "KafkaTopic" and d["spec"]["topicName"] == "qc.frames"
+    )
     # Workers declare these with QC_TOPIC_PARTITIONS (stream/topics.py): Strimzi must agree.
     for name in ("qc.frames", "qc.results", "qc.deadletter"):
-        topic = next(d for d in docs if d["kind"] == "KafkaTopic" and d["spec"]["topicName"] == name)
+        topic = next(
+            d for d in docs if d["kind"] == "KafkaTopic" and d["spec"]["topicName"] == name
+        )
         assert topic["spec"]["partitions"] == int(config["data"]["QC_TOPIC_PARTITIONS"]), name
-    assert 1 <= scaled["spec"]["minReplicaCount"] <= scaled["spec"]["maxReplicaCount"] <= frames["spec"]["partitions"]
+    assert (
+        1
+        <= scaled["spec"]["minReplicaCount"]
+        <= scaled["spec"]["maxReplicaCount"]
+        <= frames["spec"]["partitions"]
+    )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -179,7 +215,9 @@ def test_strimzi_kraft_cluster_and_topics(overlay):
     pools = [d for d in docs if d["kind"] == "KafkaNodePool"]
     roles = {r for p in pools for r in p["spec"]["roles"]}
     assert roles == {"controller", "broker"}
-    assert all(p["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"] for p in pools)
+    assert all(
+        p["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"] for p in pools
+    )
     topics = {d["spec"]["topicName"]: d for d in docs if d["kind"] == "KafkaTopic"}
     assert set(topics) == TOPICS
     assert topics["qc.defect-types"]["spec"]["config"]["cleanup.policy"] == "compact"
@@ -206,20 +244,29 @@ def test_jobs_pdb_and_network_policy():
 
 def test_k8s_grafana_provisioning_equals_deploy_grafana():
     # kustomize cannot read deploy/grafana (outside its root), so base/grafana holds copies.
-    for k8s_file, source in [("datasources.yaml", "datasources/qc-stream.yaml"), ("dashboards.yaml", "dashboards/qc-stream.yaml")]:
+    for k8s_file, source in [
+        ("datasources.yaml", "datasources/qc-stream.yaml"),
+        ("dashboards.yaml", "dashboards/qc-stream.yaml"),
+    ]:
         copy_ = yaml.safe_load((K8S / "base/grafana" / k8s_file).read_text())
         original = yaml.safe_load((K8S.parent / "grafana/provisioning" / source).read_text())
-        assert copy_ == original, f"deploy/k8s/base/grafana/{k8s_file} drifted from deploy/grafana/provisioning/{source}"
+        assert copy_ == original, (
+            f"deploy/k8s/base/grafana/{k8s_file} drifted from deploy/grafana/provisioning/{source}"
+        )
 
 
 def test_grafana_is_provisioned_with_the_dashboards_datasource():
     from qc_stream.dashboards.model import DATASOURCE_TYPE, DATASOURCE_UID
 
     docs = render("prod")
-    datasources = next(d for d in docs if d["metadata"]["name"].startswith("grafana-provisioning-datasources"))
+    datasources = next(
+        d for d in docs if d["metadata"]["name"].startswith("grafana-provisioning-datasources")
+    )
     provisioned = yaml.safe_load(datasources["data"]["datasources.yaml"])["datasources"][0]
     assert (provisioned["uid"], provisioned["type"]) == (DATASOURCE_UID, DATASOURCE_TYPE)
-    providers = next(d for d in docs if d["metadata"]["name"].startswith("grafana-provisioning-dashboards"))
+    providers = next(
+        d for d in docs if d["metadata"]["name"].startswith("grafana-provisioning-dashboards")
+    )
     path = yaml.safe_load(providers["data"]["dashboards.yaml"])["providers"][0]["options"]["path"]
     grafana = one(docs, "Deployment", "qc-grafana")
     build = pod_spec(grafana)["initContainers"][0]
@@ -232,6 +279,9 @@ def test_grafana_is_provisioned_with_the_dashboards_datasource():
 def test_compose_and_kubernetes_run_the_same_kafka_and_grafana():
     compose = yaml.safe_load((K8S.parent / "compose.yaml").read_text())["services"]
     docs = render("prod")
-    assert compose["kafka"]["image"] == f"apache/kafka:{one(docs, 'Kafka')['spec']['kafka']['version']}"
+    assert (
+        compose["kafka"]["image"]
+        == f"apache/kafka:{one(docs, 'Kafka')['spec']['kafka']['version']}"
+    )
     grafana = pod_spec(one(docs, "Deployment", "qc-grafana"))["containers"][0]["image"]
     assert compose["grafana"]["image"] == grafana

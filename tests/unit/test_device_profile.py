@@ -10,25 +10,54 @@ from qc_stream.settings import REPO_ROOT
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location("profile_detect", REPO_ROOT / "scripts" / "device" / "profile_detect.py")
+    spec = importlib.util.spec_from_file_location(
+        "profile_detect", REPO_ROOT / "scripts" / "device" / "profile_detect.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-def test_profile_reports_every_stage_and_detect_costs_at_least_the_forward(tmp_path, monkeypatch, capsys):
+def test_profile_reports_every_stage_and_detect_costs_at_least_the_forward(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.setenv("QC_BACKBONE", "qc-test-tiny")
     monkeypatch.setenv("QC_DEVICE", "cpu")
     monkeypatch.setenv("QC_PRECISION", "fp32")
     out = tmp_path / "profile.json"
-    assert _load().main(["--frames", "16", "--batch", "8", "--repeats", "1", "--cprofile", "3", "--json", str(out)]) == 0
+    assert (
+        _load().main(
+            [
+                "--frames",
+                "16",
+                "--batch",
+                "8",
+                "--repeats",
+                "1",
+                "--cprofile",
+                "3",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     report = json.loads(out.read_text())
     stages = report["stages"]
-    assert set(stages) == {"cpu resize only", "resize + upload + normalise", "image encoder on a ready tensor",
-                           "  the same, MHA fast path off", "DAPO forward on a ready tensor",
-                           "encode_images (pictures)", "detect (pictures)"}
+    assert set(stages) == {
+        "cpu resize only",
+        "resize + upload + normalise",
+        "image encoder on a ready tensor",
+        "  the same, MHA fast path off",
+        "DAPO forward on a ready tensor",
+        "encode_images (pictures)",
+        "detect (pictures)",
+    }
     assert all(s["ms_per_batch"] > 0 and s["fps"] > 0 for s in stages.values())
     # detect does the DAPO forward plus preprocessing and post-processing: it cannot be cheaper
-    assert stages["detect (pictures)"]["ms_per_batch"] > stages["DAPO forward on a ready tensor"]["ms_per_batch"]
+    assert (
+        stages["detect (pictures)"]["ms_per_batch"]
+        > stages["DAPO forward on a ready tensor"]["ms_per_batch"]
+    )
     assert report["backbone"].startswith("qc-test-tiny@") and report["batch"] == 8
     assert "function calls" in capsys.readouterr().out  # the cProfile listing

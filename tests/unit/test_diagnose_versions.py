@@ -15,7 +15,9 @@ ACTIVE = active_version()  # the shipped one, made for the default backbone
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300
+    )
 
 
 def test_versions_scores_each_named_version_on_the_validation_seed():
@@ -39,10 +41,18 @@ def test_versions_needs_names_and_names_need_versions():
 def test_types_compares_dapo_type_naming_with_the_handcrafted_distribution():
     r = run("types", ACTIVE, "--weights", "0", "1", "--threads", "2")
     assert r.returncode == 0, r.stderr
-    (mean,) = [line for line in r.stdout.splitlines() if "type naming (validation seed) mean:" in line]
+    (mean,) = [
+        line for line in r.stdout.splitlines() if "type naming (validation seed) mean:" in line
+    ]
     scores = json.loads(mean.split("mean:", 1)[1])
-    assert set(scores) == {"type_f1[w=0]", "type_acc_defects[w=0]", "type_f1[w=1]", "type_acc_defects[w=1]",
-                           "type_f1[handcrafted alone]", "type_f1[handcrafted score, DAPO types]"}
+    assert set(scores) == {
+        "type_f1[w=0]",
+        "type_acc_defects[w=0]",
+        "type_f1[w=1]",
+        "type_acc_defects[w=1]",
+        "type_f1[handcrafted alone]",
+        "type_f1[handcrafted score, DAPO types]",
+    }
     # 4-6 candidate types per product: both distributions name defects well above chance (< 0.25)
     assert scores["type_acc_defects[w=0]"] > 0.25 and scores["type_acc_defects[w=1]"] > 0.25
     assert all(0.0 <= v <= 1.0 for v in scores.values())

@@ -26,9 +26,14 @@ def test_rgb_jpeg_roundtrip():
     assert np.asarray(img)[15, 20, 0] > 180
 
 
-@pytest.mark.parametrize("mode,value", [("L", 128), ("1", 1), ("LA", (90, 40)), ("RGBA", (10, 20, 30, 0)), ("CMYK", (0, 0, 0, 0))])
+@pytest.mark.parametrize(
+    "mode,value",
+    [("L", 128), ("1", 1), ("LA", (90, 40)), ("RGBA", (10, 20, 30, 0)), ("CMYK", (0, 0, 0, 0))],
+)
 def test_other_modes_become_rgb(mode, value):
-    img = decode_image(_png(Image.new(mode, (32, 20), value)) if mode != "CMYK" else _jpeg(mode, value))
+    img = decode_image(
+        _png(Image.new(mode, (32, 20), value)) if mode != "CMYK" else _jpeg(mode, value)
+    )
     assert img.mode == "RGB" and img.size == (32, 20)
 
 
@@ -70,7 +75,9 @@ def test_garbage_is_an_input_error(data):
 
 def test_truncated_jpeg_is_an_input_error():
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
+        buf, "JPEG"
+    )
     with pytest.raises(InputError):
         decode_image(buf.getvalue()[: len(buf.getvalue()) // 3])
 
@@ -86,10 +93,12 @@ def _png_claiming_size(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
     chunk = b"IHDR" + ihdr
     patched = struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk) & 0xFFFFFFFF)
-    return data[:8] + patched + data[8 + 25:]
+    return data[:8] + patched + data[8 + 25 :]
 
 
-@pytest.mark.parametrize("size", [(10_000, 6_000), (30_000, 30_000)])  # 60 MP; 900 MP (PIL's bomb limit)
+@pytest.mark.parametrize(
+    "size", [(10_000, 6_000), (30_000, 30_000)]
+)  # 60 MP; 900 MP (PIL's bomb limit)
 def test_huge_image_is_refused_from_its_header(size):
     with pytest.raises(InputError, match="too large"):
         decode_image(_png_claiming_size(*size))
@@ -102,7 +111,9 @@ def test_resize_and_preprocess_batch():
     assert resize_rgb(imgs[0], 32).shape == (32, 32, 3)
     t = preprocess_batch(imgs, 32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
     assert t.shape == (2, 3, 32, 32) and t.dtype == torch.float32
-    assert torch.allclose(t[0, 0], torch.ones(32, 32)) and torch.allclose(t[0, 1], -torch.ones(32, 32))
+    assert torch.allclose(t[0, 0], torch.ones(32, 32)) and torch.allclose(
+        t[0, 1], -torch.ones(32, 32)
+    )
     assert torch.allclose(t[1, 2], torch.ones(32, 32), atol=1e-6)
 
 
@@ -112,7 +123,9 @@ def test_threaded_preprocess_keeps_each_picture_in_its_place():
     import torch
 
     rng = np.random.default_rng(0)
-    imgs = [Image.fromarray(rng.integers(0, 256, (40 + 7 * i, 60, 3), dtype=np.uint8)) for i in range(9)]
+    imgs = [
+        Image.fromarray(rng.integers(0, 256, (40 + 7 * i, 60, 3), dtype=np.uint8)) for i in range(9)
+    ]
     t = preprocess_batch(imgs, 48, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
     for i, im in enumerate(imgs):
         ref = torch.from_numpy(resize_rgb(im, 48)).permute(2, 0, 1).float() / 255.0

@@ -21,13 +21,22 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def models_dir(tmp_path_factory):
     models = tmp_path_factory.mktemp("models")
-    shutil.copytree(REPO / "models" / "backbones" / "qc-test-tiny", models / "backbones" / "qc-test-tiny")
+    shutil.copytree(
+        REPO / "models" / "backbones" / "qc-test-tiny", models / "backbones" / "qc-test-tiny"
+    )
     return models
 
 
 def _settings(models_dir, **kw):
-    base = dict(backbone="qc-test-tiny", models_dir=models_dir, device="cpu", warn_threshold=0.0,
-                reject_threshold=0.9, region_threshold=0.01, region_min_area_px=4)
+    base = dict(
+        backbone="qc-test-tiny",
+        models_dir=models_dir,
+        device="cpu",
+        warn_threshold=0.0,
+        reject_threshold=0.9,
+        region_threshold=0.01,
+        region_min_area_px=4,
+    )
     base.update(kw)
     return load_settings(**base)
 
@@ -41,15 +50,19 @@ def detector(models_dir):
 
 def _images():
     rng = np.random.default_rng(0)
-    return [Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)),
-            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8))]
+    return [
+        Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)),
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)),
+    ]
 
 
 def test_untrained_fallback_identity_and_vocabulary(detector):
     from qc_stream.domain.catalog import DEFECT_TYPES, PRODUCTS
 
     assert detector.prompt_version == "untrained"
-    assert detector.model_version == detector.backbone_id and detector.model_version.startswith("qc-test-tiny@")
+    assert detector.model_version == detector.backbone_id and detector.model_version.startswith(
+        "qc-test-tiny@"
+    )
     assert set(detector.words_for("pill")) == set(PRODUCTS["pill"].defects)
     assert set(detector.words_for("unknown-product")) == set(DEFECT_TYPES)
     assert set(detector.words_for(None)) == set(DEFECT_TYPES)
@@ -77,14 +90,20 @@ def test_batch_equals_single(detector):
     a, b = _images()
     batch = detector.detect([a, b], ["pill", "wood"])
     single = detector.detect([b], ["wood"])[0]
-    assert batch[1].detection.anomaly_score == pytest.approx(single.detection.anomaly_score, abs=1e-5)
+    assert batch[1].detection.anomaly_score == pytest.approx(
+        single.detection.anomaly_score, abs=1e-5
+    )
     np.testing.assert_allclose(batch[1].anomaly_map, single.anomaly_map, atol=1e-5)
 
 
 def test_below_warn_threshold_no_type_no_regions(models_dir, detector):
     from qc_stream.inference.detector import Detector
 
-    strict = Detector(detector.backbone, detector._prompts, _settings(models_dir, warn_threshold=1.0, reject_threshold=1.0))
+    strict = Detector(
+        detector.backbone,
+        detector._prompts,
+        _settings(models_dir, warn_threshold=1.0, reject_threshold=1.0),
+    )
     (out,) = strict.detect(_images()[:1], [None])
     assert out.detection.anomaly_score < 1.0
     assert out.detection.defect_type is None and out.detection.regions == []
@@ -146,7 +165,10 @@ def test_active_version_loads_and_swap_prompts_changes_vocabulary(models_dir, de
         assert det.prompt_version == "v-a"
         assert det.words_for("panel") == ("dent", "gouge")
         (first,) = det.detect(_images()[:1], ["panel"])
-        assert set(first.detection.defect_probs) == {"dent", "gouge"}  # "gouge": a new word, zero-shot
+        assert set(first.detection.defect_probs) == {
+            "dent",
+            "gouge",
+        }  # "gouge": a new word, zero-shot
 
         det.swap_prompts("v-b")
         assert det.prompt_version == "v-b"
@@ -157,7 +179,9 @@ def test_active_version_loads_and_swap_prompts_changes_vocabulary(models_dir, de
             det.swap_prompts("v-missing")
         assert det.prompt_version == "v-b"  # a failed swap keeps the current version
 
-        det.swap_prompts("v-a")  # back again: the same outputs as before (nothing leaked between versions)
+        det.swap_prompts(
+            "v-a"
+        )  # back again: the same outputs as before (nothing leaked between versions)
         (again,) = det.detect(_images()[:1], ["panel"])
         assert again.detection == first.detection
     finally:
@@ -182,7 +206,9 @@ def test_swap_during_detect_never_mixes_versions(models_dir, detector):
         try:
             for _ in range(6):
                 a, b = det.detect(_images(), [None, None])
-                assert set(a.detection.defect_probs) == set(b.detection.defect_probs)  # one version per batch
+                assert set(a.detection.defect_probs) == set(
+                    b.detection.defect_probs
+                )  # one version per batch
                 seen.append(set(a.detection.defect_probs))
         except Exception as e:  # surfaced below
             errors.append(e)
@@ -225,7 +251,9 @@ def test_large_frame_regions_in_image_pixels(detector):
 def test_vocabulary_from_manifest_dedupes_and_matches_case():
     from qc_stream.domain.vocabulary import Vocabulary
 
-    v = Vocabulary.from_manifest({"words": ["dent", "Dent", "burr"], "products": {"panel": ["DENT", "gouge"]}})
+    v = Vocabulary.from_manifest(
+        {"words": ["dent", "Dent", "burr"], "products": {"panel": ["DENT", "gouge"]}}
+    )
     assert v.words == ("dent", "burr")
     assert v.words_for("panel") == ("dent",)  # "gouge" is not in the vocabulary
     assert v.words_for("other") == ("dent", "burr")

@@ -10,15 +10,15 @@ from qc_stream.inference.regions import find_regions, scale_regions
 
 def _map():
     amap = np.zeros((40, 60), dtype=np.float32)
-    amap[5:10, 10:20] = 0.9          # region A: 50 px, peak 0.95
+    amap[5:10, 10:20] = 0.9  # region A: 50 px, peak 0.95
     amap[7, 12] = 0.95
-    amap[30:33, 40:44] = 0.6         # region B: 12 px
-    amap[30, 44] = 0.6               # still B
-    amap[20, 5] = 0.7                # a speck: 1 px
-    amap[34, 45] = 0.65              # 1 px, not touching B (row 33 is empty)
+    amap[30:33, 40:44] = 0.6  # region B: 12 px
+    amap[30, 44] = 0.6  # still B
+    amap[20, 5] = 0.7  # a speck: 1 px
+    amap[34, 45] = 0.65  # 1 px, not touching B (row 33 is empty)
     types = np.full(amap.shape, -1)
-    types[5:10, 10:20] = 1           # mostly "hole"
-    types[5, 10:20] = 0              # one row of "crack" (10 px of 50)
+    types[5:10, 10:20] = 1  # mostly "hole"
+    types[5, 10:20] = 0  # one row of "crack" (10 px of 50)
     types[30:33, 40:45] = 0
     return amap, types
 
@@ -55,7 +55,11 @@ def test_capped_regions_are_the_strongest_of_many():
     labels, n = ndimage.label(amap >= 0.55, structure=np.ones((3, 3), dtype=int))
     assert n > 50
     every = sorted(
-        ((float(amap[labels == k].max()), int((labels == k).sum())) for k in range(1, n + 1) if (labels == k).sum() >= 2),
+        (
+            (float(amap[labels == k].max()), int((labels == k).sum()))
+            for k in range(1, n + 1)
+            if (labels == k).sum() >= 2
+        ),
         reverse=True,
     )
     found = find_regions(amap, 0.55, min_area=2, max_regions=10)
@@ -77,8 +81,12 @@ def test_overlay_draws_heat_and_boxes(tmp_path):
     amap, types = _map()
     regions = find_regions(amap, 0.5, min_area=5, type_map=types, words=["crack", "hole"])
     img = Image.new("RGB", (120, 80), (128, 128, 128))  # twice the map size: the map is resized
-    out = render_overlay(img, amap, [r.model_copy(update={"bbox": tuple(2 * v for v in r.bbox)}) for r in regions],
-                         caption="reject 0.93")
+    out = render_overlay(
+        img,
+        amap,
+        [r.model_copy(update={"bbox": tuple(2 * v for v in r.bbox)}) for r in regions],
+        caption="reject 0.93",
+    )
     assert out.size == img.size and out.mode == "RGB"
     arr = np.asarray(out).astype(int)
     assert not np.array_equal(arr, np.asarray(img))  # something was drawn

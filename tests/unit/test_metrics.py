@@ -91,7 +91,9 @@ def test_aupro_counts_diagonal_neighbours_as_one_region():
 def test_pixel_metrics_match_sklearn_when_exact():
     rng = np.random.default_rng(0)
     masks = (rng.random((6, 16, 16)) < 0.2).astype(np.uint8)
-    maps = np.round(rng.random((6, 16, 16)) * 0.6 + masks * 0.3, 2).astype(np.float32)  # ~100 levels: exact
+    maps = np.round(rng.random((6, 16, 16)) * 0.6 + masks * 0.3, 2).astype(
+        np.float32
+    )  # ~100 levels: exact
     m = pixel_metrics(masks, maps)
     assert m["pixel_auroc"] == pytest.approx(roc_auc_score(masks.ravel(), maps.ravel()), abs=1e-9)
     assert m["pixel_f1_max"] == pytest.approx(f1_max(masks.ravel(), maps.ravel()), abs=1e-9)
@@ -123,12 +125,14 @@ def test_perfect_pixel_maps_score_one():
 def test_type_metrics_hand_case():
     types = ["crack", "hole"]
     truth = [None, None, "crack", "hole"]
-    scores = np.array([
-        [0.8, 0.1, 0.1],   # normal, right
-        [0.3, 0.6, 0.1],   # normal, predicted crack (wrong)
-        [0.2, 0.7, 0.1],   # crack, right
-        [0.1, 0.5, 0.4],   # hole, predicted crack (wrong)
-    ])
+    scores = np.array(
+        [
+            [0.8, 0.1, 0.1],  # normal, right
+            [0.3, 0.6, 0.1],  # normal, predicted crack (wrong)
+            [0.2, 0.7, 0.1],  # crack, right
+            [0.1, 0.5, 0.4],  # hole, predicted crack (wrong)
+        ]
+    )
     m = type_metrics(truth, scores, types)
     # One-vs-rest AUROC: normal: pos {.8,.3} neg {.2,.1} -> 1.0; crack: pos {.7} neg {.1,.6,.5} -> 1.0;
     # hole: pos {.4} neg {.1,.1,.1} -> 1.0.
@@ -153,5 +157,7 @@ def test_type_metrics_degenerate_and_errors():
 def test_type_scores_and_mean_over_products():
     s = type_scores(np.array([0.8]), np.array([[0.25, 0.75]]))
     assert s == pytest.approx(np.array([[0.2, 0.2, 0.6]]))
-    mean = mean_over_products({"a": {"x": 1.0, "y": float("nan")}, "b": {"x": 0.5, "y": float("nan")}})
+    mean = mean_over_products(
+        {"a": {"x": 1.0, "y": float("nan")}, "b": {"x": 0.5, "y": float("nan")}}
+    )
     assert mean["x"] == pytest.approx(0.75) and math.isnan(mean["y"])

@@ -17,7 +17,9 @@ torch = pytest.importorskip("torch")
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("pretrain_backbone", REPO_ROOT / "scripts" / "pretrain_backbone.py")
+    spec = importlib.util.spec_from_file_location(
+        "pretrain_backbone", REPO_ROOT / "scripts" / "pretrain_backbone.py"
+    )
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("pretrain_backbone", module)
     spec.loader.exec_module(module)
@@ -29,7 +31,9 @@ def model():
     import open_clip
 
     torch.manual_seed(0)
-    m = open_clip.create_model(f"local-dir:{DEFAULT_MODELS_DIR / 'backbones' / 'qc-test-tiny'}", load_weights=False)
+    m = open_clip.create_model(
+        f"local-dir:{DEFAULT_MODELS_DIR / 'backbones' / 'qc-test-tiny'}", load_weights=False
+    )
     return m.eval()
 
 
@@ -58,10 +62,12 @@ def test_token_dropping_keeps_the_asked_share_and_is_seeded(script, model):
     model.visual.transformer.forward = spy
     try:
         with torch.no_grad():
-            a, pa = script.encode_image_any_size(model, x, with_patch_mean=True, keep=0.5,
-                                                 generator=torch.Generator().manual_seed(7))
-            b, _ = script.encode_image_any_size(model, x, with_patch_mean=True, keep=0.5,
-                                                generator=torch.Generator().manual_seed(7))
+            a, pa = script.encode_image_any_size(
+                model, x, with_patch_mean=True, keep=0.5, generator=torch.Generator().manual_seed(7)
+            )
+            b, _ = script.encode_image_any_size(
+                model, x, with_patch_mean=True, keep=0.5, generator=torch.Generator().manual_seed(7)
+            )
             full = script.encode_image_any_size(model, x)
     finally:
         del model.visual.transformer.forward
@@ -80,14 +86,22 @@ def test_always_kept_patches_survive_token_dropping(script, model):
     g = size // p
     a = torch.randn(1, 3, size, size)
     b = a.clone()
-    b[..., p:2 * p, p:2 * p] += 3.0  # patch (1, 1)
+    b[..., p : 2 * p, p : 2 * p] += 3.0  # patch (1, 1)
     flag = torch.zeros(1, g * g, dtype=torch.bool)
     flag[:, g + 1] = True
 
     def differs(always_keep, seed):
         with torch.no_grad():  # one image per call, same seed: the same patches are drawn for both
-            ea, eb = (script.encode_image_any_size(model, img, keep=0.125, always_keep=always_keep,
-                                                   generator=torch.Generator().manual_seed(seed)) for img in (a, b))
+            ea, eb = (
+                script.encode_image_any_size(
+                    model,
+                    img,
+                    keep=0.125,
+                    always_keep=always_keep,
+                    generator=torch.Generator().manual_seed(seed),
+                )
+                for img in (a, b)
+            )
         return not torch.allclose(ea, eb)
 
     assert all(differs(flag, seed) for seed in range(8))
@@ -104,7 +118,9 @@ def test_batches_mark_the_patches_a_defect_covers(script):
     assert flags.any(dim=1).sum() > 0  # some images carry a defect
     assert flags.sum(dim=1).max() < flags.shape[1]  # a defect is local
     plain_args = script.parse_args(["--batch", "16", "--mask-ratio", "0.75"])
-    plain = script.make_batch(0, plain_args, lambda texts: torch.zeros(len(texts), 4, dtype=torch.long))
+    plain = script.make_batch(
+        0, plain_args, lambda texts: torch.zeros(len(texts), 4, dtype=torch.long)
+    )
     assert "defect_patches" not in plain  # not computed when the run does not use them
 
 
@@ -121,9 +137,13 @@ def test_decoys_give_every_image_a_defect_pattern_and_leave_defects_alone(script
     assert all(tuple(row) in donors for row in out)  # decoys are copies of real defect patterns
     assert not patterns[[0, 2, 3, 5]].any()  # the input is not changed in place
     none = np.zeros((3, 9), bool)
-    assert not script.add_decoys(none, np.random.default_rng(0)).any()  # no defect in the batch: no decoy
+    assert not script.add_decoys(
+        none, np.random.default_rng(0)
+    ).any()  # no defect in the batch: no decoy
 
-    args = script.parse_args(["--batch", "16", "--mask-ratio", "0.75", "--keep-defect-tokens", "--decoy-keep"])
+    args = script.parse_args(
+        ["--batch", "16", "--mask-ratio", "0.75", "--keep-defect-tokens", "--decoy-keep"]
+    )
     batch = script.make_batch(0, args, lambda texts: torch.zeros(len(texts), 4, dtype=torch.long))
     assert batch["defect_patches"].any(dim=1).all()
     with pytest.raises(SystemExit):  # decoys without kept defect patches would silently do nothing
@@ -135,8 +155,17 @@ def test_token_plan_follows_the_budget(script):
     assert script.token_plan(0.2, plain) == (0.25, False)
     assert script.token_plan(0.9, plain) == (1.0, False)  # the last 15 % sees every token
     assert script.token_plan(0.5, script.parse_args([])) == (1.0, False)  # no dropping at all
-    late = script.parse_args(["--mask-ratio", "0.75", "--unmasked-share", "0.15", "--keep-defect-tokens",
-                              "--keep-defect-from", "0.5"])
+    late = script.parse_args(
+        [
+            "--mask-ratio",
+            "0.75",
+            "--unmasked-share",
+            "0.15",
+            "--keep-defect-tokens",
+            "--keep-defect-from",
+            "0.5",
+        ]
+    )
     assert script.token_plan(0.3, late) == (0.25, False)  # first half: random dropping only
     assert script.token_plan(0.6, late) == (0.25, True)
     assert script.token_plan(0.9, late) == (1.0, False)
@@ -145,14 +174,24 @@ def test_token_plan_follows_the_budget(script):
     with pytest.raises(SystemExit):  # without kept defect tokens it would silently do nothing
         script.parse_args(["--mask-ratio", "0.75", "--keep-defect-from", "0.5"])
     with pytest.raises(SystemExit):
-        script.parse_args(["--mask-ratio", "0.75", "--keep-defect-tokens", "--keep-defect-from", "1.0"])
+        script.parse_args(
+            ["--mask-ratio", "0.75", "--keep-defect-tokens", "--keep-defect-from", "1.0"]
+        )
 
 
 def test_trimmed_text_encoder_equals_open_clip(script, model):
     import open_clip
 
-    tokenizer = open_clip.get_tokenizer(f"local-dir:{DEFAULT_MODELS_DIR / 'backbones' / 'qc-test-tiny'}")
-    tokens = tokenizer(["a photo of a scratched metal plate", "hole", "a close-up of a cracked ceramic tile with a chip"])
+    tokenizer = open_clip.get_tokenizer(
+        f"local-dir:{DEFAULT_MODELS_DIR / 'backbones' / 'qc-test-tiny'}"
+    )
+    tokens = tokenizer(
+        [
+            "a photo of a scratched metal plate",
+            "hole",
+            "a close-up of a cracked ceramic tile with a chip",
+        ]
+    )
     assert (tokens != 0).sum(dim=1).max() < tokens.shape[1]  # there is padding to cut
     seen = []
     real_transformer = model.transformer.forward
@@ -177,13 +216,22 @@ def test_step_timer_reports_each_part_and_rejects_a_full_mask():
     import subprocess
 
     script = REPO_ROOT / "scripts" / "time_pretrain_step.py"
-    done = subprocess.run([sys.executable, str(script), "--batch", "8", "--repeats", "1", "--mask-ratio", "0.5"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, str(script), "--batch", "8", "--repeats", "1", "--mask-ratio", "0.5"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.rstrip().endswith(" s")]
     assert [line.split()[0] for line in lines] == ["data", "image", "text", "text"]
     assert "50% of tokens dropped" in done.stdout
-    bad = subprocess.run([sys.executable, str(script), "--mask-ratio", "1"], capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, str(script), "--mask-ratio", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "--mask-ratio must be in [0, 1)" in bad.stderr
 
 

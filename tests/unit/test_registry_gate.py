@@ -2,7 +2,13 @@
 
 from qc_stream.registry.gate import decide
 
-ACTIVE = {"image_auroc": 0.80, "image_ap": 0.85, "pixel_auroc": 0.90, "pixel_aupro": 0.70, "type_f1": 0.40}
+ACTIVE = {
+    "image_auroc": 0.80,
+    "image_ap": 0.85,
+    "pixel_auroc": 0.90,
+    "pixel_aupro": 0.70,
+    "type_f1": 0.40,
+}
 
 
 def test_equal_or_better_is_promoted():
@@ -36,4 +42,6 @@ def test_candidate_without_any_finite_metric_is_refused_even_when_active_has_non
     nan = {k: float("nan") for k in ACTIVE}
     d = decide(nan, nan, 0.02)
     assert not d.promote and d.reasons == ["the candidate produced no finite holdout metric"]
-    assert decide({**nan, "pixel_auroc": 0.5}, nan, 0.02).promote  # nothing to defend, something measured
+    assert decide(
+        {**nan, "pixel_auroc": 0.5}, nan, 0.02
+    ).promote  # nothing to defend, something measured

@@ -16,7 +16,13 @@ from qc_stream.errors import InputError
 
 
 def test_valid_registration_is_normalised():
-    spec = validate_defect_type("  pill ", "  Faulty   Imprint ", "  ink smeared  ", root_cause="", corrective_action=" clean the printer ")
+    spec = validate_defect_type(
+        "  pill ",
+        "  Faulty   Imprint ",
+        "  ink smeared  ",
+        root_cause="",
+        corrective_action=" clean the printer ",
+    )
     assert spec.product == "pill"
     assert spec.name == "Faulty Imprint"
     assert spec.description == "ink smeared"
@@ -77,9 +83,14 @@ def test_vocabulary_keeps_active_types_only_sorted():
 def test_merge_vocabulary_applies_registry_on_top_of_parent():
     from qc_stream.domain.defects import merge_vocabulary
 
-    parent = {"words": ["scratch", "crack", "dent", "burr"], "products": {"pill": ["crack"], "screw": ["scratch", "dent"]}}
+    parent = {
+        "words": ["scratch", "crack", "dent", "burr"],
+        "products": {"pill": ["crack"], "screw": ["scratch", "dent"]},
+    }
     defects = [
-        DefectType(product="pill", name="Crack"),  # same word, other case: keeps the parent's spelling
+        DefectType(
+            product="pill", name="Crack"
+        ),  # same word, other case: keeps the parent's spelling
         DefectType(product="pill", name="delamination"),
         DefectType(product="bottle", name="dent", status=DefectStatus.RETIRED),
         DefectType(product="can", name="burr", status=DefectStatus.RETIRED),
@@ -100,9 +111,17 @@ def test_merge_vocabulary_applies_registry_on_top_of_parent():
 def test_merge_vocabulary_retire_removes_only_for_that_product():
     from qc_stream.domain.defects import merge_vocabulary
 
-    parent = {"words": ["crack", "burr"], "products": {"pill": ["crack", "burr"], "screw": ["burr"]}}
-    merged = merge_vocabulary(parent, [DefectType(product="pill", name="BURR", status=DefectStatus.RETIRED)])
-    assert merged == {"words": ["crack", "burr"], "products": {"pill": ["crack"], "screw": ["burr"]}}
+    parent = {
+        "words": ["crack", "burr"],
+        "products": {"pill": ["crack", "burr"], "screw": ["burr"]},
+    }
+    merged = merge_vocabulary(
+        parent, [DefectType(product="pill", name="BURR", status=DefectStatus.RETIRED)]
+    )
+    assert merged == {
+        "words": ["crack", "burr"],
+        "products": {"pill": ["crack"], "screw": ["burr"]},
+    }
 
 
 def test_merge_vocabulary_without_registry_changes_is_identity():

@@ -6,7 +6,17 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("torch", "torchvision", "open_clip", "faust", "aiokafka", "cv2", "sklearn", "sqlalchemy", "alembic")
+HEAVY = (
+    "torch",
+    "torchvision",
+    "open_clip",
+    "faust",
+    "aiokafka",
+    "cv2",
+    "sklearn",
+    "sqlalchemy",
+    "alembic",
+)
 
 PROBE = """
 import json, sys
@@ -30,5 +40,7 @@ def test_help_does_not_import_heavy_libraries():
     ).stdout
     report = json.loads(out.strip().splitlines()[-1])
     assert report["code"] in (0, None)
-    assert report["heavy"] == [], f"qc-stream --help imported {report['heavy']}; move those imports into command bodies"
+    assert report["heavy"] == [], (
+        f"qc-stream --help imported {report['heavy']}; move those imports into command bodies"
+    )
     assert "db" in out

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import inspect
@@ -84,12 +84,12 @@ def _result(captured_at, verdict, defect):
 def test_bucket_is_capture_time_in_utc_floored_to_the_minute():
     cet = timezone(timedelta(hours=1))
     assert bucket_of(datetime(2026, 1, 1, 13, 5, 59, 999, tzinfo=cet)) == datetime(
-        2026, 1, 1, 12, 5, tzinfo=timezone.utc
+        2026, 1, 1, 12, 5, tzinfo=UTC
     )
 
 
 def test_ok_frames_count_under_the_empty_defect_type():
-    t = datetime(2026, 1, 1, 12, 0, 30, tzinfo=timezone.utc)
+    t = datetime(2026, 1, 1, 12, 0, 30, tzinfo=UTC)
     assert count_key(_result(t, Verdict.OK, "crack"))[3] == ""
     assert count_key(_result(t, Verdict.REJECT, "crack"))[3] == "crack"
     assert count_key(_result(t, Verdict.WARN, None))[3] == ""

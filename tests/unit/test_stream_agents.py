@@ -11,7 +11,7 @@ import asyncio
 import io
 import json
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -21,8 +21,8 @@ from qc_stream.domain.inspection import Detection, FrameMeta
 from qc_stream.settings import load_settings
 from qc_stream.stream.agents import inspect, model_updates
 from qc_stream.stream.app import build_app
-from qc_stream.wire.codec import meta_to_headers
 from qc_stream.stream.runtime import WorkerRuntime
+from qc_stream.wire.codec import meta_to_headers
 from qc_stream.wire.topics import AppTopics
 
 
@@ -41,7 +41,9 @@ class BrightnessDetector:
         out = []
         for img in images:
             score = float(np.asarray(img).mean() / 255.0)
-            out.append(Detection(anomaly_score=score, defect_type="scratch" if score >= 0.8 else None))
+            out.append(
+                Detection(anomaly_score=score, defect_type="scratch" if score >= 0.8 else None)
+            )
         return out
 
     def swap_prompts(self, version):
@@ -76,13 +78,21 @@ def png(level: int) -> bytes:
 
 
 def headers(frame_id: str, product: str = "screw") -> list[tuple[str, bytes]]:
-    meta = FrameMeta(frame_id=frame_id, camera_id="cam-1", line_id="line-1", product=product, captured_at=datetime.now(timezone.utc))
+    meta = FrameMeta(
+        frame_id=frame_id,
+        camera_id="cam-1",
+        line_id="line-1",
+        product=product,
+        captured_at=datetime.now(UTC),
+    )
     return meta_to_headers(meta)
 
 
 @pytest.fixture
 def harness():
-    settings = load_settings(batch_size=4, batch_timeout_s=0.05, database_url="sqlite://", redis_url="off")
+    settings = load_settings(
+        batch_size=4, batch_timeout_s=0.05, database_url="sqlite://", redis_url="off"
+    )
     stored: list = []
     lock = threading.Lock()
 
@@ -147,7 +157,9 @@ def test_offsets_are_acked_only_after_the_batch_is_stored(harness):
 
     async def scenario():
         async with agent.test_context() as ag:
-            events = [await ag.put(png(100), key=b"cam-1", headers=headers(f"s{i}")) for i in range(3)]
+            events = [
+                await ag.put(png(100), key=b"cam-1", headers=headers(f"s{i}")) for i in range(3)
+            ]
             await wait_for(entered.is_set)
             await asyncio.sleep(0.2)
             assert not any(e.message.acked for e in events)  # inferred, not yet stored: not acked
@@ -168,7 +180,11 @@ def test_bad_frames_go_to_dead_letters_with_reason_and_good_ones_still_pass(harn
             await ag.put(b"garbage", key=b"cam-1", headers=headers("bad-1"))
             await ag.put(png(100), key=b"cam-1", headers=[("camera_id", b"cam-1")])
             await ag.put(png(100), key=b"cam-1", headers=headers("good-1"))
-            await wait_for(lambda: len(stored) == 1 and len(topics.deadletter.sent) == 2 and topics.results.sent)
+            await wait_for(
+                lambda: (
+                    len(stored) == 1 and len(topics.deadletter.sent) == 2 and topics.results.sent
+                )
+            )
 
     asyncio.run(scenario())
     dead, [result] = topics.deadletter.sent, topics.results.sent
@@ -187,8 +203,16 @@ def test_a_prompt_swap_lands_between_batches_on_the_inference_thread(harness):
         async with agent.test_context() as ag:
             await ag.put(png(100), key=b"cam-1", headers=headers("before"))
             await wait_for(lambda: len(stored) == 1)
-            update = json.dumps({"prompt_version": "v2", "backbone_id": detector.backbone_id, "created_at": "2026-01-01T00:00:00Z"})
-            await asyncio.get_running_loop().run_in_executor(rt.inference_pool, model_updates.apply_update, rt, update.encode())
+            update = json.dumps(
+                {
+                    "prompt_version": "v2",
+                    "backbone_id": detector.backbone_id,
+                    "created_at": "2026-01-01T00:00:00Z",
+                }
+            )
+            await asyncio.get_running_loop().run_in_executor(
+                rt.inference_pool, model_updates.apply_update, rt, update.encode()
+            )
             await ag.put(png(100), key=b"cam-1", headers=headers("after"))
             await wait_for(lambda: len(stored) == 2)
 
@@ -204,7 +228,9 @@ def test_model_updates_for_another_backbone_or_malformed_are_ignored(harness):
     assert model_updates.apply_update(rt, other) is None
     assert model_updates.apply_update(rt, b"{not json") is None
     assert model_updates.apply_update(rt, b'{"backbone_id": "x"}') is None
-    assert model_updates.apply_update(rt, json.dumps({"prompt_version": "v1"}).encode()) is None  # already active
+    assert (
+        model_updates.apply_update(rt, json.dumps({"prompt_version": "v1"}).encode()) is None
+    )  # already active
     assert detector.prompt_version == "v1"
     assert model_updates.apply_update(rt, json.dumps({"prompt_version": "v3"}).encode()) == "v3"
     assert detector.prompt_version == "v3"

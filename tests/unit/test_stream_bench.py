@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from qc_stream.devtools.bench import _prompts_fit, _steady, _untrained_models_dir
 from qc_stream.errors import QcError
 from qc_stream.settings import DEFAULT_MODELS_DIR, load_settings
-from qc_stream.devtools.bench import _prompts_fit, _steady, _untrained_models_dir
 
 
 def test_steady_counts_frames_after_the_first_batch_over_the_span_of_batches():
-    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
     # 4 batches of 16 one second apart (a batch = one processed_at); the round's warm-up is separate
     stamps = [t0 + timedelta(seconds=20 + i) for i in range(4) for _ in range(16)]
     frames, seconds = _steady(stamps)
@@ -30,7 +30,9 @@ def test_bench_uses_untrained_prompts_when_the_active_version_is_for_another_bac
     models = tmp_path / "models"
     models.mkdir()
     (models / "backbones").symlink_to(DEFAULT_MODELS_DIR / "backbones")
-    model = DapoModel(load_backbone("qc-test-tiny", models_dir=models), vocabulary=["crack", "scratch"])
+    model = DapoModel(
+        load_backbone("qc-test-tiny", models_dir=models), vocabulary=["crack", "scratch"]
+    )
     save_prompt_version(model, models, products={"pill": ["crack"]}, activate=True)
 
     assert _prompts_fit(load_settings(backbone="qc-test-tiny", models_dir=models))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -14,14 +14,27 @@ from PIL import Image
 from qc_stream.domain.inspection import Detection, FrameMeta
 from qc_stream.errors import InputError
 from qc_stream.settings import load_settings
-from qc_stream.wire.codec import deadletter_headers, header_value, headers_to_meta, meta_to_headers, result_from_json, result_to_json
 from qc_stream.stream.service import RawFrame, inspect_batch
+from qc_stream.wire.codec import (
+    deadletter_headers,
+    header_value,
+    headers_to_meta,
+    meta_to_headers,
+    result_from_json,
+    result_to_json,
+)
 
-NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 
 
 def meta(frame_id="f1", product="pill", captured_at=NOW) -> FrameMeta:
-    return FrameMeta(frame_id=frame_id, camera_id="cam-1", line_id="line-1", product=product, captured_at=captured_at)
+    return FrameMeta(
+        frame_id=frame_id,
+        camera_id="cam-1",
+        line_id="line-1",
+        product=product,
+        captured_at=captured_at,
+    )
 
 
 def png(side: int, level: int = 100) -> bytes:
@@ -41,10 +54,22 @@ def test_headers_round_trip_and_tolerate_dict_and_str_values():
     "mutate, message",
     [
         (lambda h: [x for x in h if x[0] != "product"], "missing header(s): product"),
-        (lambda h: [(k, b"yesterday" if k == "captured_at" else v) for k, v in h], "captured_at is not an ISO-8601 time"),
-        (lambda h: [(k, b"2" if k == "schema_version" else v) for k, v in h], "unsupported schema_version '2'"),
-        (lambda h: [(k, b"\xff" if k == "camera_id" else v) for k, v in h], "header 'camera_id' is not UTF-8"),
-        (lambda h: [(k, b"x" * 200 if k == "frame_id" else v) for k, v in h], "bad header 'frame_id'"),
+        (
+            lambda h: [(k, b"yesterday" if k == "captured_at" else v) for k, v in h],
+            "captured_at is not an ISO-8601 time",
+        ),
+        (
+            lambda h: [(k, b"2" if k == "schema_version" else v) for k, v in h],
+            "unsupported schema_version '2'",
+        ),
+        (
+            lambda h: [(k, b"\xff" if k == "camera_id" else v) for k, v in h],
+            "header 'camera_id' is not UTF-8",
+        ),
+        (
+            lambda h: [(k, b"x" * 200 if k == "frame_id" else v) for k, v in h],
+            "bad header 'frame_id'",
+        ),
     ],
 )
 def test_bad_headers_say_what_is_wrong(mutate, message):
@@ -53,7 +78,9 @@ def test_bad_headers_say_what_is_wrong(mutate, message):
 
 
 def test_naive_capture_time_is_read_as_utc():
-    h = [(k, b"2026-11-26T12:00:00" if k == "captured_at" else v) for k, v in meta_to_headers(meta())]
+    h = [
+        (k, b"2026-11-26T12:00:00" if k == "captured_at" else v) for k, v in meta_to_headers(meta())
+    ]
     assert headers_to_meta(h).captured_at == NOW
 
 
@@ -87,13 +114,23 @@ def frame(data: bytes, **kw) -> RawFrame:
 def test_service_builds_results_with_versions_thresholds_and_latency():
     settings = load_settings(thresholds='{"screw": [0.1, 0.2]}', database_url="sqlite://")
     out = inspect_batch(
-        [frame(png(32, 100), frame_id="a", product="pill", captured_at=datetime.now(timezone.utc) - timedelta(seconds=2)),
-         frame(png(32, 100), frame_id="b", product="screw")],
-        StandIn(), settings,
+        [
+            frame(
+                png(32, 100),
+                frame_id="a",
+                product="pill",
+                captured_at=datetime.now(UTC) - timedelta(seconds=2),
+            ),
+            frame(png(32, 100), frame_id="b", product="screw"),
+        ],
+        StandIn(),
+        settings,
     )
     assert out.dead == []
     by_id = {r.frame_id: r for r in out.results}
-    assert by_id["a"].verdict.value == "ok" and by_id["b"].verdict.value == "reject"  # per-product thresholds
+    assert (
+        by_id["a"].verdict.value == "ok" and by_id["b"].verdict.value == "reject"
+    )  # per-product thresholds
     assert by_id["a"].latency_ms >= 2000
     assert {(r.model_version, r.prompt_version) for r in out.results} == {("bb@1", "p1")}
     assert result_from_json(result_to_json(by_id["a"])) == by_id["a"]
@@ -106,7 +143,10 @@ def test_service_dead_letters_bad_frames_and_isolates_a_frame_the_model_fails_on
         frame(png(32), frame_id="ok-1"),
         frame(b"", frame_id="empty"),
         frame(b"\x89PNG nope", frame_id="junk"),
-        frame(np.random.default_rng(0).integers(0, 255, 5000, dtype=np.uint8).tobytes(), frame_id="big"),
+        frame(
+            np.random.default_rng(0).integers(0, 255, 5000, dtype=np.uint8).tobytes(),
+            frame_id="big",
+        ),
         frame(png(32), frame_id="alien", product="spaceship"),
         frame(png(48), frame_id="poison"),
         frame(png(32), frame_id="ok-2"),
@@ -117,7 +157,10 @@ def test_service_dead_letters_bad_frames_and_isolates_a_frame_the_model_fails_on
     assert reasons["empty"] == ("decode", "empty frame (no image bytes)")
     assert reasons["junk"][1].startswith("undecodable image")
     assert reasons["big"][1] == "frame of 5000 bytes exceeds QC_MAX_FRAME_BYTES=4096"
-    assert reasons["alien"] == ("headers", "unknown product 'spaceship' (QC_PRODUCTS lists the known ones)")
+    assert reasons["alien"] == (
+        "headers",
+        "unknown product 'spaceship' (QC_PRODUCTS lists the known ones)",
+    )
     assert reasons["poison"] == ("inference", "inference failed: RuntimeError: model exploded")
     assert detector.batches[0] == 3  # one batched call first, then frame by frame
     assert all(d.frame.value is not None for d in out.dead)

@@ -105,7 +105,9 @@ def test_surface_defects_change_almost_nothing_outside_their_mask(product):
 
 
 def test_defect_rate_extremes_and_type_restriction():
-    assert all(s.defect_type is None for s in generate("tile", 5, seed=1, size=SIZE, defect_rate=0.0))
+    assert all(
+        s.defect_type is None for s in generate("tile", 5, seed=1, size=SIZE, defect_rate=0.0)
+    )
     restricted = generate("tile", 6, seed=1, size=SIZE, defect_rate=1.0, defect_types=["crack"])
     assert [s.defect_type for s in restricted] == ["crack"] * 6
 

@@ -26,8 +26,12 @@ def test_split_is_a_distribution_shift():
 
 def test_split_dict_is_serialisable_and_complete():
     d = load_split().to_dict()
-    assert {"auxiliary_products", "held_out_products", "seen_types", "novel_types", "seeds"} <= set(d)
-    assert len(set(d["seeds"].values())) == len(d["seeds"])  # train/validation/test/pretrain seeds differ
+    assert {"auxiliary_products", "held_out_products", "seen_types", "novel_types", "seeds"} <= set(
+        d
+    )
+    assert len(set(d["seeds"].values())) == len(
+        d["seeds"]
+    )  # train/validation/test/pretrain seeds differ
 
 
 def test_captions_name_the_product_or_a_generic_noun_and_the_state():
@@ -72,10 +76,16 @@ def test_closeup_crop_keeps_the_defect_and_captions_say_close_up():
         # the crop is a window of the image that still shows the defect's centre
         ys, xs = np.nonzero(s.mask)
         cy, cx = ys.mean(), xs.mean()
-        hits = [(y, x) for y in range(0, 129) for x in range(0, 129)
-                if np.array_equal(s.image[y:y + 128, x:x + 128], crop)]
-        assert hits and any(y + 0.15 * 128 <= cy <= y + 0.85 * 128 and x + 0.15 * 128 <= cx <= x + 0.85 * 128
-                            for y, x in hits)
+        hits = [
+            (y, x)
+            for y in range(0, 129)
+            for x in range(0, 129)
+            if np.array_equal(s.image[y : y + 128, x : x + 128], crop)
+        ]
+        assert hits and any(
+            y + 0.15 * 128 <= cy <= y + 0.85 * 128 and x + 0.15 * 128 <= cx <= x + 0.85 * 128
+            for y, x in hits
+        )
     text, key = caption(rng, "washer", "rust", closeup=True)
     assert key[1] in ("rust", "defect")
     normal_text, _ = caption(np.random.default_rng(2), "washer", None, closeup=True)

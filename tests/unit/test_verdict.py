@@ -1,6 +1,12 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from qc_stream.domain.inspection import Detection, FrameMeta, InspectionResult, Verdict, decide_verdict
+from qc_stream.domain.inspection import (
+    Detection,
+    FrameMeta,
+    InspectionResult,
+    Verdict,
+    decide_verdict,
+)
 
 
 def test_verdict_thresholds_are_inclusive():
@@ -10,10 +16,18 @@ def test_verdict_thresholds_are_inclusive():
 
 
 def test_result_from_detection_roundtrips_json():
-    frame = FrameMeta(frame_id="f1", camera_id="c", line_id="l", product="pill",
-                      captured_at=datetime(2026, 1, 1, tzinfo=timezone.utc))
-    det = Detection(anomaly_score=0.9, defect_type="crack", defect_probs={"crack": 0.7, "hole": 0.3})
-    r = InspectionResult.from_detection(frame, det, thresholds=(0.5, 0.8), model_version="m",
-                                        prompt_version="p1", latency_ms=12.5)
+    frame = FrameMeta(
+        frame_id="f1",
+        camera_id="c",
+        line_id="l",
+        product="pill",
+        captured_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )
+    det = Detection(
+        anomaly_score=0.9, defect_type="crack", defect_probs={"crack": 0.7, "hole": 0.3}
+    )
+    r = InspectionResult.from_detection(
+        frame, det, thresholds=(0.5, 0.8), model_version="m", prompt_version="p1", latency_ms=12.5
+    )
     assert r.verdict is Verdict.REJECT
     assert InspectionResult.model_validate_json(r.model_dump_json()) == r

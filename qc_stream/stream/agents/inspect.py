@@ -15,9 +15,15 @@ import time
 from collections import deque
 
 from qc_stream.observability import metrics
-from qc_stream.wire.codec import deadletter_headers, result_to_json
 from qc_stream.stream.runtime import WorkerRuntime
-from qc_stream.stream.service import BatchOutcome, PreparedBatch, RawFrame, infer_batch, prepare_batch
+from qc_stream.stream.service import (
+    BatchOutcome,
+    PreparedBatch,
+    RawFrame,
+    infer_batch,
+    prepare_batch,
+)
+from qc_stream.wire.codec import deadletter_headers, result_to_json
 from qc_stream.wire.topics import AppTopics
 
 log = logging.getLogger(__name__)
@@ -38,9 +44,13 @@ def register(app, topics: AppTopics, rt: WorkerRuntime):
             frames = [RawFrame.of(e.value, e.headers, e.key) for e in events]
             prepared = await prepare_parallel(loop, rt, frames)
             # rt.detector is read on the inference thread: after it is loaded, between prompt swaps.
-            inferred = loop.run_in_executor(rt.inference_pool, lambda p=prepared: infer_batch(p, rt.detector, settings))
+            inferred = loop.run_in_executor(
+                rt.inference_pool, lambda p=prepared: infer_batch(p, rt.detector, settings)
+            )
             previous = inflight[-1] if inflight else None
-            inflight.append(asyncio.ensure_future(finish(rt, topics, stream, events, inferred, previous, t0)))
+            inflight.append(
+                asyncio.ensure_future(finish(rt, topics, stream, events, inferred, previous, t0))
+            )
             while inflight and (len(inflight) > PIPELINE_DEPTH or inflight[0].done()):
                 await inflight.popleft()
 
@@ -51,12 +61,19 @@ async def prepare_parallel(loop, rt: WorkerRuntime, frames: list[RawFrame]) -> P
     """Stage 1 on the decode threads, the batch split in chunks (image decoders release the GIL)."""
     n = rt.decode_threads
     if n <= 1 or len(frames) < 2 * n:
-        return await loop.run_in_executor(rt.decode_pool, lambda: prepare_batch(frames, rt.settings, decode=rt.decode))
+        return await loop.run_in_executor(
+            rt.decode_pool, lambda: prepare_batch(frames, rt.settings, decode=rt.decode)
+        )
     size = -(-len(frames) // n)
-    parts = await asyncio.gather(*(
-        loop.run_in_executor(rt.decode_pool, lambda c=frames[i : i + size]: prepare_batch(c, rt.settings, decode=rt.decode))
-        for i in range(0, len(frames), size)
-    ))
+    parts = await asyncio.gather(
+        *(
+            loop.run_in_executor(
+                rt.decode_pool,
+                lambda c=frames[i : i + size]: prepare_batch(c, rt.settings, decode=rt.decode),
+            )
+            for i in range(0, len(frames), size)
+        )
+    )
     merged = PreparedBatch()
     for p in parts:
         merged.frames += p.frames
@@ -67,7 +84,9 @@ async def prepare_parallel(loop, rt: WorkerRuntime, frames: list[RawFrame]) -> P
     return merged
 
 
-async def finish(rt: WorkerRuntime, topics: AppTopics, stream, events, inferred, previous, t0: float) -> None:
+async def finish(
+    rt: WorkerRuntime, topics: AppTopics, stream, events, inferred, previous, t0: float
+) -> None:
     """Stage 3: store, publish, then ack (after the previous batch acked: offsets advance in order)."""
     loop = asyncio.get_running_loop()
     try:
@@ -77,15 +96,24 @@ async def finish(rt: WorkerRuntime, topics: AppTopics, stream, events, inferred,
         await loop.run_in_executor(rt.store_pool, rt.store_and_publish_live, outcome.results)
         tc = time.perf_counter()
         if outcome.rejects:
-            loop.run_in_executor(rt.store_pool, rt.write_overlays, outcome.rejects)  # cosmetic: not awaited
+            loop.run_in_executor(
+                rt.store_pool, rt.write_overlays, outcome.rejects
+            )  # cosmetic: not awaited
         await publish(topics, outcome)
         td = time.perf_counter()
         if previous is not None:
             await previous
         for event in events:
             await stream.ack(event)
-        log.debug("batch of %d: wait for model %.3f s (model %.3f, decode %.3f), store %.3f s, publish %.3f s",
-                  len(events), tb - ta, outcome.model_s, outcome.decode_s, tc - tb, td - tc)
+        log.debug(
+            "batch of %d: wait for model %.3f s (model %.3f, decode %.3f), store %.3f s, publish %.3f s",
+            len(events),
+            tb - ta,
+            outcome.model_s,
+            outcome.decode_s,
+            tc - tb,
+            td - tc,
+        )
         observe(outcome, len(events), time.perf_counter() - t0)
     except asyncio.CancelledError:
         raise  # worker stopping: the batch stays unacked and is replayed
@@ -103,7 +131,9 @@ async def publish(topics: AppTopics, outcome: BatchOutcome) -> None:
         log.warning("dead letter (%s): %s", d.stage, d.reason)
         pending.append(
             await topics.deadletter.send(
-                key=d.frame.key, value=d.frame.value or b"", headers=deadletter_headers(d.frame.headers, d.reason, d.stage)
+                key=d.frame.key,
+                value=d.frame.value or b"",
+                headers=deadletter_headers(d.frame.headers, d.reason, d.stage),
             )
         )
     if pending:

@@ -26,7 +26,11 @@ def parse_update(data: bytes) -> dict:
         msg = json.loads(data)
     except (ValueError, TypeError) as e:
         raise InputError(f"model update is not JSON: {e}") from None
-    if not isinstance(msg, dict) or not isinstance(msg.get("prompt_version"), str) or not msg["prompt_version"]:
+    if (
+        not isinstance(msg, dict)
+        or not isinstance(msg.get("prompt_version"), str)
+        or not msg["prompt_version"]
+    ):
         raise InputError("model update lacks a 'prompt_version' string")
     return msg
 
@@ -46,7 +50,12 @@ def apply_update(rt: WorkerRuntime, data: bytes) -> str | None:
     mine = getattr(detector, "backbone_id", None)
     theirs = msg.get("backbone_id")
     if mine and theirs and theirs != mine:
-        log.warning("ignoring prompt version %s: made for backbone %s, this worker runs %s", version, theirs, mine)
+        log.warning(
+            "ignoring prompt version %s: made for backbone %s, this worker runs %s",
+            version,
+            theirs,
+            mine,
+        )
         return None
     if version == detector.prompt_version:
         return None
@@ -83,7 +92,9 @@ def register(app, rt: WorkerRuntime, start_offsets: dict[int, int]):
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
         loop = asyncio.get_running_loop()
-        consumer = AIOKafkaConsumer(bootstrap_servers=rt.settings.kafka_bootstrap, enable_auto_commit=False, group_id=None)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=rt.settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
+        )
         await consumer.start()
         try:
             parts = consumer.partitions_for_topic(MODEL_UPDATES) or {0}
