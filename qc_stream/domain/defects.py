@@ -22,6 +22,7 @@ MAX_DESCRIPTION_LEN = 500
 MAX_NOTE_LEN = 500  # root cause, corrective action
 
 _SPACES = re.compile(r"\s+")
+_WHITESPACE_NAMES = {"\t": "tab", "\n": "newline", "\r": "carriage return"}
 
 
 class DefectStatus(str, Enum):
@@ -97,12 +98,19 @@ def event_key(product: str, name: str) -> str:
 
 
 def _clean(value: str, *, what: str, max_len: int, single_line: bool) -> str:
-    value = unicodedata.normalize("NFKC", value)
-    if single_line:
-        value = _SPACES.sub(" ", value)
-    value = value.strip()
+    value = unicodedata.normalize("NFKC", value).strip()
     if not value:
         raise InputError(f"{what} must not be empty")
+    if single_line:
+        # A line break or tab inside a name is a paste accident, not spacing: refuse it rather than
+        # register a name nobody typed. Runs of plain spaces are still collapsed.
+        breaks = [c for c in value if c.isspace() and c != " "]
+        if breaks:
+            raise InputError(
+                f"{what} {value!r} contains a {_WHITESPACE_NAMES.get(breaks[0], 'line break')}; "
+                "use single spaces"
+            )
+        value = _SPACES.sub(" ", value)
     if len(value) > max_len:
         raise InputError(f"{what} is {len(value)} characters long; at most {max_len} are allowed")
     # Free text may span lines; anything else non-printable (control, zero-width) is refused.

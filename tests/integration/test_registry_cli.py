@@ -80,6 +80,8 @@ INVALID = [
         ("-p", "pill", "-n", "DENT"),
         "error: defect type 'dent' is already registered for product 'pill'",
     ),
+    (("-p", "pill", "-n", "bent\npin"), "error: defect name 'bent\\npin' contains a newline"),
+    (("-p", "pill", "-n", "bent\tpin"), "error: defect name 'bent\\tpin' contains a tab"),
 ]
 
 

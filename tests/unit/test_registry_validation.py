@@ -50,6 +50,10 @@ def test_name_key_ignores_case_and_spacing():
         ("pill", "1234", None, "must contain a letter"),
         ("a/b", "dent", None, "must not contain '/'"),
         ("pill", "dent", "bad\x07bell", "non-printable"),
+        ("pill", "bent\npin", None, r"defect name 'bent\\npin' contains a newline; use single"),
+        ("pill", "bent\tpin", None, "contains a tab"),
+        ("pill", "bent\r\npin", None, "contains a carriage return"),
+        ("pi\tll", "dent", None, r"product 'pi\\tll' contains a tab"),
     ],
 )
 def test_invalid_registrations_are_refused(product, name, description, fragment):
