@@ -63,7 +63,12 @@ def register(app: typer.Typer) -> None:
                 raise InputError("--source synthetic needs --product")
             frames = synthetic(product, count=count, defect_rate=defect_rate, seed=seed, size=size)
         else:
-            frames = open_source(source, count=count)
+
+            def on_hidden(names: list[str]) -> None:
+                shown = ", ".join(names[:5]) + (", …" if len(names) > 5 else "")
+                typer.echo(f"{camera_id}: skipping {len(names)} hidden file(s): {shown}", err=True)
+
+            frames = open_source(source, count=count, on_hidden=on_hidden)
 
         def on_retry(attempt: int, wait: float, why: str) -> None:
             typer.echo(

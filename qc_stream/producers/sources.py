@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import mimetypes
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,19 +35,36 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def hidden_files(path: Path) -> list[str]:
+    """Names of the regular dotfiles of ``path`` (``.DS_Store``, editor swap files), sorted."""
+    return sorted(p.name for p in path.iterdir() if p.is_file() and p.name.startswith("."))
+
+
 def regular_files(path: Path) -> list[Path]:
     """The regular, non-hidden files of ``path`` (not recursive), sorted by name; at least one."""
     if not path.is_dir():
         raise InputError(f"not a directory: {path}")
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     if not files:
-        raise InputError(f"no files in {path}")
+        hidden = hidden_files(path)
+        raise InputError(
+            f"no files in {path}"
+            + (f" (only {len(hidden)} hidden file(s), which are skipped)" if hidden else "")
+        )
     return files
 
 
-def directory(path: Path) -> Iterator[SourceFrame]:
-    """Every regular file of ``path`` (not recursive), sorted by name, sent once."""
-    for p in regular_files(path):
+def directory(
+    path: Path, *, on_hidden: Callable[[list[str]], None] | None = None
+) -> Iterator[SourceFrame]:
+    """Every regular file of ``path`` (not recursive), sorted by name, sent once.
+
+    Dotfiles are skipped; ``on_hidden`` gets their names (once, before the first frame) so the
+    caller can say so."""
+    files = regular_files(path)
+    if on_hidden and (hidden := hidden_files(path)):
+        on_hidden(hidden)
+    for p in files:
         ctype = mimetypes.guess_type(p.name)[0] or "application/octet-stream"
         yield SourceFrame(p.read_bytes(), ctype, name=p.name)
 
@@ -81,7 +98,9 @@ def video(spec: str, *, count: int | None = None, quality: int = 90) -> Iterator
         cap.release()
 
 
-def open_source(spec: str, *, count: int | None) -> Iterator[SourceFrame]:
+def open_source(
+    spec: str, *, count: int | None, on_hidden: Callable[[list[str]], None] | None = None
+) -> Iterator[SourceFrame]:
     """``--source`` -> frames: a directory, a video file, ``rtsp://…``, ``usb:N``.
 
     ``synthetic`` frames come from ``qc_stream.synth.source`` (the runtime never imports the
@@ -90,7 +109,7 @@ def open_source(spec: str, *, count: int | None) -> Iterator[SourceFrame]:
         return video(spec, count=count)
     p = Path(spec)
     if p.is_dir():
-        return directory(p)
+        return directory(p, on_hidden=on_hidden)
     if p.is_file():
         return video(spec, count=count)
     raise InputError(

@@ -88,11 +88,13 @@ def test_frame_over_the_size_limit_is_refused_at_the_producer(own_broker, tmp_pa
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(small, format="PNG")
     (tmp_path / "a-small.png").write_bytes(small.getvalue())
     (tmp_path / "b-huge.bin").write_bytes(os.urandom(4096))
+    (tmp_path / ".DS_Store").write_bytes(b"finder")  # skipped, and said so
     env = {"QC_KAFKA_BOOTSTRAP": own_broker.bootstrap, "QC_MAX_FRAME_BYTES": "2048"}
     out = cli("camera", "--source", str(tmp_path), "--camera-id", "cam-x", env=env)
     assert out.returncode == 0, out.stderr
     assert "b-huge.bin is 4,096 bytes, over the frame limit QC_MAX_FRAME_BYTES=2,048" in out.stderr
     assert "1 frame(s) delivered" in out.stdout and "1 refused" in out.stdout
+    assert "cam-x: skipping 1 hidden file(s): .DS_Store" in out.stderr
     records = read_frames(own_broker.bootstrap, 2, timeout_ms=4000)
     assert [r.value for r in records] == [small.getvalue()]
 
