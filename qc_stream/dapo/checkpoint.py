@@ -15,8 +15,10 @@ a reader never sees half a version.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Mapping, Sequence
@@ -33,6 +35,9 @@ WEIGHTS = "prompts.safetensors"
 MANIFEST = "manifest.json"
 ACTIVE = "ACTIVE"
 KINDS = ("trained", "zero-shot")
+# What a version *name* may be when it arrives from outside (qc.model-updates): no path separator,
+# no leading dot, so it can only name a folder directly under <models_dir>/prompts/.
+VERSION_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 
 
 @dataclass
@@ -200,6 +205,17 @@ def load_prompt_version(
     model.load_trainable_state_dict(state)
     model.eval()
     return PromptVersion(version=manifest["version"], path=path, manifest=manifest, model=model)
+
+
+def version_sha256(path: str | Path) -> str:
+    """One sha256 over a version folder's files (manifest, then weights), each framed by its name
+    and length: what the registry records and a worker checks before swapping to the version."""
+    digest = hashlib.sha256()
+    for name in (MANIFEST, WEIGHTS):
+        data = (Path(path) / name).read_bytes()
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    return digest.hexdigest()
 
 
 def list_versions(models_dir: str | Path | None = None) -> list[dict]:

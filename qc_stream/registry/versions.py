@@ -102,19 +102,24 @@ class PromptVersions:
         """Record versions found under models/prompts/ but missing from the DB (e.g. shipped ones).
 
         When the DB has no active version yet, the ACTIVE file's version becomes the active row.
+        Rows recorded before digests were kept (sha256 NULL) get the digest of their files now.
         """
-        from qc_stream.dapo.checkpoint import active_version, list_versions
+        from qc_stream.dapo.checkpoint import active_version, list_versions, prompts_dir
 
-        known = {v.prompt_version for v in self.versions.list()}
-        has_active = self.versions.active() is not None
+        rows = {v.prompt_version: v for v in self.versions.list()}
+        has_active = any(v.active for v in rows.values())
         on_disk_active = active_version(self.models_dir)
         for manifest in list_versions(self.models_dir):
             name = manifest["version"]
-            if name in known:
+            folder = prompts_dir(self.models_dir) / name
+            if name in rows:
+                if rows[name].sha256 is None and folder.is_dir():
+                    self.versions.record_sha256(name, _sha256_of(folder))
                 continue
             try:
                 self.versions.add(
-                    _row_from_manifest(manifest), activate=not has_active and name == on_disk_active
+                    _row_from_manifest(manifest, folder),
+                    activate=not has_active and name == on_disk_active,
                 )
             except QcError:  # a concurrent process recorded it first
                 pass
@@ -181,7 +186,7 @@ class PromptVersions:
         )
         manifest = read_manifest(path)
         version = manifest["version"]
-        self.versions.add(_row_from_manifest(manifest))
+        self.versions.add(_row_from_manifest(manifest, path))
         outcome = self.activate(version)
         added = sorted(
             set(merged["words"]) - set(parent_manifest.get("vocabulary", {}).get("words", []))
@@ -201,7 +206,7 @@ class PromptVersions:
         from qc_stream.dapo.checkpoint import read_manifest
 
         manifest = read_manifest(path)
-        self.versions.add(_row_from_manifest(manifest))
+        self.versions.add(_row_from_manifest(manifest, path))
         if activate:
             return self.activate(manifest["version"])
         return VersionOutcome(
@@ -258,8 +263,16 @@ def _clean_metrics(metrics: dict) -> dict:
     return out
 
 
-def _row_from_manifest(manifest: dict) -> ModelVersion:
+def _sha256_of(folder) -> str:
+    from qc_stream.dapo.checkpoint import version_sha256
+
+    return version_sha256(folder)
+
+
+def _row_from_manifest(manifest: dict, folder) -> ModelVersion:
+    """The row for a version folder, with the digest of its files as they are now."""
     return ModelVersion(
+        sha256=_sha256_of(folder),
         prompt_version=manifest["version"],
         backbone=manifest["backbone"]["backbone_id"],
         vocabulary=manifest.get("vocabulary") or {},

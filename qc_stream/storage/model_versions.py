@@ -24,6 +24,8 @@ class ModelVersion(BaseModel):
     parent_version: str | None = None
     created_at: datetime | None = None
     active: bool = False
+    # sha256 of the version's files at registration; None for rows recorded before it was kept.
+    sha256: str | None = None
 
 
 def _to_domain(row) -> ModelVersion:
@@ -39,6 +41,7 @@ def _to_domain(row) -> ModelVersion:
         parent_version=row.parent_version,
         created_at=created,
         active=bool(row.active),
+        sha256=row.sha256,
     )
 
 
@@ -86,6 +89,17 @@ class ModelVersionRepository:
                 )
             self._activate(conn, prompt_version)
             return _to_domain(self._get(conn, prompt_version))
+
+    def record_sha256(self, prompt_version: str, sha256: str) -> None:
+        """Fill the digest of a row recorded without one (rows from before migration 0002)."""
+        t = self.table
+        with storage_errors("record the prompt version digest"):
+            with write_transaction(self.engine) as conn:
+                conn.execute(
+                    t.update()
+                    .where(t.c.prompt_version == prompt_version, t.c.sha256.is_(None))
+                    .values(sha256=sha256)
+                )
 
     def _get(self, conn, prompt_version: str):
         return conn.execute(

@@ -98,6 +98,9 @@ class ModelVersionRow(Base):
     parent_version: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
     active: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # sha256 of the version's files at registration (qc_stream.dapo.checkpoint.version_sha256);
+    # workers refuse to swap to a version whose files no longer match. NULL: recorded before 0002.
+    sha256: Mapped[str | None] = mapped_column(String(64))
 
 
 class InspectionRow(Base):
