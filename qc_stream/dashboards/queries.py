@@ -5,14 +5,23 @@ Each query is Postgres SQL as Grafana's PostgreSQL datasource takes it: Grafana 
 ``$__interval_ms``) and the multi-value template variables ``$line``, ``$product``, ``$camera``
 (Grafana expands a multi-value variable to a quoted, comma-separated list, hence ``IN ($line)``).
 
-Time columns: panels on ``defect_counts`` filter on ``bucket_start`` (the capture minute);
-panels on ``inspections`` filter on ``processed_at``, which the table indexes (alone and with
-line/product or camera), so a dashboard stays cheap on a large table.
+Every panel reads a roll-up, so its cost follows the number of minutes and cameras in range,
+not the number of frames: ``defect_counts`` (per capture minute, line, product, defect type),
+``camera_minute`` (per processing minute, line, product, camera: verdicts and a latency
+histogram) and ``prompt_minute`` (per processing minute, camera, prompt version and model). The
+one exception is "recent rejects", which reads the newest ``inspections`` partitions through the
+partial index on rejects, with a limit. Time filters are on ``bucket_start`` (a minute); p50/p95
+come from the histogram through ``qc_latency_quantile`` (``qc_stream.storage.rollups``).
 
 "Defects" are frames with verdict warn or reject; the defect rate is defects / frames in percent.
 """
 
 from __future__ import annotations
+
+from qc_stream.storage.rollups import LATENCY_COLUMNS
+
+# The latency histogram of a group of camera_minute rows, for qc_latency_quantile(counts, q).
+LATENCY_COUNTS = "ARRAY[" + ", ".join(f"SUM({c})" for c in LATENCY_COLUMNS) + "]"
 
 # --- template variables (query variables, multi-select with All) -----------------------------------
 
@@ -22,8 +31,8 @@ VAR_PRODUCT = "SELECT DISTINCT product FROM defect_counts WHERE line_id IN ($lin
 
 VAR_CAMERA = """\
 SELECT DISTINCT camera_id
-FROM inspections
-WHERE $__timeFilter(processed_at) AND line_id IN ($line) AND product IN ($product)
+FROM camera_minute
+WHERE $__timeFilter(bucket_start) AND line_id IN ($line) AND product IN ($product)
 ORDER BY 1"""
 
 # --- defect trends (defect_counts) ------------------------------------------------------------------
@@ -95,17 +104,19 @@ GROUP BY c.product, c.defect_type, t.root_cause, t.corrective_action, t.status
 HAVING SUM(c.warn + c.reject) > 0
 ORDER BY defects DESC, c.product, c.defect_type"""
 
-# --- cameras (inspections) --------------------------------------------------------------------------
+# --- cameras (camera_minute; recent rejects from inspections) ---------------------------------------
 
-INSPECTIONS_FILTER = "$__timeFilter(processed_at) AND line_id IN ($line) AND product IN ($product) AND camera_id IN ($camera)"
+CAMERA_FILTER = "line_id IN ($line) AND product IN ($product) AND camera_id IN ($camera)"
+INSPECTIONS_FILTER = f"$__timeFilter(processed_at) AND {CAMERA_FILTER}"
+MINUTES_FILTER = f"$__timeFilter(bucket_start) AND {CAMERA_FILTER}"
 
 VERDICTS_PER_CAMERA = f"""\
 SELECT camera_id,
-       COUNT(*) FILTER (WHERE verdict = 'ok') AS ok,
-       COUNT(*) FILTER (WHERE verdict = 'warn') AS warn,
-       COUNT(*) FILTER (WHERE verdict = 'reject') AS reject
-FROM inspections
-WHERE {INSPECTIONS_FILTER}
+       SUM(ok) AS ok,
+       SUM(warn) AS warn,
+       SUM(reject) AS reject
+FROM camera_minute
+WHERE {MINUTES_FILTER}
 GROUP BY camera_id
 ORDER BY camera_id"""
 
@@ -128,32 +139,36 @@ LIMIT 100"""
 
 # --- model / prompt versions ------------------------------------------------------------------------
 
-# The version that decided most frames in each interval (several run side by side during a swap).
-# Table format (the value is text), so the time column is a real timestamp, not epoch seconds.
+# The version that decided most frames in each interval (several run side by side during a swap;
+# a tie goes to the smallest name). Table format (the value is text), so the time column is a real
+# timestamp, not epoch seconds.
 ACTIVE_PROMPT_VERSION = f"""\
-SELECT to_timestamp($__timeGroup(processed_at, $__interval)) AS "time",
-       mode() WITHIN GROUP (ORDER BY prompt_version) AS prompt_version
-FROM inspections
-WHERE {INSPECTIONS_FILTER}
-GROUP BY 1
-ORDER BY 1"""
+WITH per_version AS (
+  SELECT $__timeGroup(bucket_start, $__interval) AS t, prompt_version, SUM(frames) AS frames
+  FROM prompt_minute
+  WHERE {MINUTES_FILTER}
+  GROUP BY 1, 2
+)
+SELECT DISTINCT ON (t) to_timestamp(t) AS "time", prompt_version
+FROM per_version
+ORDER BY t, frames DESC, prompt_version"""
 
 VERSIONS_IN_USE = """\
-SELECT i.prompt_version,
-       i.model_version,
-       MIN(i.processed_at) AS first_seen,
-       MAX(i.processed_at) AS last_seen,
-       COUNT(*) AS frames,
+SELECT p.prompt_version,
+       p.model_version,
+       MIN(p.first_seen) AS first_seen,
+       MAX(p.last_seen) AS last_seen,
+       SUM(p.frames) AS frames,
        mv.kind,
        mv.parent_version,
        mv.created_at,
        mv.active
-FROM inspections i
-LEFT JOIN model_versions mv ON mv.prompt_version = i.prompt_version
-WHERE $__timeFilter(i.processed_at) AND i.line_id IN ($line) AND i.product IN ($product)
-  AND i.camera_id IN ($camera)
-GROUP BY i.prompt_version, i.model_version, mv.kind, mv.parent_version, mv.created_at, mv.active
-ORDER BY first_seen, i.prompt_version"""
+FROM prompt_minute p
+LEFT JOIN model_versions mv ON mv.prompt_version = p.prompt_version
+WHERE $__timeFilter(p.bucket_start) AND p.line_id IN ($line) AND p.product IN ($product)
+  AND p.camera_id IN ($camera)
+GROUP BY p.prompt_version, p.model_version, mv.kind, mv.parent_version, mv.created_at, mv.active
+ORDER BY first_seen, p.prompt_version"""
 
 # Annotation: a marker on every time-series panel where a prompt version was created.
 PROMPT_VERSION_CREATED = """\
@@ -165,31 +180,32 @@ FROM model_versions
 WHERE $__timeFilter(created_at)
 ORDER BY created_at"""
 
-# --- throughput and latency (inspections) -----------------------------------------------------------
+# --- throughput and latency (camera_minute) ---------------------------------------------------------
 
 THROUGHPUT = f"""\
-SELECT $__timeGroupAlias(processed_at, $__interval),
-       COUNT(*) * 60000.0 / $__interval_ms AS frames_per_min
-FROM inspections
-WHERE {INSPECTIONS_FILTER}
+SELECT $__timeGroupAlias(bucket_start, $__interval),
+       SUM(frames) * 60000.0 / $__interval_ms AS frames_per_min
+FROM camera_minute
+WHERE {MINUTES_FILTER}
 GROUP BY 1
 ORDER BY 1"""
 
+# p50/p95 interpolated in the histogram bucket that holds them (edges in storage/rollups.py).
 LATENCY = f"""\
-SELECT $__timeGroupAlias(processed_at, $__interval),
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_ms,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95_ms
-FROM inspections
-WHERE {INSPECTIONS_FILTER}
+SELECT $__timeGroupAlias(bucket_start, $__interval),
+       qc_latency_quantile({LATENCY_COUNTS}, 0.5) AS p50_ms,
+       qc_latency_quantile({LATENCY_COUNTS}, 0.95) AS p95_ms
+FROM camera_minute
+WHERE {MINUTES_FILTER}
 GROUP BY 1
 ORDER BY 1"""
 
 THROUGHPUT_SUMMARY = f"""\
-SELECT COUNT(*) AS frames,
-       ROUND(CAST(COUNT(*) * 60.0
+SELECT COALESCE(SUM(frames), 0) AS frames,
+       ROUND(CAST(COALESCE(SUM(frames), 0) * 60.0
              / GREATEST(EXTRACT(EPOCH FROM CAST($__timeTo() AS timestamptz) - CAST($__timeFrom() AS timestamptz)), 1)
              AS numeric), 2) AS frames_per_min,
-       percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_ms) AS p50_ms,
-       percentile_cont(0.95) WITHIN GROUP (ORDER BY latency_ms) AS p95_ms
-FROM inspections
-WHERE {INSPECTIONS_FILTER}"""
+       qc_latency_quantile({LATENCY_COUNTS}, 0.5) AS p50_ms,
+       qc_latency_quantile({LATENCY_COUNTS}, 0.95) AS p95_ms
+FROM camera_minute
+WHERE {MINUTES_FILTER}"""

@@ -1,10 +1,17 @@
 """The inspections repository: idempotent recording of results, plus the reads that trends need.
 
-``record`` inserts with ``INSERT ... ON CONFLICT (frame_id) DO NOTHING RETURNING`` and, only when a
-row came back (the frame is new), upserts the root-cause counts in the same transaction. Redelivered
-frames therefore never make a second row nor move a count, even with several processes writing the
-same frames at once (Postgres serialises the conflicting inserts on the unique index; SQLite holds
-the write lock for the whole transaction).
+``record_many`` writes a batch in one transaction: it inserts the frame ids into ``frame_ids``
+with ``ON CONFLICT DO NOTHING RETURNING``, and only for the ids that came back (new frames) inserts
+the inspection rows and adds them to every roll-up (``defect_counts`` per capture minute,
+``camera_minute`` and ``prompt_minute`` per processing minute). Redelivered frames therefore
+never make a second row nor move a count, even with several processes writing the same frames at
+once (Postgres serialises the conflicting inserts on the ``frame_ids`` key; SQLite holds the write
+lock for the whole transaction). ``frame_ids`` is keyed by ``(frame_id, captured_at)``: a replay
+carries the frame's capture time unchanged, so it conflicts even when it is processed after
+midnight, in another ``inspections`` partition.
+
+On Postgres the writer creates the day partitions its batch needs (and the next days) before
+writing, once per day per process; see ``qc_stream.storage.partitions``.
 """
 
 from __future__ import annotations
@@ -12,15 +19,23 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Connection
 
 from qc_stream.domain.inspection import InspectionResult, Verdict
+from qc_stream.storage import partitions
 from qc_stream.storage.db import retry_transient, storage_errors, write_transaction
-from qc_stream.storage.orm import DefectCountRow, InspectionRow
+from qc_stream.storage.orm import (
+    CameraMinuteRow,
+    DefectCountRow,
+    FrameIdRow,
+    InspectionRow,
+    PromptMinuteRow,
+)
+from qc_stream.storage.rollups import LATENCY_COLUMNS, latency_bucket
 
 # Rows per INSERT statement: far below SQLite's bound-parameter limit (15 columns per row).
 CHUNK = 500
@@ -104,8 +119,12 @@ def _result(row: InspectionRow) -> InspectionResult:
 
 
 class InspectionRepository:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, *, create_partitions: bool = True):
+        """``create_partitions=False`` leaves partition DDL to the prune job (rows of a day
+        without a partition then land in the default partition)."""
         self.engine = engine
+        self.create_partitions = create_partitions and engine.dialect.name == "postgresql"
+        self._days_ready: dict[str, set] = {t: set() for t in partitions.PARTITIONED}
 
     # --- writes ---
     def record(self, result: InspectionResult) -> bool:
@@ -124,21 +143,133 @@ class InspectionRepository:
         batch = [unique[k] for k in sorted(unique)]
         return retry_transient(lambda: self._write(batch))
 
+    def _ensure_partitions(self, batch: list[InspectionResult]) -> None:
+        needed = {
+            "inspections": {partitions.day_of(r.processed_at) for r in batch},
+            "frame_ids": {partitions.day_of(r.captured_at) for r in batch},
+        }
+        missing = {t: days - self._days_ready[t] for t, days in needed.items()}
+        if not any(missing.values()):
+            return
+        today = datetime.now(UTC).date()
+        ahead = {today + timedelta(days=i) for i in range(partitions.DAYS_AHEAD + 1)}
+        with self.engine.begin() as conn:
+            for table, days in missing.items():
+                if days:
+                    have = partitions.existing_days(conn, table)
+                    if not days <= have:
+                        partitions.ensure_days(conn, table, days | ahead)
+                        have |= days | ahead
+                    self._days_ready[table] |= have
+
     def _write(self, batch: list[InspectionResult]) -> int:
+        if self.create_partitions:
+            self._ensure_partitions(batch)
         with write_transaction(self.engine) as conn:
             insert = _insert_for(conn)
             new_ids: set[str] = set()
             for i in range(0, len(batch), CHUNK):
                 stmt = (
-                    insert(InspectionRow)
-                    .values([_row(r) for r in batch[i : i + CHUNK]])
-                    .on_conflict_do_nothing(index_elements=["frame_id"])
-                    .returning(InspectionRow.frame_id)
+                    insert(FrameIdRow)
+                    .values(
+                        [
+                            {"frame_id": r.frame_id, "captured_at": r.captured_at}
+                            for r in batch[i : i + CHUNK]
+                        ]
+                    )
+                    .on_conflict_do_nothing(index_elements=["frame_id", "captured_at"])
+                    .returning(FrameIdRow.frame_id)
                 )
                 new_ids.update(conn.execute(stmt).scalars())
             fresh = [r for r in batch if r.frame_id in new_ids]
+            for i in range(0, len(fresh), CHUNK):
+                conn.execute(insert(InspectionRow).values([_row(r) for r in fresh[i : i + CHUNK]]))
             self._bump_counts(conn, insert, fresh)
+            self._bump_camera_minutes(conn, insert, fresh)
+            self._bump_prompt_minutes(conn, insert, fresh)
             return len(fresh)
+
+    @staticmethod
+    def _bump_camera_minutes(conn: Connection, insert, fresh: list[InspectionResult]) -> None:
+        acc: dict[tuple, dict] = {}
+        for r in fresh:
+            key = (bucket_of(r.processed_at), r.line_id, r.product, r.camera_id)
+            row = acc.get(key)
+            if row is None:
+                row = acc[key] = dict(
+                    zip(("bucket_start", "line_id", "product", "camera_id"), key, strict=True),
+                    frames=0,
+                    ok=0,
+                    warn=0,
+                    reject=0,
+                    latency_sum_ms=0.0,
+                    **dict.fromkeys(LATENCY_COLUMNS, 0),
+                )
+            row["frames"] += 1
+            row[r.verdict.value] += 1
+            row["latency_sum_ms"] += r.latency_ms
+            row[LATENCY_COLUMNS[latency_bucket(r.latency_ms)]] += 1
+        rows = [acc[k] for k in sorted(acc)]
+        t = CameraMinuteRow.__table__
+        added = ["frames", "ok", "warn", "reject", "latency_sum_ms", *LATENCY_COLUMNS]
+        for i in range(0, len(rows), CHUNK):
+            stmt = insert(CameraMinuteRow).values(rows[i : i + CHUNK])
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["bucket_start", "line_id", "product", "camera_id"],
+                set_={c: t.c[c] + stmt.excluded[c] for c in added},
+            )
+            conn.execute(stmt)
+
+    @staticmethod
+    def _bump_prompt_minutes(conn: Connection, insert, fresh: list[InspectionResult]) -> None:
+        acc: dict[tuple, dict] = {}
+        for r in fresh:
+            key = (
+                bucket_of(r.processed_at),
+                r.line_id,
+                r.product,
+                r.camera_id,
+                r.prompt_version,
+                r.model_version,
+            )
+            row = acc.get(key)
+            if row is None:
+                names = ("bucket_start", "line_id", "product", "camera_id")
+                row = acc[key] = dict(
+                    zip((*names, "prompt_version", "model_version"), key, strict=True),
+                    frames=0,
+                    first_seen=r.processed_at,
+                    last_seen=r.processed_at,
+                )
+            row["frames"] += 1
+            row["first_seen"] = min(row["first_seen"], r.processed_at)
+            row["last_seen"] = max(row["last_seen"], r.processed_at)
+        rows = [acc[k] for k in sorted(acc)]
+        t = PromptMinuteRow
+        # SQLite's two-argument min()/max() are Postgres' least()/greatest().
+        least, greatest = (
+            (func.least, func.greatest)
+            if conn.dialect.name == "postgresql"
+            else (func.min, func.max)
+        )
+        for i in range(0, len(rows), CHUNK):
+            stmt = insert(PromptMinuteRow).values(rows[i : i + CHUNK])
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[
+                    "bucket_start",
+                    "line_id",
+                    "product",
+                    "camera_id",
+                    "prompt_version",
+                    "model_version",
+                ],
+                set_={
+                    "frames": t.frames + stmt.excluded.frames,
+                    "first_seen": least(t.first_seen, stmt.excluded.first_seen),
+                    "last_seen": greatest(t.last_seen, stmt.excluded.last_seen),
+                },
+            )
+            conn.execute(stmt)
 
     @staticmethod
     def _bump_counts(conn: Connection, insert, fresh: list[InspectionResult]) -> None:

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -16,6 +17,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -103,18 +105,30 @@ class ModelVersionRow(Base):
     sha256: Mapped[str | None] = mapped_column(String(64))
 
 
+# 64-bit ids on Postgres; SQLite keeps INTEGER (its rowid alias, already 64-bit).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
 class InspectionRow(Base):
-    """One row per frame (unique ``frame_id``): a redelivered frame never makes a second row."""
+    """One row per frame. On Postgres the table is range-partitioned by ``processed_at`` (one
+    partition per UTC day plus a default; see ``qc_stream.storage.partitions``), so its primary key
+    there is ``(id, processed_at)`` and the one-row-per-frame guarantee lives in ``frame_ids``."""
 
     __tablename__ = "inspections"
     __table_args__ = (
         Index("ix_inspections_processed_at", "processed_at"),
-        Index("ix_inspections_line_product_processed", "line_id", "product", "processed_at"),
-        Index("ix_inspections_camera_processed", "camera_id", "processed_at"),
+        Index("ix_inspections_frame_id", "frame_id"),
+        # "recent rejects" walks this backwards from the newest partition.
+        Index(
+            "ix_inspections_rejects",
+            "processed_at",
+            postgresql_where=text("verdict = 'reject'"),
+            sqlite_where=text("verdict = 'reject'"),
+        ),
     )
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    frame_id: Mapped[str] = mapped_column(String(128), nullable=False, unique=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    frame_id: Mapped[str] = mapped_column(String(128), nullable=False)
     camera_id: Mapped[str] = mapped_column(String(128), nullable=False)
     line_id: Mapped[str] = mapped_column(String(128), nullable=False)
     product: Mapped[str] = mapped_column(String(128), nullable=False)
@@ -140,7 +154,7 @@ class DefectCountRow(Base):
     __tablename__ = "defect_counts"
     __table_args__ = (UniqueConstraint("bucket_start", "line_id", "product", "defect_type"),)
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     bucket_start: Mapped[datetime] = mapped_column(TS, nullable=False)
     line_id: Mapped[str] = mapped_column(String(128), nullable=False)
     product: Mapped[str] = mapped_column(String(128), nullable=False)
@@ -148,3 +162,71 @@ class DefectCountRow(Base):
     frames: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     warn: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     reject: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class FrameIdRow(Base):
+    """The one-row-per-frame guard: inserted first (ON CONFLICT DO NOTHING) in the transaction
+    that writes the inspection. Keyed by ``(frame_id, captured_at)`` because a redelivered frame
+    carries the same capture time whatever its processing time, and on Postgres the table is
+    range-partitioned by ``captured_at`` so retention drops it a day at a time too."""
+
+    __tablename__ = "frame_ids"
+
+    frame_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    captured_at: Mapped[datetime] = mapped_column(TS, primary_key=True)
+
+
+class CameraMinuteRow(Base):
+    """Per (processed minute, line, product, camera): frames, verdicts and a latency histogram.
+
+    ``lat_NN`` counts frames in latency bucket NN (edges in ``qc_stream.storage.rollups``)."""
+
+    __tablename__ = "camera_minute"
+
+    bucket_start: Mapped[datetime] = mapped_column(TS, primary_key=True)
+    line_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    product: Mapped[str] = mapped_column(String(128), primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    frames: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    ok: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    warn: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    reject: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    latency_sum_ms: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    lat_00: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_01: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_02: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_03: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_04: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_05: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_06: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_07: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_08: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_09: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_10: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_11: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_12: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_13: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_14: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_15: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_16: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_17: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_18: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_19: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    lat_20: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class PromptMinuteRow(Base):
+    """Per (processed minute, line, product, camera, prompt version, model): frames and the
+    first/last processing time seen, so "versions in use" keeps exact first/last seen."""
+
+    __tablename__ = "prompt_minute"
+
+    bucket_start: Mapped[datetime] = mapped_column(TS, primary_key=True)
+    line_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    product: Mapped[str] = mapped_column(String(128), primary_key=True)
+    camera_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    prompt_version: Mapped[str] = mapped_column(String(64), primary_key=True)
+    model_version: Mapped[str] = mapped_column(String(256), primary_key=True)
+    frames: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    first_seen: Mapped[datetime] = mapped_column(TS, nullable=False)
+    last_seen: Mapped[datetime] = mapped_column(TS, nullable=False)

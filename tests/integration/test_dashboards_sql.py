@@ -26,6 +26,7 @@ from qc_stream.storage.defect_types import DefectTypeRepository
 from qc_stream.storage.inspections import InspectionRepository
 from qc_stream.storage.migrate import upgrade
 from qc_stream.storage.model_versions import ModelVersion, ModelVersionRepository
+from qc_stream.storage.rollups import LATENCY_EDGES, latency_bucket, latency_quantile
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 RANGE = (T0, T0 + timedelta(hours=1))
@@ -127,6 +128,13 @@ def at(minutes: int) -> float:
     return float(EPOCH0 + 60 * minutes)
 
 
+def _hist_p50_p95(latencies: list[float]) -> tuple[float, float]:
+    counts = [0] * len(LATENCY_EDGES)
+    for ms in latencies:
+        counts[latency_bucket(ms)] += 1
+    return latency_quantile(counts, 0.5), latency_quantile(counts, 0.95)
+
+
 # One check per query: query -> (expected columns, expected rows at a 60 s interval).
 EXPECTED: dict[str, tuple[list[str], list[tuple]]] = {
     q.VAR_LINE: (["line_id"], [("L1",), ("L2",), ("L3",)]),
@@ -223,14 +231,20 @@ EXPECTED: dict[str, tuple[list[str], list[tuple]]] = {
         [(T0 + timedelta(seconds=60), "prompt version v2 (zero-shot), active now", "zero-shot")],
     ),
     q.THROUGHPUT: (["time", "frames_per_min"], [(at(0), 3.0), (at(1), 3.0), (at(5), 2.0)]),
-    # percentile_cont interpolates: p95 of (100, 150, 200) = 150 + 0.9 * 50.
+    # Latency percentiles come from the camera_minute histogram, interpolated inside the bucket:
+    # minute 0 holds 100 ms [100,125), 150 ms [150,200) and 200 ms [200,250); the median (rank 1.5)
+    # lies half-way into [150,200) = 175, p95 (rank 2.85) 85% into [200,250) = 242.5.
     q.LATENCY: (
         ["time", "p50_ms", "p95_ms"],
-        [(at(0), 150.0, 195.0), (at(1), 300.0, 390.0), (at(5), 550.0, 595.0)],
+        [
+            (at(0), 175.0, 242.5),
+            (at(1), *_hist_p50_p95([300, 400, 250])),
+            (at(5), *_hist_p50_p95([500, 600])),
+        ],
     ),
     q.THROUGHPUT_SUMMARY: (
         ["frames", "frames_per_min", "p50_ms", "p95_ms"],
-        [(8, 0.13, 275.0, 565.0)],
+        [(8, 0.13, *_hist_p50_p95([100, 200, 300, 400, 500, 600, 150, 250]))],
     ),
 }
 
