@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     redis_url: str | None = "redis://127.0.0.1:6379/0"
     redis_prefix: str = "qc:"
     cache_ttl_s: int = Field(60, ge=1, le=86_400)
+    # `qc-stream db prune`: frames (inspections, frame ids) are kept this many full UTC days
+    # besides today, the per-minute roll-ups behind the dashboards this many.
+    retention_days: int = Field(30, ge=1, le=36_500)
+    rollup_retention_days: int = Field(400, ge=1, le=36_500)
 
     # --- model ---
     models_dir: Path = DEFAULT_MODELS_DIR

@@ -63,3 +63,33 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"database {_where(target)} at revision {migrate.current(target) or 'base'} (head {migrate.head()})"
         )
+
+    @db.command("prune")
+    def prune(
+        dry_run: bool = typer.Option(
+            False, "--dry-run", help="Print what would be dropped; change nothing."
+        ),
+        url: str | None = typer.Option(None, "--url", help=URL_HELP),
+    ) -> None:
+        """Drop frames older than QC_RETENTION_DAYS (whole day partitions on Postgres) and roll-ups
+        older than QC_ROLLUP_RETENTION_DAYS; prints the plan first. Creates the coming days'
+        partitions too."""
+        from qc_stream.settings import load_settings
+        from qc_stream.storage.db import make_engine, storage_errors
+        from qc_stream.storage.partitions import execute_prune, plan_prune
+
+        target = _url(url)
+        settings = load_settings()
+        engine = make_engine(target)
+        try:
+            with storage_errors("plan the prune"), engine.connect() as conn:
+                plan = plan_prune(conn, settings.retention_days, settings.rollup_retention_days)
+            prefix = "would " if dry_run else ""
+            for line in plan.lines():
+                typer.echo(prefix + line if line.startswith(("drop", "delete")) else line)
+            if not dry_run:
+                with storage_errors("prune"):
+                    execute_prune(engine, plan)
+                typer.echo(f"pruned database {_where(target)}")
+        finally:
+            engine.dispose()
