@@ -1,7 +1,8 @@
 """Shared fixtures: real Postgres, Redis and the embedded Kafka-protocol broker of this machine.
 
 Each test session gets its own Postgres database and Redis key prefix, so runs never see each
-other's data. Set QC_TEST_PG_ADMIN_URL / QC_TEST_REDIS_URL to point elsewhere.
+other's data. Set QC_TEST_PG_ADMIN_URL / QC_TEST_REDIS_URL to point elsewhere; a server that is not
+reachable there is replaced by a throwaway one for the session (tests/support/session_servers.py).
 """
 
 from __future__ import annotations
@@ -11,13 +12,45 @@ import uuid
 
 import pytest
 
-PG_ADMIN_URL = os.environ.get(
-    "QC_TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+from tests.support.session_servers import (
+    DEFAULT_PG_ADMIN_URL,
+    DEFAULT_REDIS_URL,
+    SessionServer,
+    postgres_for_session,
+    redis_for_session,
 )
-REDIS_URL = os.environ.get("QC_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+# Final values are set in pytest_sessionstart (a throwaway server's URL when the given one is down).
+PG_ADMIN_URL = os.environ.get("QC_TEST_PG_ADMIN_URL", DEFAULT_PG_ADMIN_URL)
+REDIS_URL = os.environ.get("QC_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+_SESSION_SERVERS: list[SessionServer] = []
 
 # Small models on 2 cores: keep torch from oversubscribing.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session) -> None:
+    """Settle which Postgres and Redis this session uses, before the header is printed."""
+    global PG_ADMIN_URL, REDIS_URL
+    if _SESSION_SERVERS:
+        return
+    pg = postgres_for_session(PG_ADMIN_URL)
+    redis = redis_for_session(REDIS_URL)
+    _SESSION_SERVERS.extend([pg, redis])
+    PG_ADMIN_URL, REDIS_URL = pg.url, redis.url
+    # Subprocesses (nested pytest runs, workers reading the env) see the same servers.
+    os.environ["QC_TEST_PG_ADMIN_URL"] = PG_ADMIN_URL
+    os.environ["QC_TEST_REDIS_URL"] = REDIS_URL
+
+
+def pytest_report_header(config) -> list[str]:
+    return [f"test servers: {s.describe()}" for s in _SESSION_SERVERS]
+
+
+def pytest_unconfigure(config) -> None:
+    while _SESSION_SERVERS:
+        _SESSION_SERVERS.pop().close()
 
 
 @pytest.fixture(scope="session")
