@@ -67,6 +67,18 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(8 * 1024 * 1024, ge=1024)
     # Client-side Kafka limits; must carry a whole frame plus record overhead.
     kafka_max_request_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    # A dead letter carries the failed record's value only up to this many bytes (its full size and
+    # sha256 go in headers), so even a record too big for the broker can be dead-lettered.
+    deadletter_max_bytes: int = Field(1024 * 1024, ge=0)
+    # A worker that cannot store or publish a batch retries it (holding it unacked) after
+    # base * 2^n seconds, at most cap; /healthz turns 503 once one batch has waited stuck_s.
+    worker_retry_base_s: float = Field(0.5, gt=0, le=60)
+    worker_retry_cap_s: float = Field(10.0, gt=0, le=600)
+    worker_stuck_s: float = Field(300.0, gt=0, le=86_400)
+    # After SIGTERM/SIGINT a worker finishes its batch and leaves the group; if that has not ended
+    # within this many seconds (broker or database down), it exits anyway (the batch is replayed).
+    # Keep it below the pod's terminationGracePeriodSeconds.
+    worker_shutdown_grace_s: float = Field(30.0, gt=0, le=3600)
     broker_profile: BrokerProfile = "production"
     # Camera producers: how long to retry an unreachable broker before giving up, and the record
     # compression ("none" suits JPEG/PNG frames, which are already compressed).
@@ -176,6 +188,14 @@ class Settings(BaseSettings):
                 f"QC_MAX_FRAME_BYTES={self.max_frame_bytes} plus {KAFKA_OVERHEAD_BYTES} bytes of "
                 "record overhead; raise the request limit or lower the frame limit"
             )
+        if self.deadletter_max_bytes > self.kafka_max_request_bytes - KAFKA_OVERHEAD_BYTES:
+            raise ValueError(
+                f"QC_DEADLETTER_MAX_BYTES={self.deadletter_max_bytes} must leave "
+                f"{KAFKA_OVERHEAD_BYTES} bytes of headroom below "
+                f"QC_KAFKA_MAX_REQUEST_BYTES={self.kafka_max_request_bytes}"
+            )
+        if self.worker_retry_base_s > self.worker_retry_cap_s:
+            raise ValueError("QC_WORKER_RETRY_BASE_S must not exceed QC_WORKER_RETRY_CAP_S")
         return self
 
     # --- derived ---

@@ -23,3 +23,18 @@ PROMPT_VERSION = Gauge(
 WORKER_READY = Gauge(
     "qc_worker_ready", "1 while the worker is ready (partitions assigned, model loaded)"
 )
+WORKER_RETRIES = Counter(
+    "qc_worker_retries_total",
+    "Failed attempts to store or publish a batch that the worker waited out and retried",
+    ["what"],
+)
+RECORDS_SKIPPED = Counter(
+    "qc_records_skipped_total",
+    "Outputs the broker refused for good (e.g. a dead letter still too large): logged and skipped",
+    ["kind"],
+)
+PROMPT_SWAP_REFUSED = Counter(
+    "qc_prompt_swap_refused_total",
+    "qc.model-updates announcements refused (bad name, unregistered, digest mismatch, ...)",
+    ["reason"],
+)

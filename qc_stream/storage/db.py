@@ -145,6 +145,27 @@ def is_transient(error: DBAPIError) -> bool:
     return isinstance(error, OperationalError) and "database is locked" in str(error.orig)
 
 
+def is_connection_error(error: BaseException) -> bool:
+    """The database is unreachable or the connection broke (server down, restarting, network):
+    worth retrying until it is back. Looks through ``StorageError`` wrappers at the cause."""
+    import psycopg
+    from sqlalchemy.exc import InterfaceError
+    from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, (OperationalError, InterfaceError, PoolTimeout)):
+            return True
+        if isinstance(e, DBAPIError) and e.connection_invalidated:
+            return True
+        if isinstance(e, (psycopg.OperationalError, psycopg.InterfaceError)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def retry_transient(fn: Callable[[], T], attempts: int = 5) -> T:
     """Run ``fn`` again when the database reports a deadlock or lock timeout; else raise StorageError."""
     for attempt in range(1, attempts + 1):

@@ -7,14 +7,18 @@ the database.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from qc_stream.domain.inspection import InspectionResult
+from qc_stream.observability import metrics
+from qc_stream.observability.ratelimit import RepeatLimiter
 from qc_stream.settings import Settings
 from qc_stream.stream.service import DetectorLike
 
@@ -22,6 +26,15 @@ log = logging.getLogger(__name__)
 
 StoreFn = Callable[[Sequence[InspectionResult]], int]
 LiveFn = Callable[[Sequence[InspectionResult], int], None]
+T = TypeVar("T")
+
+
+def backoff_delays(base_s: float, cap_s: float) -> Iterator[float]:
+    """base, 2 base, 4 base, ... never above cap (no jitter: one worker retries one batch)."""
+    delay = base_s
+    while True:
+        yield min(delay, cap_s)
+        delay = min(delay * 2, cap_s)
 
 
 def _done_future() -> Future:
@@ -48,11 +61,70 @@ class WorkerRuntime:
     # What to do when a batch cannot be stored/published: by default end the process at once, so the
     # group hands the partitions on and the unacked batch is replayed (tests replace it).
     on_fatal: Callable[[BaseException], None] | None = None
+    # The HealthServer (or None): conditions being retried are shown as /readyz reasons.
+    health: Any = None
+    # Whether an error while storing / publishing is worth waiting out (see worker.py).
+    is_store_outage: Callable[[BaseException], bool] = lambda e: False
+    is_publish_outage: Callable[[BaseException], bool] = lambda e: False
+    repeats: RepeatLimiter = field(default_factory=lambda: RepeatLimiter(10.0))
+    # prompt version name -> its model_versions row (None: not registered); qc.model-updates
+    # swaps only to registered versions whose files match the recorded sha256.
+    registered_version: Callable[[str], Any] | None = None
 
     def __post_init__(self) -> None:
         self.decode_pool = ThreadPoolExecutor(
             max_workers=self.decode_threads, thread_name_prefix="qc-decode"
         )
+
+    async def until_done(
+        self,
+        what: str,
+        attempt: Callable[[], Awaitable[T]],
+        is_outage: Callable[[BaseException], bool],
+    ) -> T:
+        """Run ``attempt`` until it succeeds, waiting out outages (``is_outage``) with capped
+        exponential backoff; any other error is raised. While it waits, /readyz is 503 with the
+        reason, and /healthz once it has waited ``QC_WORKER_STUCK_S``. The caller holds its batch
+        (nothing is acked), so a stop during the wait replays it."""
+        s = self.settings
+        delays = backoff_delays(s.worker_retry_base_s, s.worker_retry_cap_s)
+        started, failures = time.monotonic(), 0
+        while True:
+            try:
+                result = await attempt()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                if not is_outage(e):
+                    raise
+                failures += 1
+                delay = next(delays)
+                reason = f"{what} failing: {type(e).__name__}: {_first_line(e)}"
+                metrics.WORKER_RETRIES.labels(what=what).inc()
+                if self.health is not None:
+                    self.health.set_problem(what, reason, stuck_after_s=s.worker_stuck_s)
+                self.repeats.log(
+                    log,
+                    logging.ERROR,
+                    what,
+                    "%s; batch held, retrying in %.1f s (attempt %d)",
+                    reason,
+                    delay,
+                    failures,
+                )
+                await asyncio.sleep(delay)
+                continue
+            if failures:
+                self.repeats.reset(what)
+                if self.health is not None:
+                    self.health.clear_problem(what)
+                log.warning(
+                    "%s recovered after %d failed attempt(s) in %.1f s",
+                    what,
+                    failures,
+                    time.monotonic() - started,
+                )
+            return result
 
     def fatal(self, error: BaseException) -> None:
         if self.on_fatal is not None:
@@ -129,6 +201,55 @@ def live_updater(cache: Any) -> LiveFn:
                 cache.bump_result(r)
 
     return update
+
+
+def consumer_problem(app) -> str | None:
+    """Why the worker's Kafka consumer cannot consume now (no connection to the broker, no group
+    coordinator, no partitions), or None when it can or cannot be told. Reads the consumer's
+    state from its thread without calling into it."""
+    try:
+        consumer = app.consumer._thread._consumer
+    except AttributeError:
+        return None
+    if consumer is None:
+        return "consumer not started"
+    conns = getattr(getattr(consumer, "_client", None), "_conns", None)
+    if conns is not None and not any(c.connected() for c in list(conns.values())):
+        return "consumer has no connection to the broker"
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is not None and getattr(coordinator, "coordinator_id", 0) is None:
+        return "consumer has no group coordinator (broker unreachable or rebalancing)"
+    if not consumer.assignment():
+        return "no partitions assigned"
+    return None
+
+
+def is_refused_record(error: BaseException) -> bool:
+    """The broker (or the client, before sending) refuses this record for good: too large or
+    malformed. Retrying would block the partition forever; everything else is worth a retry."""
+    from aiokafka import errors as ak
+
+    refused = (
+        ak.MessageSizeTooLargeError,
+        ak.RecordTooLargeError,
+        ak.RecordListTooLargeError,
+        ak.CorruptRecordException,
+        ak.InvalidMessageError,
+        ak.InvalidTimestampError,
+    )
+    seen: set[int] = set()
+    e: BaseException | None = error
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, refused):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else ""
 
 
 def _safe_name(frame_id: str) -> str:

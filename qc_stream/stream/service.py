@@ -12,12 +12,19 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from qc_stream.domain.inspection import FrameMeta, InspectionResult
 from qc_stream.errors import QcError
 from qc_stream.settings import Settings
-from qc_stream.wire.codec import Headers, headers_to_meta, normalize_headers
+from qc_stream.wire.codec import (
+    Headers,
+    deadletter_record,
+    headers_to_meta,
+    normalize_headers,
+    result_to_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,13 +43,15 @@ class RawFrame:
     value: bytes | None
     headers: Headers
     key: bytes | None = None
+    origin: str = "?"  # "topic[partition]@offset", for log lines about this record
 
     @classmethod
-    def of(cls, value: Any, headers: Any, key: Any = None) -> RawFrame:
+    def of(cls, value: Any, headers: Any, key: Any = None, origin: str = "?") -> RawFrame:
         return cls(
             value=value if value is None else bytes(value),
             headers=normalize_headers(headers),
             key=key,
+            origin=origin,
         )
 
 
@@ -62,6 +71,32 @@ class BatchOutcome:
     # Wall seconds spent in decode and in the model, for metrics and the benchmark.
     decode_s: float = 0.0
     model_s: float = 0.0
+
+
+@dataclass
+class Outgoing:
+    """One record a batch must publish: a result on qc.results or a dead letter on qc.deadletter."""
+
+    kind: str  # "result" | "dead letter"
+    key: bytes | None
+    value: bytes
+    headers: Headers | None
+    origin: str  # the qc.frames record it comes from
+    sent: bool = False
+
+
+def outputs_of(outcome: BatchOutcome, settings: Settings) -> list[Outgoing]:
+    """What a batch publishes; dead letters carry at most QC_DEADLETTER_MAX_BYTES of the value."""
+    out = [
+        Outgoing("result", r.camera_id.encode(), result_to_json(r), None, r.frame_id)
+        for r in outcome.results
+    ]
+    for d in outcome.dead:
+        value, headers = deadletter_record(
+            d.frame.value, d.frame.headers, d.reason, d.stage, settings.deadletter_max_bytes
+        )
+        out.append(Outgoing("dead letter", d.frame.key, value, headers, d.frame.origin))
+    return out
 
 
 def _default_decoder() -> Callable[[bytes], Any]:
@@ -222,3 +257,52 @@ def _detect_isolating_failures(detector, images, products, metas, frames, out: B
                 DeadLetter(frame, f"inference failed: {type(error).__name__}: {error}", "inference")
             )
         return pairs
+
+
+class PromptRefused(Exception):
+    """A qc.model-updates announcement this worker will not act on; ``reason`` is the metric label."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def vet_prompt_version(
+    name: str, models_dir: Path, registered: Callable[[str], Any] | None
+) -> Path:
+    """The folder of prompt version ``name`` if a worker may swap to it, else ``PromptRefused``.
+
+    A name from the broker is only a name: it must match ``VERSION_NAME`` and resolve to a folder
+    directly under ``<models_dir>/prompts``; the version must be registered in ``model_versions``
+    (``registered(name)`` returns its row or None) and its files must still hash to the sha256
+    recorded at registration. Errors of ``registered`` itself propagate (the caller retries them).
+    """
+    from qc_stream.dapo.checkpoint import VERSION_NAME, prompts_dir, version_sha256
+
+    if not VERSION_NAME.match(name):
+        raise PromptRefused(
+            "bad_name", f"{name[:80]!r} is not a prompt version name ({VERSION_NAME.pattern})"
+        )
+    root = prompts_dir(models_dir).resolve()
+    folder = (root / name).resolve()
+    if folder.parent != root:
+        raise PromptRefused("outside_models_dir", f"{name!r} resolves outside {root}")
+    row = registered(name) if registered is not None else None
+    if row is None:
+        raise PromptRefused("unregistered", f"{name!r} is not registered in model_versions")
+    if not getattr(row, "sha256", None):
+        raise PromptRefused(
+            "no_digest",
+            f"{name!r} was registered without a sha256 (before migration 0002); "
+            "`qc-stream models list` records it",
+        )
+    try:
+        actual = version_sha256(folder)
+    except OSError as e:
+        raise PromptRefused("missing_files", f"{name!r}: cannot read its files: {e}") from None
+    if actual != row.sha256:
+        raise PromptRefused(
+            "digest_mismatch",
+            f"{name!r}: files hash to {actual[:12]}…, registered as {row.sha256[:12]}…",
+        )
+    return folder

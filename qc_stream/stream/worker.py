@@ -12,11 +12,15 @@ from qc_stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# How often readiness is matched against the consumer's connection and assignment.
+CONSUMER_CHECK_S = 2.0
+
 
 def build_runtime(settings: Settings):
     """Open the sinks (database, Redis); the detector is loaded later, on the inference thread."""
-    from qc_stream.storage.db import make_engine
+    from qc_stream.storage.db import is_connection_error, make_engine
     from qc_stream.storage.inspections import InspectionRepository
+    from qc_stream.storage.model_versions import ModelVersionRepository
     from qc_stream.stream.runtime import WorkerRuntime, live_updater
 
     engine = make_engine(settings.database_url)
@@ -26,7 +30,15 @@ def build_runtime(settings: Settings):
         from qc_stream.storage.cache import Cache
 
         live = live_updater(Cache(settings.redis_url, settings.redis_prefix, settings.cache_ttl_s))
-    return WorkerRuntime(settings=settings, detector=None, store=repo.record_many, live=live)
+    return WorkerRuntime(
+        settings=settings,
+        detector=None,
+        store=repo.record_many,
+        live=live,
+        # Connection errors are waited out (batch held); anything else ends the worker.
+        is_store_outage=is_connection_error,
+        registered_version=ModelVersionRepository(engine).get,
+    )
 
 
 def _preimport() -> None:
@@ -58,6 +70,14 @@ def build_worker_app(settings: Settings, rt, update_offsets: dict[int, int], hea
     inspect.register(app, topics, rt)
     model_updates.register(app, rt, update_offsets)
 
+    @app.task
+    async def _quiet_logs() -> None:
+        # Installed once Faust has set up logging (it replaces the handlers): a broker or database
+        # outage repeats the same library error many times a second; one line per 10 s is enough.
+        from qc_stream.observability.ratelimit import quiet_repeats
+
+        quiet_repeats(10.0)
+
     if health is not None:
 
         @app.on_partitions_assigned.connect
@@ -71,7 +91,18 @@ def build_worker_app(settings: Settings, rt, update_offsets: dict[int, int], hea
 
         @app.on_partitions_revoked.connect
         async def _revoked(sender, revoked, **kwargs) -> None:
-            health.set_ready(False)
+            health.set_ready(False, "partitions revoked (rebalancing)")
+
+        @app.timer(CONSUMER_CHECK_S)
+        async def _consumer_check() -> None:
+            # /readyz follows the consumer: connected to the broker, partitions assigned.
+            from qc_stream.stream.runtime import consumer_problem
+
+            problem = consumer_problem(app)
+            if problem is None:
+                health.clear_problem("consumer")
+            else:
+                health.set_problem("consumer", problem)
 
     return app
 
@@ -91,6 +122,40 @@ def _exit_if_failed(future) -> None:
     else:
         log.error("detector failed to load", exc_info=e)
     os._exit(getattr(e, "exit_code", 1))  # nothing was consumed or committed yet
+
+
+def _worker_class(faust):
+    class Worker(faust.Worker):
+        """faust.Worker that exits within ``grace_s`` of SIGTERM/SIGINT whatever state it is in."""
+
+        grace_s: float = 30.0
+
+        def _on_sigterm(self) -> None:
+            exit_after(self.grace_s, "SIGTERM")
+            super()._on_sigterm()
+
+        def _on_sigint(self) -> None:
+            exit_after(self.grace_s, "SIGINT")
+            super()._on_sigint()
+
+    return Worker
+
+
+def exit_after(grace_s: float, why: str) -> None:
+    """A clean stop waits for the batch in flight and leaves the group; with the broker or the
+    database down that can hang. After ``grace_s`` the process ends anyway: nothing unacked was
+    committed, so the batch is replayed by whoever gets the partition."""
+    import os
+    import threading
+    import time
+
+    def watchdog() -> None:
+        time.sleep(grace_s)
+        log.warning("%s: clean shutdown did not finish within %.0f s; exiting now", why, grace_s)
+        logging.shutdown()
+        os._exit(0)
+
+    threading.Thread(target=watchdog, name="qc-shutdown-watchdog", daemon=True).start()
 
 
 def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
@@ -121,8 +186,12 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
         health = HealthServer(port=settings.health_port).start()
         lag = LagMonitor.from_settings(settings).start()
         log.warning("health server on :%d (/healthz /readyz /metrics)", health.port)
+    rt.health = health
     app = build_worker_app(settings, rt, offsets, health)
-    worker = faust.Worker(app, loglevel=(loglevel or settings.log_level).lower(), quiet=True)
+    worker = _worker_class(faust)(
+        app, loglevel=(loglevel or settings.log_level).lower(), quiet=True
+    )
+    worker.grace_s = settings.worker_shutdown_grace_s
     worker.spinner = None  # terminal escape codes would litter log files
     try:
         worker.execute_from_commandline()

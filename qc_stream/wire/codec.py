@@ -5,6 +5,7 @@ Frame values are the raw encoded image bytes; all metadata lives in headers (UTF
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -28,6 +29,21 @@ FRAME_HEADERS = (
 ERROR_HEADER = "error"
 ERROR_STAGE_HEADER = "error_stage"
 FAILED_AT_HEADER = "failed_at"
+# The failed record's value as it came (a dead letter's own value may be cut to a prefix).
+ORIGINAL_SIZE_HEADER = "original_size"
+ORIGINAL_SHA256_HEADER = "original_sha256"
+TRUNCATED_HEADER = "truncated"  # "true" when the dead letter carries only a prefix of the value
+DEADLETTER_HEADERS = (
+    ERROR_HEADER,
+    ERROR_STAGE_HEADER,
+    FAILED_AT_HEADER,
+    ORIGINAL_SIZE_HEADER,
+    ORIGINAL_SHA256_HEADER,
+    TRUNCATED_HEADER,
+)
+# A header value longer than this is cut: a dead letter must stay far below the request limit.
+MAX_HEADER_VALUE_BYTES = 4096
+MAX_ORIGINAL_HEADER_BYTES = 32 * 1024  # of the original headers copied into a dead letter
 
 
 def meta_to_headers(meta: FrameMeta) -> Headers:
@@ -111,13 +127,33 @@ def result_from_json(data: bytes) -> InspectionResult:
 
 def deadletter_headers(original, reason: str, stage: str) -> Headers:
     """The original headers plus why, where and when the frame failed."""
-    keep = [
-        (k, v)
-        for k, v in normalize_headers(original)
-        if k not in (ERROR_HEADER, ERROR_STAGE_HEADER, FAILED_AT_HEADER)
-    ]
+    keep: Headers = []
+    room = MAX_ORIGINAL_HEADER_BYTES
+    for k, v in normalize_headers(original):
+        if k in DEADLETTER_HEADERS:
+            continue
+        k, v = k[:256], v[:MAX_HEADER_VALUE_BYTES]
+        room -= len(k) + len(v)
+        if room < 0:  # a record with megabytes of headers still makes a dead letter that fits
+            break
+        keep.append((k, v))
     return keep + [
-        (ERROR_HEADER, reason.encode("utf-8", "replace")[:4096]),
+        (ERROR_HEADER, reason.encode("utf-8", "replace")[:MAX_HEADER_VALUE_BYTES]),
         (ERROR_STAGE_HEADER, stage.encode()),
         (FAILED_AT_HEADER, datetime.now(UTC).isoformat().encode()),
     ]
+
+
+def deadletter_record(
+    value: bytes | None, original_headers, reason: str, stage: str, max_bytes: int
+) -> tuple[bytes, Headers]:
+    """(value, headers) of the dead letter for a failed record: the value cut to ``max_bytes``,
+    headers with the reason and the original size and sha256, so the letter always fits the broker."""
+    data = value or b""
+    kept = data[:max_bytes]
+    headers = deadletter_headers(original_headers, reason, stage) + [
+        (ORIGINAL_SIZE_HEADER, str(len(data)).encode()),
+        (ORIGINAL_SHA256_HEADER, hashlib.sha256(data).hexdigest().encode()),
+        (TRUNCATED_HEADER, b"true" if len(kept) < len(data) else b"false"),
+    ]
+    return kept, headers

@@ -4,7 +4,10 @@ A small pipeline keeps the model busy: while batch N is on the inference thread,
 decoded on the decode threads and batch N-1 is stored and published. Every batch is acked only
 after its results are in the database and its outputs are on the broker (``noack_take`` + explicit
 acks), and Faust commits acked offsets only: a crash anywhere replays the batch, and the
-idempotent repository makes the replay harmless.
+idempotent repository makes the replay harmless. When the database or the broker is unreachable the
+batch is held and retried (``WorkerRuntime.until_done``) and the pipeline, full, stops consuming; an
+output the broker refuses for good (a dead letter still too large) is logged with its offset and
+skipped, so no record can stop a partition.
 """
 
 from __future__ import annotations
@@ -15,15 +18,16 @@ import time
 from collections import deque
 
 from qc_stream.observability import metrics
-from qc_stream.stream.runtime import WorkerRuntime
+from qc_stream.stream.runtime import WorkerRuntime, is_refused_record
 from qc_stream.stream.service import (
     BatchOutcome,
+    Outgoing,
     PreparedBatch,
     RawFrame,
     infer_batch,
+    outputs_of,
     prepare_batch,
 )
-from qc_stream.wire.codec import deadletter_headers, result_to_json
 from qc_stream.wire.topics import AppTopics
 
 log = logging.getLogger(__name__)
@@ -41,7 +45,7 @@ def register(app, topics: AppTopics, rt: WorkerRuntime):
         inflight: deque[asyncio.Future] = deque()
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_timeout_s):
             t0 = time.perf_counter()
-            frames = [RawFrame.of(e.value, e.headers, e.key) for e in events]
+            frames = [RawFrame.of(e.value, e.headers, e.key, origin_of(e)) for e in events]
             prepared = await prepare_parallel(loop, rt, frames)
             # rt.detector is read on the inference thread: after it is loaded, between prompt swaps.
             inferred = loop.run_in_executor(
@@ -55,6 +59,11 @@ def register(app, topics: AppTopics, rt: WorkerRuntime):
                 await inflight.popleft()
 
     return inspect
+
+
+def origin_of(event) -> str:
+    m = getattr(event, "message", None)
+    return f"{m.topic}[{m.partition}]@{m.offset}" if m is not None else "?"
 
 
 async def prepare_parallel(loop, rt: WorkerRuntime, frames: list[RawFrame]) -> PreparedBatch:
@@ -93,13 +102,30 @@ async def finish(
         ta = time.perf_counter()
         outcome: BatchOutcome = await inferred
         tb = time.perf_counter()
-        await loop.run_in_executor(rt.store_pool, rt.store_and_publish_live, outcome.results)
+        await rt.until_done(
+            "database",
+            lambda: loop.run_in_executor(rt.store_pool, rt.store_and_publish_live, outcome.results),
+            rt.is_store_outage,
+        )
         tc = time.perf_counter()
         if outcome.rejects:
             loop.run_in_executor(
                 rt.store_pool, rt.write_overlays, outcome.rejects
             )  # cosmetic: not awaited
-        await publish(topics, outcome)
+        for d in outcome.dead:
+            rt.repeats.log(
+                log,
+                logging.WARNING,
+                ("dead letter", d.stage),
+                "dead letter for %s (%s): %s",
+                d.frame.origin,
+                d.stage,
+                d.reason,
+            )
+        outputs = outputs_of(outcome, rt.settings)
+        await rt.until_done(
+            "broker", lambda: publish(rt, topics, outputs), lambda e: isinstance(e, PublishFailed)
+        )
         td = time.perf_counter()
         if previous is not None:
             await previous
@@ -121,23 +147,54 @@ async def finish(
         rt.fatal(e)
 
 
-async def publish(topics: AppTopics, outcome: BatchOutcome) -> None:
-    """Send results and dead letters and wait until the broker has them all (one round trip per
-    batch: the sends are pipelined), so an offset is never committed ahead of its output."""
-    pending = []
-    for r in outcome.results:
-        pending.append(await topics.results.send(key=r.camera_id.encode(), value=result_to_json(r)))
-    for d in outcome.dead:
-        log.warning("dead letter (%s): %s", d.stage, d.reason)
-        pending.append(
-            await topics.deadletter.send(
-                key=d.frame.key,
-                value=d.frame.value or b"",
-                headers=deadletter_headers(d.frame.headers, d.reason, d.stage),
+class PublishFailed(Exception):
+    """Some outputs of a batch are not on the broker yet (it is unreachable, or restarting)."""
+
+
+async def publish(rt: WorkerRuntime, topics: AppTopics, outputs: list[Outgoing]) -> None:
+    """Send the outputs not sent yet and wait until the broker has them all (one round trip per
+    batch: the sends are pipelined), so an offset is never committed ahead of its output.
+
+    An output the broker refuses for good is logged with its source offset and skipped; any other
+    failure raises ``PublishFailed`` and the caller retries what is still unsent."""
+    pending: list[tuple[Outgoing, asyncio.Future]] = []
+    failures: list[tuple[Outgoing, BaseException]] = []
+    for out in outputs:
+        if out.sent:
+            continue
+        topic = topics.results if out.kind == "result" else topics.deadletter
+        try:
+            fut = await topic.send(key=out.key, value=out.value, headers=out.headers)
+        except Exception as e:
+            failures.append((out, e))
+            continue
+        pending.append((out, fut))
+    for out, fut in pending:
+        try:
+            await fut
+            out.sent = True
+        except Exception as e:
+            failures.append((out, e))
+    retry = None
+    for out, e in failures:
+        if is_refused_record(e):
+            out.sent = True  # nothing to wait for: the broker will never take this record
+            metrics.RECORDS_SKIPPED.labels(kind=out.kind).inc()
+            log.error(
+                "%s for %s (%d bytes) refused by the broker (%s: %s); logged and skipped",
+                out.kind,
+                out.origin,
+                len(out.value),
+                type(e).__name__,
+                e,
             )
-        )
-    if pending:
-        await asyncio.gather(*pending)
+        elif retry is None:
+            retry = e
+    if retry is not None:
+        unsent = sum(not o.sent for o in outputs)
+        raise PublishFailed(
+            f"{unsent} output(s) not on the broker: {type(retry).__name__}: {retry}"
+        ) from retry
 
 
 def observe(outcome: BatchOutcome, n: int, seconds: float) -> None:

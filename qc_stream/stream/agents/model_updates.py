@@ -4,6 +4,10 @@ Every worker must see every update, so this is not a group-consumed Faust agent 
 hand the one partition to a single worker): each worker reads the topic with its own group-less
 consumer, starting from offsets noted *before* its detector was loaded, so no update slips through
 start-up. The swap runs on the inference thread, hence always between two batches.
+
+An update is a version *name*: the worker swaps only to a version registered in the database whose
+files still hash to the recorded sha256 (``service.vet_prompt_version``); anything else is refused
+with one log line and ``qc_prompt_swap_refused_total{reason}``, and the prompts stay as they are.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import logging
 from qc_stream.errors import InputError
 from qc_stream.observability import metrics
 from qc_stream.stream.runtime import WorkerRuntime
+from qc_stream.stream.service import PromptRefused, vet_prompt_version
 from qc_stream.wire.topics import MODEL_UPDATES
 
 log = logging.getLogger(__name__)
@@ -35,15 +40,21 @@ def parse_update(data: bytes) -> dict:
     return msg
 
 
+def refuse(reason: str, message: str) -> None:
+    metrics.PROMPT_SWAP_REFUSED.labels(reason=reason).inc()
+    log.error("refused model update: %s", message)
+
+
 def apply_update(rt: WorkerRuntime, data: bytes) -> str | None:
     """Swap to the announced version when it fits this worker; returns the version swapped to.
 
     Called on the inference thread. A bad update is logged and ignored: the worker keeps its prompts.
+    An error reading the registry (database down) is raised, for the caller to retry.
     """
     try:
         msg = parse_update(data)
     except InputError as e:
-        log.warning("ignoring model update: %s", e)
+        refuse("malformed", str(e))
         return None
     version = msg["prompt_version"]
     detector = rt.detector
@@ -59,9 +70,19 @@ def apply_update(rt: WorkerRuntime, data: bytes) -> str | None:
         return None
     if version == detector.prompt_version:
         return None
+    try:
+        folder = vet_prompt_version(version, rt.settings.models_dir, rt.registered_version)
+    except PromptRefused as e:
+        refuse(e.reason, str(e))
+        return None
+    except Exception as e:
+        if rt.is_store_outage(e):
+            raise
+        refuse("registry_error", f"{version!r}: cannot check model_versions: {e}")
+        return None
     old = detector.prompt_version
     try:
-        detector.swap_prompts(version)
+        detector.swap_prompts(str(folder))  # the vetted folder, never a path from the message
     except Exception as e:
         log.error("could not swap to prompt version %s (keeping %s): %s", version, old, e)
         return None
@@ -103,7 +124,14 @@ def register(app, rt: WorkerRuntime, start_offsets: dict[int, int]):
             for tp in tps:
                 consumer.seek(tp, start_offsets.get(tp.partition, 0))
             async for record in consumer:
-                await loop.run_in_executor(rt.inference_pool, apply_update, rt, record.value)
+                # A database outage while checking the registry is waited out, not a refusal.
+                await rt.until_done(
+                    "registry",
+                    lambda v=record.value: loop.run_in_executor(
+                        rt.inference_pool, apply_update, rt, v
+                    ),
+                    rt.is_store_outage,
+                )
         finally:
             await consumer.stop()
 
