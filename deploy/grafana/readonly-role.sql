@@ -34,4 +34,7 @@ ALTER ROLE :"grafana_user" SET statement_timeout = '30s';
 GRANT CONNECT ON DATABASE :"DBNAME" TO :"grafana_user";
 GRANT USAGE ON SCHEMA public TO :"grafana_user";
 REVOKE ALL ON ALL TABLES IN SCHEMA public FROM :"grafana_user";
-GRANT SELECT ON TABLE inspections, defect_counts, defect_types, model_versions TO :"grafana_user";
+-- Partitions of inspections are read through the parent; camera_minute / prompt_minute are the
+-- per-minute roll-ups behind the panels (revision 0003).
+GRANT SELECT ON TABLE inspections, defect_counts, defect_types, model_versions, camera_minute,
+  prompt_minute TO :"grafana_user";

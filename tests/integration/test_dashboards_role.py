@@ -1,4 +1,4 @@
-"""deploy/grafana/readonly-role.sql gives Grafana a login that can read the four tables and nothing else.
+"""deploy/grafana/readonly-role.sql gives Grafana a login that can read the dashboards' tables and nothing else.
 
 Runs the file with the real psql against a migrated Postgres (a role name unique to the test, since
 roles are shared by the whole server), then logs in as that role.
@@ -19,7 +19,14 @@ from sqlalchemy.exc import DBAPIError
 from qc_stream.storage.migrate import upgrade
 
 ROLE_SQL = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "readonly-role.sql"
-TABLES = ["inspections", "defect_counts", "defect_types", "model_versions"]
+TABLES = [
+    "inspections",
+    "defect_counts",
+    "defect_types",
+    "model_versions",
+    "camera_minute",
+    "prompt_minute",
+]
 
 
 def _psql(pg_url: str, *variables: str) -> subprocess.CompletedProcess:
@@ -45,7 +52,7 @@ def grafana_user(pg_url):
     admin.dispose()
 
 
-def test_role_reads_the_four_tables_and_cannot_write(pg_url, grafana_user):
+def test_role_reads_the_dashboard_tables_and_cannot_write(pg_url, grafana_user):
     for _ in range(2):  # applying it again is fine
         done = _psql(pg_url, f"grafana_user={grafana_user}", "grafana_password=s3cret")
         assert done.returncode == 0, done.stderr
@@ -55,6 +62,11 @@ def test_role_reads_the_four_tables_and_cannot_write(pg_url, grafana_user):
         with engine.connect() as c:
             for table in TABLES:
                 assert c.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
+            # the latency panels' function is callable by the role
+            assert (
+                c.execute(text("SELECT qc_latency_quantile(ARRAY[1, 1]::bigint[], 0.5)")).scalar()
+                == 5.0
+            )
         with engine.connect() as c, pytest.raises(DBAPIError, match="read-only transaction"):
             c.execute(text("DELETE FROM inspections"))
         with (
