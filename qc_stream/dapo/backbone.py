@@ -27,8 +27,12 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+from safetensors import safe_open
+from safetensors.torch import load_file
 
 from qc_stream.errors import ConfigError, QcError
+from qc_stream.settings import DEFAULT_MODELS_DIR
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +42,6 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 
 
 def _default_models_dir() -> Path:
-    from qc_stream.settings import DEFAULT_MODELS_DIR
-
     return DEFAULT_MODELS_DIR
 
 
@@ -219,7 +221,6 @@ class Backbone:
                         image[None].float(), size=(s, s), mode="bicubic", align_corners=False
                     )[0]
                 return image.float()
-        from PIL import Image
 
         if isinstance(image, np.ndarray):
             if image.dtype != np.uint8:
@@ -292,8 +293,6 @@ def _load_weights(model, path: Path) -> None:
 
 def _pos_grid_differs(model, path: Path) -> bool:
     """True when the weights' positional embedding has another grid than the model (image_size set)."""
-    from safetensors import safe_open
-
     if path.suffix != ".safetensors":
         return False
     with safe_open(str(path), framework="pt") as f:
@@ -307,7 +306,6 @@ def _load_resized(model, path: Path) -> None:
     """Load fp16 safetensors weights into a model built for another image size: open_clip's bicubic
     positional-embedding interpolation is not implemented for fp16 on the CPU, so cast to fp32 first."""
     from open_clip.model import resize_pos_embed
-    from safetensors.torch import load_file
 
     state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
     resize_pos_embed(state, model)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qc_stream.dapo.backbone import Backbone
-from qc_stream.dapo.model import PromptDetector, TextFeatures
+from qc_stream.dapo.model import DapoConfig, DapoModel, PromptDetector, TextFeatures
 from qc_stream.dapo.prompts import PromptLearner, encode_texts
 from qc_stream.dapo.visual import VisualEncoder
 from qc_stream.errors import QcError
@@ -194,8 +194,6 @@ METHODS: dict[str, type[PromptDetector]] = {}
 
 
 def _register() -> None:
-    from qc_stream.dapo.model import DapoConfig, DapoModel
-
     METHODS.update(
         {"dapo": DapoModel, "handcrafted": HandcraftedBaseline, "agnostic": AgnosticBaseline}
     )

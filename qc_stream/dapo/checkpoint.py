@@ -26,9 +26,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+from safetensors.torch import load_file, save_file
+
 from qc_stream.dapo.backbone import Backbone
+from qc_stream.dapo.baselines import build_model
 from qc_stream.dapo.model import PromptDetector
 from qc_stream.errors import QcError
+from qc_stream.settings import DEFAULT_MODELS_DIR
 
 FORMAT = 1
 WEIGHTS = "prompts.safetensors"
@@ -58,8 +62,6 @@ class PromptVersion:
 
 def prompts_dir(models_dir: str | Path | None = None) -> Path:
     if models_dir is None:
-        from qc_stream.settings import DEFAULT_MODELS_DIR
-
         models_dir = DEFAULT_MODELS_DIR
     return Path(models_dir) / "prompts"
 
@@ -97,8 +99,6 @@ def save_prompt_version(
     ``kind="zero-shot"`` marks a version whose vocabulary changed without training (``parent``: the
     version its weights come from).
     """
-    from safetensors.torch import save_file
-
     if kind not in KINDS:
         raise QcError(f"kind must be one of {KINDS}, got {kind!r}")
     version = version or new_version_name(model.method)
@@ -187,10 +187,6 @@ def load_prompt_version(
     models_dir: str | Path | None = None,
 ) -> PromptVersion:
     """Rebuild the saved model on ``backbone`` (refused with ``QcError`` if it is another backbone)."""
-    from safetensors.torch import load_file
-
-    from qc_stream.dapo.baselines import build_model
-
     path = resolve_version_path(path_or_version, models_dir)
     manifest = read_manifest(path)
     if manifest.get("format") != FORMAT:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from qc_stream.errors import InputError
+
 
 @dataclass(frozen=True)
 class Product:
@@ -124,8 +126,6 @@ GENERIC_NOUNS = ("object", "surface", "part", "item", "product")
 
 def product(name: str) -> Product:
     """Look a product up by name; unknown names raise InputError listing the valid ones."""
-    from qc_stream.errors import InputError
-
     try:
         return PRODUCTS[name]
     except KeyError:

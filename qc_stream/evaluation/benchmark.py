@@ -8,8 +8,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
+
+from qc_stream.dapo import active_version, list_versions, load_backbone, load_prompt_version
 from qc_stream.errors import QcError
-from qc_stream.settings import DEFAULT_BACKBONE
+from qc_stream.evaluation.runner import evaluate, goals, handcrafted_for
+from qc_stream.settings import DEFAULT_BACKBONE, DEFAULT_MODELS_DIR
+from qc_stream.synth.datasets import MODES, test_sets
+from qc_stream.synth.split import load_split
+from qc_stream.training.recipe import Recipe, train_method
 
 METHODS = ("dapo", "handcrafted", "agnostic")
 ABLATION_RECIPE = dict(per_product=32)  # the default recipe on fewer images (two CPU trainings)
@@ -21,8 +28,6 @@ def _log(msg: str) -> None:
 
 def find_version(models_dir: Path, method: str, backbone) -> str:
     """The newest saved version of `method` made for this backbone."""
-    from qc_stream.dapo import list_versions
-
     found = [
         m["version"]
         for m in list_versions(models_dir)
@@ -46,14 +51,6 @@ def run_benchmark(
     ablation: bool | None = None,
     log: Callable[[str], None] = _log,
 ) -> dict:
-    import torch
-
-    from qc_stream.dapo import active_version, load_backbone, load_prompt_version
-    from qc_stream.evaluation.runner import evaluate, goals, handcrafted_for
-    from qc_stream.settings import DEFAULT_MODELS_DIR
-    from qc_stream.synth.datasets import MODES, test_sets
-    from qc_stream.synth.split import load_split
-    from qc_stream.training.recipe import Recipe, train_method
 
     started = time.perf_counter()
     torch.set_num_threads(max(1, min(torch.get_num_threads(), 2)))

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from qc_stream.dapo import HandcraftedBaseline, HandcraftedConfig
 from qc_stream.evaluation.metrics import (
     image_metrics,
     mean_over_products,
@@ -164,8 +165,6 @@ def goals(methods: dict[str, dict]) -> dict:
 
 def handcrafted_for(backbone) -> Callable[[str], object]:
     """WinCLIP-style baseline naming each product by its noun (as WinCLIP uses the class name)."""
-    from qc_stream.dapo import HandcraftedBaseline, HandcraftedConfig
-
     cache: dict[str, object] = {}
 
     def get(product: str):

@@ -16,12 +16,20 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+import cv2
 import numpy as np
+import torch
 from PIL import Image
 
+from qc_stream.dapo.backbone import autocast, bf16_is_native, load_backbone, resolve_device
+from qc_stream.dapo.checkpoint import active_version, load_prompt_version
+from qc_stream.dapo.model import DapoModel
+from qc_stream.dapo.thresholds import version_thresholds
 from qc_stream.domain.inspection import Detection
+from qc_stream.domain.thresholds import resolve_thresholds
 from qc_stream.domain.vocabulary import Vocabulary
 from qc_stream.errors import ConfigError
+from qc_stream.inference.decode import preprocess_batch
 from qc_stream.inference.regions import find_regions, scale_regions
 from qc_stream.settings import Settings
 
@@ -70,7 +78,6 @@ class DetectorOutput:
 
 
 def _resize(a: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
-    import cv2
 
     if a.shape == (size[1], size[0]):
         return a
@@ -90,8 +97,6 @@ class Detector:
     def from_settings(cls, settings: Settings) -> Detector:
         """Backbone from ``QC_BACKBONE``/``QC_PRETRAINED``/``QC_IMAGE_SIZE`` on ``QC_DEVICE``; prompts from
         ``QC_PROMPT_VERSION`` or ``models/prompts/ACTIVE`` (an untrained model, with a warning, if none)."""
-        from qc_stream.dapo.backbone import bf16_is_native, load_backbone, resolve_device
-
         device = resolve_device(settings.device)
         if settings.precision == "fp16" and device.type == "cpu":
             raise ConfigError("QC_PRECISION=fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
@@ -160,10 +165,6 @@ class Detector:
 
     def _warm(self, prompts: _Prompts) -> None:
         """Encode the vocabulary now (cached per version) so the first batch costs no text forward."""
-        import torch
-
-        from qc_stream.dapo.backbone import autocast
-
         with torch.inference_mode(), autocast(self._device, self.settings.precision):
             prompts.model.text_features(list(prompts.vocab.words))
 
@@ -172,10 +173,6 @@ class Detector:
         self, images: Sequence[Image.Image], products: Sequence[str | None]
     ) -> list[DetectorOutput]:
         """One batched forward for ``images`` (RGB pictures of any size); one output per image."""
-        import torch
-
-        from qc_stream.dapo.backbone import autocast
-
         if len(images) != len(products):
             raise ValueError(f"{len(images)} images but {len(products)} products")
         if not images:
@@ -218,17 +215,11 @@ class Detector:
     def encode_images(self, images: Sequence[Image.Image]):
         """The backbone's image embeddings alone, with ``detect``'s preprocessing and precision: the
         floor any CLIP-based detector pays (``qc-stream bench`` times it beside ``detect``)."""
-        import torch
-
-        from qc_stream.dapo.backbone import autocast
-
         x = self._input(images)
         with torch.inference_mode(), autocast(self._device, self.settings.precision):
             return self.backbone.model.encode_image(x)
 
     def _input(self, images: Sequence[Image.Image]):
-        from qc_stream.inference.decode import preprocess_batch
-
         bb = self.backbone
         return preprocess_batch(images, bb.image_size, bb.mean, bb.std, device=self._device)
 
@@ -275,8 +266,6 @@ class Detector:
 def _thresholds_for(
     product: str | None, settings: Settings, prompts: _Prompts
 ) -> tuple[float, float]:
-    from qc_stream.domain.thresholds import resolve_thresholds
-
     default = (settings.warn_threshold, settings.reject_threshold)
     return resolve_thresholds(product, settings.product_thresholds, prompts.thresholds, default)
 
@@ -285,15 +274,10 @@ def _thresholds_for(
 
 
 def _active_version(models_dir: Path) -> str | None:
-    from qc_stream.dapo.checkpoint import active_version
-
     return active_version(models_dir)
 
 
 def _load_prompts(version: str, backbone, models_dir: Path) -> _Prompts:
-    from qc_stream.dapo.checkpoint import load_prompt_version
-    from qc_stream.dapo.thresholds import version_thresholds
-
     loaded = load_prompt_version(version, backbone, models_dir=models_dir)
     vocab = Vocabulary.from_manifest(loaded.manifest.get("vocabulary") or {})
     return _Prompts(
@@ -302,13 +286,10 @@ def _load_prompts(version: str, backbone, models_dir: Path) -> _Prompts:
 
 
 def _untrained(backbone) -> _Prompts:
-    from qc_stream.dapo.model import DapoModel
-
     log.warning(
         "NO PROMPT VERSION: no QC_PROMPT_VERSION and no models/prompts/ACTIVE; running an UNTRAINED DAPO "
         "model (random prompts): scores and defect types are meaningless until a version is trained"
     )
-    import torch
 
     vocab = Vocabulary.catalog_default()
     with torch.random.fork_rng(devices=[]):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -27,8 +28,6 @@ def render_overlay(
     Each region gets its bbox and a label ``"<defect type> <score>"``; ``caption`` (e.g. verdict and
     image score) goes in the top-left corner. Returns a new RGB picture the size of ``image``.
     """
-    import cv2
-
     rgb = np.asarray(image.convert("RGB"))
     h, w = rgb.shape[:2]
     amap = np.asarray(anomaly_map, dtype=np.float32)
@@ -59,8 +58,6 @@ def _label(
     img: np.ndarray, text: str, anchor: tuple[int, int], scale: float, thick: int, below=False
 ) -> None:
     """Text on a dark box above the anchor (below it when there is no room, or when asked)."""
-    import cv2
-
     font = cv2.FONT_HERSHEY_SIMPLEX
     (tw, th), base = cv2.getTextSize(text, font, scale, thick)
     x, y = anchor

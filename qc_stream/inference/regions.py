@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
 from qc_stream.domain.inspection import Region
 
@@ -27,8 +28,6 @@ def find_regions(
     defect word that covers most of its pixels. ``score`` is the region's peak anomaly value. Regions
     come strongest first (score, then area); bbox is ``[x0, y0, x1, y1)`` in map pixels.
     """
-    from scipy import ndimage
-
     amap = np.asarray(anomaly_map, dtype=np.float32)
     if amap.ndim != 2:
         raise ValueError(f"anomaly map must be HxW, got shape {amap.shape}")

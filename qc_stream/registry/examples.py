@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from qc_stream.domain.defects import DefectType, name_key
 from qc_stream.errors import InputError
@@ -34,7 +35,6 @@ class Example:
 
 
 def _read_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:
@@ -44,7 +44,6 @@ def _read_image(path: Path) -> np.ndarray:
 
 
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as im:

@@ -16,7 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from qc_stream.errors import QcError
 from qc_stream.registry.events import DEFECT_TYPES_TOPIC
+from qc_stream.wire.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +70,6 @@ class RegistryListener:
     def run(self, *, refresh_at_start: bool = True) -> None:
         from kafka import KafkaConsumer, TopicPartition
         from kafka.errors import KafkaError
-
-        from qc_stream.errors import QcError
-        from qc_stream.wire.topics import ensure_topics
 
         try:
             ensure_topics(

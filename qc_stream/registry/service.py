@@ -20,11 +20,12 @@ from qc_stream.domain.defects import (
     vocabulary,
 )
 from qc_stream.errors import InputError
+from qc_stream.registry.events import EventPublisher
+from qc_stream.registry.wiring import make_cache, make_engine_for
+from qc_stream.storage.defect_types import DefectTypeRepository
 
 if TYPE_CHECKING:
-    from qc_stream.registry.events import EventPublisher
     from qc_stream.settings import Settings
-    from qc_stream.storage.defect_types import DefectTypeRepository
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +55,6 @@ class DefectRegistry:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, publish: bool = True) -> DefectRegistry:
-        from qc_stream.registry.events import EventPublisher
-        from qc_stream.registry.wiring import make_cache, make_engine_for
-        from qc_stream.storage.defect_types import DefectTypeRepository
-
         return cls(
             DefectTypeRepository(make_engine_for(settings)),
             publisher=EventPublisher(settings.kafka_bootstrap) if publish else None,

@@ -16,15 +16,26 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from qc_stream.dapo.backbone import load_backbone
+from qc_stream.dapo.checkpoint import (
+    active_version,
+    list_versions,
+    load_prompt_version,
+    prompts_dir,
+    read_manifest,
+    save_prompt_version,
+    set_active_version,
+    version_sha256,
+)
 from qc_stream.domain.defects import merge_vocabulary
 from qc_stream.errors import QcError
-from qc_stream.storage.model_versions import ModelVersion
+from qc_stream.registry.events import EventPublisher
+from qc_stream.registry.wiring import make_cache, make_engine_for
+from qc_stream.storage.defect_types import DefectTypeRepository
+from qc_stream.storage.model_versions import ModelVersion, ModelVersionRepository
 
 if TYPE_CHECKING:
-    from qc_stream.registry.events import EventPublisher
     from qc_stream.settings import Settings
-    from qc_stream.storage.defect_types import DefectTypeRepository
-    from qc_stream.storage.model_versions import ModelVersionRepository
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +70,6 @@ class PromptVersions:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, publish: bool = True) -> PromptVersions:
-        from qc_stream.registry.events import EventPublisher
-        from qc_stream.registry.wiring import make_cache, make_engine_for
-        from qc_stream.storage.defect_types import DefectTypeRepository
-        from qc_stream.storage.model_versions import ModelVersionRepository
-
         engine = make_engine_for(settings)
         return cls(
             settings,
@@ -104,8 +110,6 @@ class PromptVersions:
         When the DB has no active version yet, the ACTIVE file's version becomes the active row.
         Rows recorded before digests were kept (sha256 NULL) get the digest of their files now.
         """
-        from qc_stream.dapo.checkpoint import active_version, list_versions, prompts_dir
-
         rows = {v.prompt_version: v for v in self.versions.list()}
         has_active = any(v.active for v in rows.values())
         on_disk_active = active_version(self.models_dir)
@@ -127,8 +131,6 @@ class PromptVersions:
     # --- changes ---
     def activate(self, version: str) -> VersionOutcome:
         """Make ``version`` active (rollback or promotion) and announce it."""
-        from qc_stream.dapo.checkpoint import read_manifest, set_active_version
-
         self.sync_from_disk()
         manifest = read_manifest(version, self.models_dir)  # files must exist before the DB says so
         self.versions.activate(version)
@@ -142,12 +144,6 @@ class PromptVersions:
 
     def zero_shot_refresh(self) -> VersionOutcome:
         """A new version for the registry's current vocabulary on the active trained parameters."""
-        from qc_stream.dapo.checkpoint import (
-            load_prompt_version,
-            read_manifest,
-            save_prompt_version,
-        )
-
         parent = self.active_name()
         if parent is None:
             raise QcError(
@@ -203,8 +199,6 @@ class PromptVersions:
 
     def record(self, path, *, activate: bool) -> VersionOutcome:
         """Record a version folder written by training; activate and announce it when asked."""
-        from qc_stream.dapo.checkpoint import read_manifest
-
         manifest = read_manifest(path)
         self.versions.add(_row_from_manifest(manifest, path))
         if activate:
@@ -219,8 +213,6 @@ class PromptVersions:
     # --- helpers ---
     def backbone(self):
         if self._backbone is None:
-            from qc_stream.dapo.backbone import load_backbone
-
             s = self.settings
             self._backbone = load_backbone(
                 s.backbone,
@@ -264,8 +256,6 @@ def _clean_metrics(metrics: dict) -> dict:
 
 
 def _sha256_of(folder) -> str:
-    from qc_stream.dapo.checkpoint import version_sha256
-
     return version_sha256(folder)
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from functools import lru_cache
 
+from qc_stream.storage.cache import Cache
+from qc_stream.storage.db import make_engine
+
 
 @lru_cache(maxsize=8)
 def _engine(url: str):
-    from qc_stream.storage.db import make_engine
-
     return make_engine(url)
 
 
@@ -21,6 +22,5 @@ def make_cache(settings):
     """The shared Redis cache, or None when Redis is switched off (QC_REDIS_URL=off)."""
     if not settings.redis_url:
         return None
-    from qc_stream.storage.cache import Cache
 
     return Cache.from_settings(settings)

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import torch
+
+from qc_stream.dapo import build_model
 from qc_stream.synth import PRODUCTS
+from qc_stream.synth.datasets import training_set
 from qc_stream.synth.split import load_split
+from qc_stream.training import TrainConfig, train
 
 
 @dataclass
@@ -60,10 +65,6 @@ def train_method(
     `data` / `words` replace the auxiliary samples and the seen words (diagnostics train on other
     products). The returned model knows every catalog word and product subset (novel words are
     zero-shot), so it can serve the demo's products as well as the benchmark."""
-    from qc_stream.dapo import build_model
-    from qc_stream.synth.datasets import training_set
-    from qc_stream.training import TrainConfig, train
-
     recipe = recipe or Recipe()
     split = load_split()
     if data is None:
@@ -71,7 +72,6 @@ def train_method(
             recipe.per_product, recipe.defect_rate, split, all_seen_types=recipe.all_seen_types
         )
     train_words = sorted(words) if words is not None else sorted(split.seen_types)
-    import torch
 
     torch.manual_seed(
         recipe.seed

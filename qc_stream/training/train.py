@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from qc_stream.dapo.backbone import Backbone, autocast, resolve_device
 from qc_stream.dapo.model import PromptDetector, check_words
@@ -248,8 +249,6 @@ def train(
 
     The model's ``vocabulary`` is extended with the training words. The model is left in eval mode.
     """
-    from tqdm.auto import tqdm
-
     config = config or TrainConfig()
     if len(dataset) == 0:
         raise QcError("training dataset is empty")
