@@ -16,6 +16,7 @@ from tests.support.session_servers import (
     DEFAULT_PG_ADMIN_URL,
     DEFAULT_REDIS_URL,
     SessionServer,
+    postgres_client_onto_path,
     postgres_for_session,
     redis_for_session,
 )
@@ -24,6 +25,7 @@ from tests.support.session_servers import (
 PG_ADMIN_URL = os.environ.get("QC_TEST_PG_ADMIN_URL", DEFAULT_PG_ADMIN_URL)
 REDIS_URL = os.environ.get("QC_TEST_REDIS_URL", DEFAULT_REDIS_URL)
 _SESSION_SERVERS: list[SessionServer] = []
+_HEADER: list[str] = []
 
 # Small models on 2 cores: keep torch from oversubscribing.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -42,10 +44,14 @@ def pytest_sessionstart(session) -> None:
     # Subprocesses (nested pytest runs, workers reading the env) see the same servers.
     os.environ["QC_TEST_PG_ADMIN_URL"] = PG_ADMIN_URL
     os.environ["QC_TEST_REDIS_URL"] = REDIS_URL
+    _HEADER.extend(f"test servers: {s.describe()}" for s in _SESSION_SERVERS)
+    psql_dir = postgres_client_onto_path()
+    if psql_dir:
+        _HEADER.append(f"test servers: psql not on PATH, using {psql_dir}/psql")
 
 
 def pytest_report_header(config) -> list[str]:
-    return [f"test servers: {s.describe()}" for s in _SESSION_SERVERS]
+    return _HEADER
 
 
 def pytest_unconfigure(config) -> None:

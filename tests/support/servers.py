@@ -125,6 +125,27 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
+_OWNER_FILE = "owner.pid"
+
+
+def _make_root_dir(prefix: str, base_dir: Path | None) -> Path:
+    """A new server directory, tagged with our pid; sweeps ones left by killed interpreters."""
+    if base_dir is not None:
+        Path(base_dir).mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix=prefix, dir=base_dir))
+    (root / _OWNER_FILE).write_text(str(os.getpid()))
+    # A SIGKILLed or SIGTERMed session runs no atexit: its servers died (PDEATHSIG), its
+    # directories stay. Whoever comes next removes them.
+    for stale in root.parent.glob("qc-*-*"):
+        try:
+            owner = int((stale / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if stale != root and not _pid_alive(owner):
+            shutil.rmtree(stale, ignore_errors=True)
+    return root
+
+
 _LIVE: set[_Server] = set()
 
 
@@ -348,7 +369,7 @@ class PostgresServer(_Server):
         self._os_user = _postgres_os_user()
         if self._os_user:
             base_dir = _dir_reachable_by(base_dir, self._os_user)
-        self.root_dir = Path(tempfile.mkdtemp(prefix="qc-pg-", dir=base_dir))
+        self.root_dir = _make_root_dir("qc-pg-", base_dir)
         self.data_dir = self.root_dir / "data"
         self.log_path = self.root_dir / "postgres.log"
         if self._os_user:
@@ -479,7 +500,7 @@ class RedisServer(_Server):
         self.binary = Path(binary)
         self.port = port or free_port()
         self._proc = None
-        self.root_dir = Path(tempfile.mkdtemp(prefix="qc-redis-", dir=base_dir))
+        self.root_dir = _make_root_dir("qc-redis-", base_dir)
         self.log_path = self.root_dir / "redis.log"
         _LIVE.add(self)
 

@@ -7,6 +7,8 @@ TCP connection is replaced, for this session only, by a private one from ``tests
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -16,6 +18,7 @@ from tests.support.servers import (
     RedisServer,
     ServerStartError,
     port_accepts,
+    postgres_bin_dirs,
     private_postgres,
     private_redis,
 )
@@ -80,3 +83,17 @@ def postgres_for_session(given_url: str) -> SessionServer:
 
 def redis_for_session(given_url: str) -> SessionServer:
     return _for_session("Redis", given_url, 6379, private_redis, lambda s: s.url)
+
+
+def postgres_client_onto_path() -> str | None:
+    """Some tests run ``psql``: where it is not on PATH, append the one beside the server binaries.
+
+    Returns the directory added, or None when nothing was needed (or none was found).
+    """
+    if shutil.which("psql"):
+        return None
+    for bin_dir in postgres_bin_dirs():
+        if (bin_dir / "psql").is_file():
+            os.environ["PATH"] = os.environ.get("PATH", "") + os.pathsep + str(bin_dir)
+            return str(bin_dir)
+    return None
