@@ -83,6 +83,12 @@ class Settings(BaseSettings):
     # Camera producers: how long to retry an unreachable broker before giving up, and the record
     # compression ("none" suits JPEG/PNG frames, which are already compressed).
     producer_connect_timeout_s: float = Field(30.0, ge=0, le=3600)
+    # A camera keeps every frame until the broker acknowledges it and re-sends the backlog after a
+    # broker restart; it waits when the backlog is full, and exits with an error only after this
+    # long without a single acknowledgement.
+    producer_give_up_s: float = Field(120.0, gt=0, le=86_400)
+    producer_buffer_frames: int = Field(1000, ge=1, le=1_000_000)
+    producer_buffer_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     kafka_compression: Literal["none", "gzip"] = "none"
     # Workers write an overlay PNG (heat map + labels) of every rejected frame here; None: off.
     overlay_dir: Path | None = None

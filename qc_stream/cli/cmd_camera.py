@@ -76,7 +76,14 @@ def register(app: typer.Typer) -> None:
                 err=True,
             )
 
-        producer = FrameProducer(settings, on_retry=on_retry)
+        def on_recover(why: str, backlog: int) -> None:
+            typer.echo(
+                f"{camera_id}: producer failed ({why}); reconnecting to re-send {backlog} "
+                "unacknowledged frame(s)",
+                err=True,
+            )
+
+        producer = FrameProducer(settings, on_retry=on_retry, on_recover=on_recover)
         ensure_topics(
             settings.kafka_bootstrap,
             settings.topic_partitions,
@@ -85,7 +92,10 @@ def register(app: typer.Typer) -> None:
         tty = sys.stderr.isatty()
 
         def progress(s) -> None:
-            line = f"{camera_id}: sent {s.sent} frame(s) in {s.seconds:.1f} s ({s.fps:.1f} fps)"
+            line = (
+                f"{camera_id}: {s.acked} frame(s) acknowledged in {s.seconds:.1f} s "
+                f"({s.fps:.1f} fps), {s.backlog} unacknowledged, {s.retries} retries"
+            )
             if s.skipped:
                 line += f", {len(s.skipped)} refused"
             typer.echo(("\r" + line) if tty else line, err=True, nl=not tty)
@@ -106,8 +116,9 @@ def register(app: typer.Typer) -> None:
         if tty:
             typer.echo("", err=True)
         typer.echo(
-            f"{camera_id}: {stats.sent} frame(s) delivered to qc.frames"
+            f"{camera_id}: {stats.acked} frame(s) delivered to qc.frames"
             + (f", {len(stats.skipped)} refused (too large)" if stats.skipped else "")
+            + (f", {stats.retries} producer retries" if stats.retries else "")
             + (" (interrupted)" if stats.interrupted else "")
         )
         if stats.skipped and not stats.sent:

@@ -7,8 +7,10 @@ the benchmark and the integration tests. Production runs on Apache Kafka (see de
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -37,12 +39,29 @@ def port_open(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: the kernel SIGKILLs the broker when the process that started it dies, even by
+    SIGKILL, so a crashed ``qc-stream broker`` (or test run) never leaves tansu holding its port."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 class EmbeddedBroker:
     """Start/stop a tansu broker on 127.0.0.1:PORT; usable as a context manager."""
 
     def __init__(
-        self, port: int | None = None, host: str = "127.0.0.1", log_path: Path | None = None
+        self,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        log_path: Path | None = None,
+        *,
+        die_with_parent: bool = False,
     ):
+        """``die_with_parent`` (Linux): the kernel kills the broker when the *thread* that started
+        it ends, so only a process's main thread (the ``qc-stream broker`` command) should ask."""
+        self.die_with_parent = die_with_parent and sys.platform == "linux"
         self.host = host
         self.port = port or free_port()
         self.log_path = log_path
@@ -73,6 +92,7 @@ class EmbeddedBroker:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop the broker ourselves
+            preexec_fn=_die_with_parent if self.die_with_parent else None,
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -86,19 +106,39 @@ class EmbeddedBroker:
         self.stop()
         raise QcError(f"the embedded broker did not open {self.bootstrap} within {timeout_s:.0f} s")
 
-    def stop(self) -> None:
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def stop(self, grace_s: float = 5.0, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` (tansu exits at once when idle, and waits for open client connections
+        otherwise), then SIGKILL after ``grace_s``."""
         if self._proc and self._proc.poll() is None:
-            self._proc.terminate()
+            self._proc.send_signal(sig)
             try:
-                self._proc.wait(5)
+                self._proc.wait(grace_s)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
 
-    def wait(self) -> int:
+    def kill(self) -> None:
+        """SIGKILL: a broker crash (memory storage: every topic and offset is gone)."""
+        self.stop(grace_s=0, sig=signal.SIGKILL)
+
+    def restart(self, down_s: float = 0.0, timeout_s: float = 15.0) -> EmbeddedBroker:
+        """Kill, stay down ``down_s``, start again on the same port (empty: memory storage)."""
+        self.kill()
+        time.sleep(down_s)
+        return self.start(timeout_s)
+
+    def wait(self, timeout_s: float | None = None) -> int | None:
+        """The broker's exit code once it exits; None when ``timeout_s`` passes first."""
         assert self._proc is not None
-        return self._proc.wait()
+        try:
+            return self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            return None
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

@@ -14,7 +14,10 @@ from qc_stream.producers.sources import SourceFrame
 
 @dataclass
 class CameraStats:
-    sent: int = 0
+    sent: int = 0  # frames handed to the producer; all acknowledged once run_camera returns
+    acked: int = 0  # frames the broker acknowledged so far
+    backlog: int = 0  # sent, not acknowledged yet
+    retries: int = 0  # producer clients replaced after a fatal error (backlog re-sent each time)
     skipped: list[str] = field(default_factory=list)  # frames refused at the producer (too large)
     seconds: float = 0.0
     interrupted: bool = False
@@ -22,7 +25,8 @@ class CameraStats:
 
     @property
     def fps(self) -> float:
-        return self.sent / self.seconds if self.seconds > 0 else 0.0
+        """Acknowledged frames per second."""
+        return self.acked / self.seconds if self.seconds > 0 else 0.0
 
 
 def new_frame_id(camera_id: str) -> str:
@@ -46,12 +50,29 @@ def run_camera(
     """Send frames until the source ends, ``count`` is reached, or Ctrl-C / ``should_stop``.
 
     Oversized frames are refused with a message (counted in ``skipped``) and the camera goes on.
-    The producer is flushed before returning, so every frame counted as sent was delivered.
+    Progress counts acknowledged frames only. The producer is flushed before returning (re-sending
+    across broker restarts), so every frame counted as sent was delivered; it raises ``QcError``
+    after ``QC_PRODUCER_GIVE_UP_S`` without an acknowledgement.
     """
     stats = CameraStats()
     start = time.monotonic()
     next_at, last_progress = start, start
     period = 1.0 / fps if fps else 0.0
+
+    def refresh() -> None:
+        stats.acked, stats.backlog = producer.acked, producer.backlog
+        stats.retries = producer.recoveries
+        stats.seconds = time.monotonic() - start
+
+    def report_while_waiting() -> None:  # the producer waits out a broker outage: keep reporting
+        nonlocal last_progress
+        now = time.monotonic()
+        if progress and now - last_progress >= progress_every_s:
+            refresh()
+            progress(stats)
+            last_progress = now
+
+    producer.heartbeat = report_while_waiting
     try:
         for frame in frames:
             if (count is not None and stats.sent + len(stats.skipped) >= count) or (
@@ -84,15 +105,14 @@ def run_camera(
             if on_sent:
                 on_sent(meta, frame)
             stats.defects += frame.defect_type is not None
-            now = time.monotonic()
-            if progress and now - last_progress >= progress_every_s:
-                stats.seconds = now - start
-                progress(stats)
-                last_progress = now
+            report_while_waiting()
     except KeyboardInterrupt:
         stats.interrupted = True
-    producer.flush()
-    stats.seconds = time.monotonic() - start
+    try:
+        producer.flush()
+    finally:
+        producer.heartbeat = None
+        refresh()
     if progress:
         progress(stats)
     return stats

@@ -8,8 +8,11 @@ settings to carry a whole frame plus record overhead), the same limit the worker
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from qc_stream.domain.inspection import FrameMeta
@@ -53,12 +56,17 @@ def connect(
                 linger_ms=5,
                 retries=5,
                 retry_backoff_ms=200,
-                request_timeout_ms=30_000,
+                # A restarted broker is found again within a second (the default backoff grows to
+                # 30 s), and a batch stuck on a dead broker fails within 30 s, so FrameProducer
+                # replaces the client and re-sends.
+                reconnect_backoff_max_ms=1_000,
+                request_timeout_ms=15_000,
+                delivery_timeout_ms=30_000,
                 # Short tries, our own backoff between them: the user sees each retry.
                 bootstrap_timeout_ms=max(
                     200, min(1_000, int((deadline - time.monotonic()) * 1000))
                 ),
-                max_block_ms=60_000,
+                max_block_ms=10_000,
                 **extra,
             )
         except KafkaError as e:
@@ -78,17 +86,66 @@ def connect(
             delay = min(delay * 2, 5.0)
 
 
+@dataclass
+class _Unacked:
+    """A frame handed to the producer and not acknowledged yet: kept to be re-sent."""
+
+    data: bytes
+    meta: FrameMeta
+    what: str
+
+
 class FrameProducer:
-    """Sends frames asynchronously; ``flush()`` waits and reports failed deliveries."""
+    """Sends frames and keeps each one until the broker acknowledges it.
+
+    A fatal producer error (after a broker restart: ``UnknownProducerIdError``, expired batches,
+    a dead connection) replaces the Kafka client and re-sends every unacknowledged frame, with its
+    original frame id, so delivery is at-least-once and the worker's de-duplication makes it
+    exactly-once in the database. The unacknowledged backlog is bounded
+    (``QC_PRODUCER_BUFFER_FRAMES`` / ``QC_PRODUCER_BUFFER_BYTES``): when it is full, ``send`` waits.
+    Only ``QC_PRODUCER_GIVE_UP_S`` without a single acknowledgement ends in a ``QcError``.
+    """
+
+    # A backlog with no acknowledgement for this long means the client is stuck: replace it.
+    stall_s = 10.0
 
     def __init__(
-        self, settings: Settings, *, connect_timeout_s: float | None = None, on_retry=None
+        self,
+        settings: Settings,
+        *,
+        connect_timeout_s: float | None = None,
+        on_retry=None,
+        on_recover: Callable[[str, int], None] | None = None,
     ):
         self.settings = settings
+        self.on_retry = on_retry
+        self.on_recover = on_recover  # (why, backlog) each time the client is replaced
+        self.heartbeat: Callable[[], None] | None = None  # called while send/flush wait
+        self._lock = threading.Lock()
+        self._unacked: OrderedDict[str, _Unacked] = OrderedDict()
+        self._unacked_bytes = 0
+        self._generation = 0  # callbacks of a replaced client are ignored (but acks still count)
+        self._broken: str | None = None  # why the current client must be replaced
+        self.sent = 0  # frames accepted by send()
+        self.acked = 0  # frames the broker acknowledged (each frame once)
+        self.recoveries = 0  # clients replaced
+        self.resent = 0  # frames sent again by a new client
+        self.last_progress = self._last_recovery = time.monotonic()
         self._producer = connect(settings, connect_timeout_s=connect_timeout_s, on_retry=on_retry)
-        self.sent = 0
-        self.delivered = 0
-        self.failed: list[str] = []
+
+    # -- accounting ------------------------------------------------------------------------
+    @property
+    def delivered(self) -> int:
+        return self.acked
+
+    @property
+    def backlog(self) -> int:
+        """Frames sent but not acknowledged yet."""
+        return len(self._unacked)
+
+    @property
+    def backlog_bytes(self) -> int:
+        return self._unacked_bytes
 
     def check_size(self, data: bytes, what: str = "frame") -> None:
         limit = self.settings.max_frame_bytes
@@ -98,47 +155,174 @@ class FrameProducer:
                 "lower the resolution/JPEG quality or raise QC_MAX_FRAME_BYTES (and QC_KAFKA_MAX_REQUEST_BYTES)"
             )
 
-    def send(self, data: bytes, meta: FrameMeta, *, what: str = "frame"):
-        """Queue one frame (non-blocking unless the client buffer is full)."""
+    # -- sending ---------------------------------------------------------------------------
+    def send(self, data: bytes, meta: FrameMeta, *, what: str = "frame") -> None:
+        """Queue one frame; waits while the unacknowledged backlog is full."""
+        self.check_size(data, what)
+        self._wait_until(lambda: self._has_room(len(data)), "room in the backlog")
+        with self._lock:
+            self._unacked[meta.frame_id] = _Unacked(data, meta, what)
+            self._unacked_bytes += len(data)
+        self.sent += 1
+        self._submit(meta.frame_id)
+
+    def _has_room(self, size: int) -> bool:
+        with self._lock:
+            if not self._unacked:
+                return True
+            return (
+                len(self._unacked) < self.settings.producer_buffer_frames
+                and self._unacked_bytes + size <= self.settings.producer_buffer_bytes
+            )
+
+    def _submit(self, frame_id: str) -> None:
         from kafka.errors import KafkaError
 
-        self.check_size(data, what)
+        with self._lock:
+            item = self._unacked.get(frame_id)
+            generation = self._generation
+        if item is None or self._broken:
+            return  # acknowledged meanwhile, or the next recovery re-sends it
+        meta = item.meta
         try:
             future = self._producer.send(
-                FRAMES, key=meta.camera_id.encode(), value=data, headers=meta_to_headers(meta)
+                FRAMES, key=meta.camera_id.encode(), value=item.data, headers=meta_to_headers(meta)
             )
-        except KafkaError as e:  # metadata/buffer wait timed out: the broker went away mid-run
-            raise QcError(
-                f"could not send to {self.settings.kafka_bootstrap} ({type(e).__name__}: {e}); "
-                f"{self.delivered} frame(s) were delivered before"
-            ) from None
-        self.sent += 1
-        future.add_callback(self._ok)
-        future.add_errback(self._err, meta.frame_id)
-        return future
+        except KafkaError as e:  # metadata/buffer wait timed out, or the client is in a fatal state
+            self._mark_broken(generation, e)
+            return
+        future.add_callback(self._ok, frame_id)
+        future.add_errback(self._err, frame_id, generation)
 
-    def _ok(self, _md) -> None:
-        self.delivered += 1
+    def _ok(self, frame_id: str, _md) -> None:
+        with self._lock:
+            item = self._unacked.pop(frame_id, None)
+            if item is None:
+                return  # a second copy (sent again after a recovery) was acknowledged too
+            self._unacked_bytes -= len(item.data)
+            self.acked += 1
+            self.last_progress = time.monotonic()
 
-    def _err(self, exc, frame_id: str) -> None:
-        self.failed.append(f"{frame_id}: {type(exc).__name__}: {exc}")
+    def _err(self, exc, frame_id: str, generation: int) -> None:
+        self._mark_broken(generation, exc)
 
-    def flush(self, timeout_s: float = 60.0) -> None:
-        from kafka.errors import KafkaTimeoutError
+    def _mark_broken(self, generation: int, exc: BaseException) -> None:
+        with self._lock:
+            if generation == self._generation and self._broken is None:
+                self._broken = f"{type(exc).__name__}: {exc}"
 
+    # -- recovery --------------------------------------------------------------------------
+    def service(self) -> None:
+        """Replace a failed client and re-send the backlog (called from send/flush; cheap).
+
+        A client is failed when a record errored, or when it holds a backlog and nothing was
+        acknowledged for ``stall_s``: after a broker restart kafka-python can sit on its in-flight
+        batches without ever failing them."""
+        if (
+            not self._broken
+            and self.backlog
+            and time.monotonic() - max(self.last_progress, self._last_recovery) > self.stall_s
+        ):
+            with self._lock:
+                self._broken = f"no acknowledgement for {self.stall_s:.0f} s"
+        if self._broken:
+            self._recover()
+
+    def _give_up_error(self, why: str) -> QcError:
+        return QcError(
+            f"no frame acknowledged by {self.settings.kafka_bootstrap} for "
+            f"{self.settings.producer_give_up_s:.0f} s (QC_PRODUCER_GIVE_UP_S; last error: {why}); "
+            f"{self.backlog} frame(s) not delivered, {self.acked} delivered before"
+        )
+
+    def _recover(self) -> None:
+        from qc_stream.wire.topics import ensure_topics
+
+        why = self._broken or "unknown"
+        log.warning(
+            "producer failed (%s); reconnecting and re-sending %d frame(s)", why, self.backlog
+        )
+        self._close_client(self._producer)
+        self._producer = None
+        self.recoveries += 1
+        if self.on_recover:
+            self.on_recover(why, self.backlog)
+        while True:
+            left = self.last_progress + self.settings.producer_give_up_s - time.monotonic()
+            if left <= 0:
+                raise self._give_up_error(why)
+            try:
+                client = connect(self.settings, connect_timeout_s=left, on_retry=self.on_retry)
+            except QcError:
+                continue  # the loop ends it at the give-up deadline
+            try:
+                # Memory-storage brokers (tansu) lose topics on restart: recreate them with the
+                # intended partition count before auto-creation picks another.
+                ensure_topics(
+                    self.settings.kafka_bootstrap,
+                    self.settings.topic_partitions,
+                    replication_factor=self.settings.topic_replication_factor,
+                    timeout_s=max(1.0, min(10.0, left)),
+                )
+            except QcError as e:
+                log.info("topics not checked after reconnecting: %s", e)
+            break
+        with self._lock:
+            self._producer = client
+            self._generation += 1
+            self._broken = None
+            self._last_recovery = time.monotonic()
+            backlog = list(self._unacked)
+        for frame_id in backlog:
+            self.resent += 1
+            self._submit(frame_id)
+
+    @staticmethod
+    def _close_client(client) -> None:
+        if client is None:
+            return
         try:
-            self._producer.flush(timeout=timeout_s)
-        except KafkaTimeoutError:
-            raise QcError(
-                f"{self.sent - self.delivered} frame(s) not delivered within {timeout_s:.0f} s; is the broker up?"
-            ) from None
-        if self.failed:
-            raise QcError(
-                f"{len(self.failed)} frame(s) could not be delivered, e.g. {self.failed[0]}"
-            )
+            client.close(timeout=0)
+        except Exception:  # a client in a fatal state may fail to flush; stop its thread anyway
+            sender = getattr(client, "_sender", None)
+            if sender is not None:
+                sender.force_close()
+
+    def _wait_until(self, done: Callable[[], bool], what: str) -> None:
+        while True:
+            self.service()
+            if done():
+                return
+            if time.monotonic() - self.last_progress > self.settings.producer_give_up_s:
+                raise self._give_up_error(self._broken or f"waited for {what}")
+            if self.heartbeat:
+                self.heartbeat()
+            time.sleep(0.02)
+
+    def flush(self) -> None:
+        """Wait until every frame sent is acknowledged (recovering as needed), or give up."""
+        from kafka.errors import KafkaError
+
+        while True:
+            self.service()
+            if not self.backlog:
+                return
+            if time.monotonic() - self.last_progress > self.settings.producer_give_up_s:
+                raise self._give_up_error(self._broken or "waited for acknowledgements")
+            if self.heartbeat:
+                self.heartbeat()
+            try:
+                self._producer.flush(timeout=0.2)
+            except KafkaError:
+                pass  # not done yet; a failed batch marks the client broken through its errback
 
     def close(self, timeout_s: float = 10.0) -> None:
-        self._producer.close(timeout=timeout_s)
+        if self._producer is not None:
+            try:
+                self._producer.close(timeout=timeout_s)
+            except Exception:
+                self._close_client(self._producer)
+            self._producer = None
 
 
 def frame_meta(
