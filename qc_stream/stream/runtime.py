@@ -99,7 +99,7 @@ class WorkerRuntime:
                     raise
                 failures += 1
                 delay = next(delays)
-                reason = f"{what} failing: {type(e).__name__}: {_first_line(e)}"
+                reason = f"{type(e).__name__}: {_first_line(e)}"
                 metrics.WORKER_RETRIES.labels(what=what).inc()
                 if self.health is not None:
                     self.health.set_problem(what, reason, stuck_after_s=s.worker_stuck_s)
@@ -107,7 +107,8 @@ class WorkerRuntime:
                     log,
                     logging.ERROR,
                     what,
-                    "%s; batch held, retrying in %.1f s (attempt %d)",
+                    "%s unavailable (%s); batch held, retrying in %.1f s (attempt %d)",
+                    what,
                     reason,
                     delay,
                     failures,

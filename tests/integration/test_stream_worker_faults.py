@@ -1,0 +1,211 @@
+"""A real worker subprocess against faults: a record too large even to dead-letter whole, and its
+database going away mid-stream. Real embedded broker (tansu), a private Postgres cluster started
+for the test (stopping it harms nothing else), the tiny random-weights backbone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+
+import pytest
+from kafka import KafkaProducer
+from sqlalchemy import func, select
+
+from qc_stream.devtools.broker import EmbeddedBroker, free_port
+from qc_stream.devtools.local import (
+    WorkerProcess,
+    models_dir_without_prompts,
+    read_topic,
+    wait_for_rows,
+    worker_env,
+)
+from qc_stream.producers.camera import run_camera
+from qc_stream.producers.producer import FrameProducer
+from qc_stream.settings import load_settings
+from qc_stream.storage.db import make_engine
+from qc_stream.storage.inspections import InspectionRepository
+from qc_stream.storage.migrate import upgrade
+from qc_stream.storage.orm import DefectCountRow, InspectionRow
+from qc_stream.synth.source import synthetic
+from qc_stream.wire.codec import header_value, result_from_json
+from qc_stream.wire.topics import DEADLETTER, FRAMES, RESULTS, ensure_topics
+from tests.support.servers import private_postgres
+
+TINY = {"QC_BACKBONE": "qc-test-tiny", "QC_BATCH_SIZE": "8"}
+
+
+@pytest.fixture(autouse=True)
+def untrained_models(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv(
+        "QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models")))
+    )
+
+
+@pytest.fixture
+def own_broker():
+    with EmbeddedBroker() as b:
+        ensure_topics(b.bootstrap, 2)
+        yield b
+
+
+def probe(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except OSError as e:
+        return 0, str(e)
+
+
+def wait_ready(port: int, worker: WorkerProcess, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while probe(port, "/readyz")[0] != 200:
+        assert worker.alive and time.monotonic() < deadline, worker.log_tail()
+        time.sleep(0.3)
+
+
+def send_frames(bootstrap: str, camera: str, count: int, fps: float | None = None) -> int:
+    producer = FrameProducer(load_settings(kafka_bootstrap=bootstrap))
+    try:
+        stats = run_camera(
+            producer,
+            synthetic("pill", count=count, defect_rate=0.3, seed=len(camera)),
+            camera_id=camera,
+            line_id="line-1",
+            product="pill",
+            fps=fps,
+        )
+    finally:
+        producer.close()
+    return stats.sent
+
+
+def test_a_20mb_record_is_dead_lettered_truncated_and_the_worker_goes_on(
+    own_broker, sqlite_url, unique_app_id, tmp_path
+):
+    upgrade(sqlite_url)
+    port = free_port()
+    env = worker_env(
+        own_broker.bootstrap, sqlite_url, app_id=unique_app_id, QC_HEALTH_PORT=port, **TINY
+    )
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        wait_ready(port, worker)
+        # 20 MB: over the worker's 16 MiB request limit, so its dead letter cannot copy it whole.
+        # The test's producer raises its own limit to send it (the broker takes up to 30 MB).
+        huge = hashlib.sha256(b"seed").digest() * (20 * 1024 * 1024 // 32)
+        raw = KafkaProducer(
+            bootstrap_servers=own_broker.bootstrap, max_request_size=25 * 1024 * 1024
+        )
+        frame_headers = [
+            ("frame_id", b"huge-1"),
+            ("camera_id", b"cam-h"),
+            ("line_id", b"line-1"),
+            ("product", b"pill"),
+            ("captured_at", b"2026-11-30T00:00:00+00:00"),
+        ]
+        raw.send(FRAMES, key=b"cam-h", value=huge, headers=frame_headers).get(30)
+        raw.close()
+        assert send_frames(own_broker.bootstrap, "cam-after", 5) == 5
+
+        [dead] = read_topic(own_broker.bootstrap, DEADLETTER, expected=1, timeout_s=90)
+        limit = load_settings().deadletter_max_bytes
+        assert dead.value == huge[:limit]
+        assert header_value(dead.headers, "original_size") == str(len(huge))
+        assert header_value(dead.headers, "original_sha256") == hashlib.sha256(huge).hexdigest()
+        assert header_value(dead.headers, "truncated") == "true"
+        assert header_value(dead.headers, "frame_id") == "huge-1"
+        assert "exceeds QC_MAX_FRAME_BYTES" in header_value(dead.headers, "error")
+
+        repo = InspectionRepository(make_engine(sqlite_url))
+        assert wait_for_rows(repo, 5, 60, workers=[worker]) == 5
+        assert worker.alive, worker.log_tail()
+    finally:
+        assert worker.stop() == 0, worker.log_tail()
+
+
+OUTAGE_S = 10.0
+
+
+def test_a_postgres_outage_is_waited_out_without_losing_or_double_counting(
+    own_broker, unique_app_id, tmp_path
+):
+    pg = private_postgres(tmp_path / "pg")
+    try:
+        url = pg.admin_url
+        upgrade(url)
+        port = free_port()
+        env = worker_env(
+            own_broker.bootstrap,
+            url,
+            app_id=unique_app_id,
+            QC_HEALTH_PORT=port,
+            QC_WORKER_RETRY_BASE_S="0.2",
+            QC_WORKER_RETRY_CAP_S="1",
+            **TINY,
+        )
+        worker = WorkerProcess(env, tmp_path / "worker.log")
+        try:
+            wait_ready(port, worker)
+            repo = InspectionRepository(make_engine(url))
+            assert send_frames(own_broker.bootstrap, "cam-before", 30) == 30
+            assert wait_for_rows(repo, 30, 60, workers=[worker]) == 30
+
+            # Frames keep coming at 10 fps from before the outage to after it.
+            sent: list[int] = []
+            camera = threading.Thread(
+                target=lambda: sent.append(
+                    send_frames(own_broker.bootstrap, "cam-during", 150, fps=10)
+                )
+            )
+            camera.start()
+            time.sleep(2)
+            pg.stop()
+            down_at = time.monotonic()
+            seen_not_ready = None
+            while time.monotonic() - down_at < OUTAGE_S:
+                code, body = probe(port, "/readyz")
+                if code == 503 and "database" in body:
+                    seen_not_ready = body
+                    assert probe(port, "/healthz")[0] == 200  # retrying, not stuck
+                assert worker.alive, worker.log_tail()
+                time.sleep(0.5)
+            assert seen_not_ready, "readyz never reported the database outage"
+            pg.start()
+            back_at = time.monotonic()
+            camera.join(60)
+            assert sent == [150]
+            total = 30 + 150
+            # Recovery: the row count catches up and the worker is ready again.
+            assert wait_for_rows(repo, total, 90, workers=[worker]) == total
+            recovered_s = time.monotonic() - back_at
+            deadline = time.monotonic() + 30
+            while probe(port, "/readyz")[0] != 200:
+                assert time.monotonic() < deadline, probe(port, "/readyz")
+                time.sleep(0.3)
+            print(f"postgres outage: sent {total}, recovery {recovered_s:.1f} s; {seen_not_ready}")
+        finally:
+            assert worker.stop() == 0, worker.log_tail()
+
+        log_lines = worker.log_path.read_text(errors="replace").splitlines()
+        assert any("database recovered after" in ln for ln in log_lines), worker.log_tail()
+        # One line per repeating condition per 10 s, not one per attempt.
+        assert sum("database unavailable" in ln for ln in log_lines) <= 3, worker.log_tail()
+        with repo.engine.connect() as c:
+            ids = [r[0] for r in c.execute(select(InspectionRow.frame_id))]
+            counted = c.execute(select(func.sum(DefectCountRow.frames))).scalar_one()
+        assert len(ids) == total and len(set(ids)) == total  # none lost, none stored twice
+        assert counted == total  # per-minute counts agree with the rows
+        results = Counter(
+            result_from_json(r.value).frame_id
+            for r in read_topic(own_broker.bootstrap, RESULTS, expected=total, timeout_s=30)
+        )
+        assert set(results) == set(ids)  # every stored frame published (at least once)
+    finally:
+        pg.close()
