@@ -6,13 +6,18 @@ variable, never a traceback.
 
 from __future__ import annotations
 
-import json
-from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    Field,
+    Json,
+    ValidationError,
+    WrapValidator,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from qc_stream.errors import ConfigError
 
@@ -26,6 +31,23 @@ DEFAULT_BACKBONE = "qc-clip-tiny-cpu"
 KAFKA_OVERHEAD_BYTES = 64 * 1024
 
 BrokerProfile = Literal["production", "embedded"]
+
+PAIR_RULE = "expected [warn, reject] with 0 <= warn <= reject <= 1"
+
+
+def _warn_reject(value, handler) -> tuple[float, float]:
+    """One message for every way a [warn, reject] pair can be wrong (shape, range or order)."""
+    try:
+        warn, reject = handler(value)
+    except ValidationError:
+        raise ValueError(PAIR_RULE) from None
+    if warn > reject:
+        raise ValueError(PAIR_RULE)
+    return warn, reject
+
+
+Fraction = Annotated[float, Field(ge=0, le=1)]
+ThresholdPair = Annotated[tuple[Fraction, Fraction], WrapValidator(_warn_reject)]
 
 
 class Settings(BaseSettings):
@@ -95,7 +117,6 @@ class Settings(BaseSettings):
     broker_session_timeout_s: float | None = Field(None, gt=0)
     broker_heartbeat_interval_s: float | None = Field(None, gt=0)
     broker_rebalance_timeout_s: float | None = Field(None, gt=0)
-    worker_web_port: int = Field(6066, ge=0, le=65535)
     # /healthz, /readyz, /metrics of a worker; 0 picks a free port, -1 disables.
     health_port: int = Field(8000, ge=-1, le=65535)
     # Kafka static group membership (group.instance.id), unique per worker; Kubernetes sets it to
@@ -106,12 +127,13 @@ class Settings(BaseSettings):
     # --- verdicts ---
     warn_threshold: float = Field(0.5, ge=0, le=1)
     reject_threshold: float = Field(0.8, ge=0, le=1)
-    # JSON object product -> [warn, reject], e.g. {"pill": [0.4, 0.7]}
-    thresholds: str = "{}"
+    # JSON object product -> [warn, reject], e.g. {"pill": [0.4, 0.7]}; parsed into that dict.
+    thresholds: Json[dict[str, ThresholdPair]] = "{}"
 
     # --- registry ---
-    # Comma list of products defect types may be registered for; empty: any product.
-    products: str = ""
+    # Comma list of products defect types may be registered for (QC_PRODUCTS=pill,screw, not
+    # JSON: hence NoDecode); empty: any product.
+    products: Annotated[frozenset[str], NoDecode] = frozenset()
     # The qc.defect-types listener waits this long after the last change before refreshing.
     registry_debounce_s: float = Field(2.0, ge=0, le=3600)
     # Retrain gate: a candidate is refused when a holdout metric drops more than this (absolute).
@@ -163,25 +185,11 @@ class Settings(BaseSettings):
                 raise ValueError(f"not host:port: {hostport!r} (e.g. 127.0.0.1:9092)")
         return v
 
-    @field_validator("thresholds")
+    @field_validator("products", mode="before")
     @classmethod
-    def _check_thresholds(cls, v: str) -> str:
-        try:
-            data = json.loads(v)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"not JSON: {e.msg}") from None
-        if not isinstance(data, dict):
-            raise ValueError('expected a JSON object like {"pill": [0.4, 0.7]}')
-        for product, pair in data.items():
-            if (
-                not isinstance(pair, list)
-                or len(pair) != 2
-                or not all(isinstance(x, (int, float)) and 0 <= x <= 1 for x in pair)
-                or pair[0] > pair[1]
-            ):
-                raise ValueError(
-                    f"{product!r}: expected [warn, reject] with 0 <= warn <= reject <= 1"
-                )
+    def _split_products(cls, v):
+        if isinstance(v, str):
+            return frozenset(p.strip() for p in v.split(",") if p.strip())
         return v
 
     @model_validator(mode="after")
@@ -205,15 +213,14 @@ class Settings(BaseSettings):
         return self
 
     # --- derived ---
-    @cached_property
+    @property
     def product_thresholds(self) -> dict[str, tuple[float, float]]:
-        return {p: (float(w), float(r)) for p, (w, r) in json.loads(self.thresholds).items()}
+        return self.thresholds
 
-    @cached_property
+    @property
     def allowed_products(self) -> frozenset[str] | None:
         """Products the registry accepts, or None when any product is allowed (QC_PRODUCTS empty)."""
-        names = [p.strip() for p in self.products.split(",") if p.strip()]
-        return frozenset(names) if names else None
+        return self.products or None
 
     def thresholds_for(self, product: str) -> tuple[float, float]:
         return self.product_thresholds.get(product, (self.warn_threshold, self.reject_threshold))
@@ -235,9 +242,14 @@ class Settings(BaseSettings):
 def _describe(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
-        loc = "_".join(str(x) for x in e["loc"]).upper()
-        name = f"QC_{loc}" if loc else "settings"
-        msg = e["msg"].removeprefix("Value error, ")
+        field, *inside = e["loc"] or ("",)
+        name = f"QC_{str(field).upper()}" if field else "settings"
+        if e["type"] == "json_invalid":
+            msg = f"not JSON: {e['ctx']['error']}"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+        if inside:  # a key inside a JSON value, e.g. the product of QC_THRESHOLDS
+            msg = f"{', '.join(repr(x) for x in inside)}: {msg}"
         parts.append(f"{name}: {msg}")
     return "invalid settings: " + "; ".join(parts)
 

@@ -6,18 +6,24 @@ from pathlib import Path
 
 import typer
 
+from qc_stream.cli.output import json_path_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("bench")
     def bench(
-        json_path: Path = typer.Option(
-            None,
-            "--json",
-            help="Write {encoder_fps, bare_fps, e2e_fps, ratio, p50_ms, p99_ms, device, backbone, batch} here.",
+        json_path: Path | None = json_path_option(
+            "the report ({encoder_fps, bare_fps, e2e_fps, ratio, p50_ms, p99_ms, device, "
+            "backbone, batch, ...})"
         ),
         frames: int = typer.Option(256, "--frames", min=1, help="Frames per measurement."),
-        batch: int = typer.Option(
-            None, "--batch", min=1, max=1024, help="Micro-batch size (default QC_BATCH_SIZE)."
+        batch_size: int | None = typer.Option(
+            None,
+            "--batch-size",
+            min=1,
+            max=1024,
+            envvar="QC_BATCH_SIZE",
+            help="Micro-batch size, as the worker's QC_BATCH_SIZE (default 16).",
         ),
         size: int = typer.Option(
             256, "--size", min=32, max=2048, help="Side of the synthetic JPEG frames."
@@ -37,7 +43,7 @@ def register(app: typer.Typer) -> None:
         report = run_bench(
             settings,
             frames=frames,
-            batch=batch or settings.batch_size,
+            batch=batch_size or settings.batch_size,
             size=size,
             json_path=json_path,
             echo=lambda m: typer.echo(m, err=True),

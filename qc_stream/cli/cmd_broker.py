@@ -12,7 +12,10 @@ def register(app: typer.Typer) -> None:
         partitions: int = typer.Option(
             None,
             "--partitions",
-            help="Pre-create the qc.* topics with this many partitions (default QC_TOPIC_PARTITIONS).",
+            min=1,
+            max=1024,
+            envvar="QC_TOPIC_PARTITIONS",
+            help="Pre-create the qc.* topics with this many partitions (default 4).",
         ),
         host: str | None = typer.Option(
             "127.0.0.1", "--host", help="Address to bind and advertise."

@@ -28,21 +28,28 @@ def register(app: typer.Typer) -> None:
     @dashboards.command("push")
     def push(
         url: str | None = typer.Option(
-            None, "--url", help="Grafana base URL [env QC_GRAFANA_URL]."
+            None, "--url", envvar="QC_GRAFANA_URL", help="Grafana base URL (http://grafana:3000)."
         ),
         token: str | None = typer.Option(
-            None, "--token", help="Service-account token [env QC_GRAFANA_TOKEN]."
+            None,
+            "--token",
+            envvar="QC_GRAFANA_TOKEN",
+            help="Service-account token (Admin: it creates the datasource).",
         ),
         directory: Path | None = typer.Option(
             None, "--dir", help="Push the JSON files in this folder instead of building them now."
         ),
         folder: str | None = typer.Option(
-            None, "--folder", help="Folder title [env QC_GRAFANA_FOLDER]."
+            None,
+            "--folder",
+            envvar="QC_GRAFANA_FOLDER",
+            help="Title of the Grafana folder (default qc-stream).",
         ),
         db_url: str | None = typer.Option(
             None,
             "--db-url",
-            help="Postgres URL for Grafana's datasource [env QC_GRAFANA_DB_URL, else QC_DATABASE_URL].",
+            envvar="QC_GRAFANA_DB_URL",
+            help="Postgres URL Grafana's datasource logs in with (default: QC_DATABASE_URL).",
         ),
         no_datasource: bool = typer.Option(
             False, "--no-datasource", help="Leave the datasource alone."

@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import typer
 
-URL_HELP = "Database URL (default: QC_DATABASE_URL, else sqlite:///qc-stream.db)."
+URL_HELP = "Database URL (default sqlite:///qc-stream.db)."
 
 
 def _url(url: str | None) -> str:
-    if url:
-        return url
+    """The URL to migrate, checked like QC_DATABASE_URL (a bad one is one line, exit 2)."""
     from qc_stream.settings import load_settings
 
-    return load_settings().database_url
+    return load_settings(**({"database_url": url} if url else {})).database_url
+
+
+def _url_option():
+    return typer.Option(None, "--url", envvar="QC_DATABASE_URL", help=URL_HELP)
 
 
 def _where(url: str) -> str:
@@ -31,7 +34,7 @@ def register(app: typer.Typer) -> None:
     @db.command("upgrade")
     def upgrade(
         revision: str = typer.Option("head", "--revision", "-r", help="Target revision."),
-        url: str | None = typer.Option(None, "--url", help=URL_HELP),
+        url: str | None = _url_option(),
     ) -> None:
         """Upgrade the schema (default: to the newest revision)."""
         from qc_stream.storage import migrate
@@ -45,7 +48,7 @@ def register(app: typer.Typer) -> None:
         revision: str = typer.Argument(
             ..., help="Target revision ('base' removes every table, '-1' steps back)."
         ),
-        url: str | None = typer.Option(None, "--url", help=URL_HELP),
+        url: str | None = _url_option(),
     ) -> None:
         """Downgrade the schema to REVISION."""
         from qc_stream.storage import migrate
@@ -55,7 +58,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"database {_where(target)} at revision {migrate.current(target) or 'base'}")
 
     @db.command("current")
-    def current(url: str | None = typer.Option(None, "--url", help=URL_HELP)) -> None:
+    def current(url: str | None = _url_option()) -> None:
         """Print the revision the database is at and the newest one available."""
         from qc_stream.storage import migrate
 
@@ -69,7 +72,7 @@ def register(app: typer.Typer) -> None:
         dry_run: bool = typer.Option(
             False, "--dry-run", help="Print what would be dropped; change nothing."
         ),
-        url: str | None = typer.Option(None, "--url", help=URL_HELP),
+        url: str | None = _url_option(),
     ) -> None:
         """Drop frames older than QC_RETENTION_DAYS (whole day partitions on Postgres) and roll-ups
         older than QC_ROLLUP_RETENTION_DAYS; prints the plan first. Creates the coming days'

@@ -5,9 +5,16 @@ Only typer is imported at load time; the registry (SQLAlchemy, kafka-python) loa
 
 from __future__ import annotations
 
-import json
-
 import typer
+
+from qc_stream.cli.output import (
+    OutputFormat,
+    add_row,
+    echo_json,
+    format_option,
+    new_table,
+    print_table,
+)
 
 PRODUCT = typer.Option(..., "--product", "-p", help="Product the defect type belongs to.")
 NAME = typer.Option(
@@ -112,38 +119,38 @@ def register(app: typer.Typer) -> None:
     def list_(
         product: str | None = typer.Option(None, "--product", "-p", help="Only this product."),
         all_: bool = typer.Option(False, "--all", help="Include retired types."),
-        as_json: bool = typer.Option(False, "--json", help="Print a JSON array."),
+        output: OutputFormat = format_option(),
     ) -> None:
         """List registered defect types."""
         rows = _registry(publish=False).list(product, include_retired=all_)
-        if as_json:
-            typer.echo(json.dumps([_as_dict(d) for d in rows], indent=2))
+        if output is OutputFormat.json:
+            echo_json([_as_dict(d) for d in rows])
             return
         if not rows:
             typer.echo(
                 "no defect types registered" + (f" for product {product!r}" if product else "")
             )
             return
-        width = max(len(d.product) for d in rows)
-        name_w = max(len(d.name) for d in rows)
+        table = new_table("product", "name", "status", "description")
         for d in rows:
-            typer.echo(
-                f"{d.product:<{width}}  {d.name:<{name_w}}  {d.status.value:<7}  {d.description}"
-            )
+            add_row(table, d.product, d.name, d.status.value, d.description)
+        print_table(table)
 
     @defects.command("show")
     def show(
         product: str = PRODUCT,
         name: str = NAME,
-        as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+        output: OutputFormat = format_option(),
     ) -> None:
         """Show one defect type with its root cause and corrective action."""
-        d = _registry(publish=False).get(product, name)
-        if as_json:
-            typer.echo(json.dumps(_as_dict(d), indent=2))
+        d = _as_dict(_registry(publish=False).get(product, name))
+        if output is OutputFormat.json:
+            echo_json(d)
             return
-        for key, value in _as_dict(d).items():
-            typer.echo(f"{key.replace('_', ' ')}: {'' if value is None else value}")
+        table = new_table("field", "value")
+        for key, value in d.items():
+            add_row(table, key.replace("_", " "), value)
+        print_table(table)
 
     @defects.command("publish")
     def publish() -> None:

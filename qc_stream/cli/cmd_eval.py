@@ -12,6 +12,8 @@ from pathlib import Path
 
 import typer
 
+from qc_stream.cli.output import json_path_option, write_json
+
 
 def register(app: typer.Typer) -> None:
     @app.command("eval")
@@ -19,11 +21,12 @@ def register(app: typer.Typer) -> None:
         quick: bool = typer.Option(
             False, "--quick", help="Small test set, shipped prompts only (<= 5 min on 2 cores)."
         ),
-        json_path: Path | None = typer.Option(
-            None, "--json", help="Write the full report (JSON) here."
-        ),
-        prompts: str | None = typer.Option(
-            None, "--prompts", help="DAPO prompt version (default: the active one)."
+        json_path: Path | None = json_path_option("the full report"),
+        prompt_version: str | None = typer.Option(
+            None,
+            "--prompt-version",
+            envvar="QC_PROMPT_VERSION",
+            help="DAPO prompt version (default: the active one).",
         ),
         agnostic: str | None = typer.Option(
             None,
@@ -37,21 +40,15 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Benchmark DAPO against its baselines on the held-out products (seen vs novel defect types)."""
-        import json
-
         from qc_stream.evaluation.benchmark import goals_text, run_benchmark, table, to_json_safe
         from qc_stream.settings import load_settings
 
         settings = load_settings()
-        if json_path is not None and json_path.is_dir():
-            from qc_stream.errors import InputError
-
-            raise InputError(f"--json {json_path}: is a directory; give a file path")
         report = run_benchmark(
             quick=quick,
             backbone_name=settings.backbone,
             models_dir=settings.models_dir,
-            dapo_version=prompts or settings.prompt_version,
+            dapo_version=prompt_version or settings.prompt_version,
             agnostic_version=agnostic,
             ablation=ablation,
         )
@@ -63,6 +60,5 @@ def register(app: typer.Typer) -> None:
             f"\n{report['mode']} benchmark on {report['backbone']} took {report['seconds']:.0f} s"
         )
         if json_path is not None:
-            json_path.parent.mkdir(parents=True, exist_ok=True)
-            json_path.write_text(json.dumps(to_json_safe(report), indent=2) + "\n")
+            write_json(json_path, to_json_safe(report))
             typer.echo(f"wrote {json_path}", err=True)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
-import json
+import math
 from pathlib import Path
 
 import typer
+
+from qc_stream.cli.output import (
+    OutputFormat,
+    add_row,
+    echo_json,
+    format_option,
+    new_table,
+    print_table,
+)
+
+HEADLINE = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "type_f1": "type F1"}
 
 
 def _versions(publish: bool = True):
@@ -19,10 +30,78 @@ def _versions(publish: bool = True):
     return PromptVersions.from_settings(load_settings(), publish=publish)
 
 
-def _headline(metrics: dict) -> str:
-    keys = ("image_auroc", "pixel_auroc", "type_f1")
-    parts = [f"{k}={metrics[k]:.3f}" for k in keys if isinstance(metrics.get(k), (int, float))]
-    return " ".join(parts)
+def _as_json(r) -> dict:
+    """The contract's keys first (version, backbone_id, active, created_at), then the rest."""
+    d = r.model_dump(mode="json")
+    head = {
+        "version": d.pop("prompt_version"),
+        "backbone_id": d.pop("backbone"),
+        "active": d.pop("active"),
+        "created_at": d.pop("created_at"),
+    }
+    return head | d
+
+
+def _metric(metrics: dict, key: str) -> str:
+    value = metrics.get(key)
+    return f"{value:.3f}" if isinstance(value, (int, float)) else ""
+
+
+def _pct(x: float) -> str:
+    return "-" if math.isnan(x) else f"{100 * x:.0f}%"
+
+
+def _calibration_table(rows, default: tuple[float, float]):
+    """Thresholds, the good parts' score spread, and flag rates on the check set with the
+    calibrated thresholds vs the global ones; an "all" row pools the products' check sets."""
+    from qc_stream.registry.calibration import pooled_rate
+
+    table = new_table(
+        "product",
+        "n",
+        "warn",
+        "reject",
+        "median",
+        "max",
+        "false alarms",
+        "defects flagged",
+        "check set",
+        title=f"flag rates on the check set: calibrated / global {default[0]:g}-{default[1]:g}",
+        right=("n", "warn", "reject", "median", "max", "false alarms", "defects flagged"),
+    )
+    for r in rows:
+        add_row(
+            table,
+            r.product,
+            r.n_normal,
+            f"{r.warn:.3f}",
+            f"{r.reject:.3f}",
+            f"{r.normal_median:.3f}",
+            f"{r.normal_max:.3f}",
+            f"{_pct(r.false_alarm_rate)} / {_pct(r.global_false_alarm_rate)}",
+            f"{_pct(r.recall)} / {_pct(r.global_recall)}",
+            f"n={r.check_normal}+{r.check_defective}",
+        )
+    checked = [r for r in rows if r.check_normal + r.check_defective]
+    if len(checked) > 1:
+
+        def pooled(rate: str, count: str) -> str:
+            return _pct(pooled_rate(checked, rate, count))
+
+        add_row(
+            table,
+            "all",
+            "",
+            "",
+            "",
+            "",
+            "",
+            f"{pooled('false_alarm_rate', 'check_normal')} / "
+            f"{pooled('global_false_alarm_rate', 'check_normal')}",
+            f"{pooled('recall', 'check_defective')} / {pooled('global_recall', 'check_defective')}",
+            f"n={sum(r.check_normal for r in checked)}+{sum(r.check_defective for r in checked)}",
+        )
+    return table
 
 
 def register(app: typer.Typer) -> None:
@@ -33,24 +112,40 @@ def register(app: typer.Typer) -> None:
     app.add_typer(models, name="models")
 
     @models.command("list")
-    def list_(as_json: bool = typer.Option(False, "--json", help="Print a JSON array.")) -> None:
+    def list_(output: OutputFormat = format_option()) -> None:
         """List prompt versions, oldest first; '*' marks the active one."""
         with _versions(publish=False) as versions:
             rows = versions.list()
-        if as_json:
-            typer.echo(json.dumps([r.model_dump(mode="json") for r in rows], indent=2))
+        if output is OutputFormat.json:
+            echo_json([_as_json(r) for r in rows])
             return
         if not rows:
             typer.echo("no prompt versions yet (run `qc-stream retrain`)")
             return
-        width = max(len(r.prompt_version) for r in rows)
+        table = new_table(
+            "active",
+            "version",
+            "kind",
+            "created",
+            "words",
+            "parent",
+            "backbone",
+            *HEADLINE.values(),
+            right=("words", *HEADLINE.values()),
+        )
         for r in rows:
-            words = len((r.vocabulary or {}).get("words", []))
-            created = r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else ""
-            typer.echo(
-                f"{'*' if r.active else ' '} {r.prompt_version:<{width}}  {r.kind:<9}  {created}  "
-                f"{words:>3} words  parent={r.parent_version or '-'}  {_headline(r.metrics)}"
+            add_row(
+                table,
+                "*" if r.active else "",
+                r.prompt_version,
+                r.kind,
+                r.created_at.strftime("%Y-%m-%d %H:%M:%S") if r.created_at else "",
+                len((r.vocabulary or {}).get("words", [])),
+                r.parent_version or "-",
+                r.backbone,
+                *(_metric(r.metrics, k) for k in HEADLINE),
             )
+        print_table(table)
 
     @models.command("activate")
     def activate(version: str = typer.Argument(..., help="Prompt version to make active.")) -> None:
@@ -67,7 +162,10 @@ def register(app: typer.Typer) -> None:
     @models.command("calibrate")
     def calibrate(
         version: str | None = typer.Option(
-            None, "--version", help="Prompt version (default: the active one)."
+            None,
+            "--prompt-version",
+            envvar="QC_PROMPT_VERSION",
+            help="Prompt version to calibrate (default: the active one).",
         ),
         product: list[str] = typer.Option(
             [], "--product", "-p", help="Product(s) to calibrate (default: every catalog product)."
@@ -106,7 +204,7 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Per-product verdict thresholds from good parts, written to the version's thresholds.json."""
-        from qc_stream.registry.calibration import calibrate_version, format_table
+        from qc_stream.registry.calibration import calibrate_version
         from qc_stream.settings import load_settings
 
         settings = load_settings()
@@ -124,7 +222,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"prompt version {name}: warn = {quantile:g} quantile of good scores, reject = max + {margin:g}"
         )
-        typer.echo(format_table(rows, (settings.warn_threshold, settings.reject_threshold)))
+        print_table(_calibration_table(rows, (settings.warn_threshold, settings.reject_threshold)))
         typer.echo(f"wrote {path}")
         typer.echo(
             f"running workers load it with the version: `qc-stream models activate {name}` re-announces it"

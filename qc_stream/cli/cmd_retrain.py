@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from qc_stream.cli.output import json_path_option
+
 
 def register(app: typer.Typer) -> None:
     @app.command("retrain")
@@ -24,16 +26,15 @@ def register(app: typer.Typer) -> None:
             "--tolerance",
             min=0.0,
             max=1.0,
-            help="Allowed drop per holdout metric (default QC_RETRAIN_TOLERANCE).",
+            envvar="QC_RETRAIN_TOLERANCE",
+            help="Allowed drop per holdout metric (default 0.02).",
         ),
         lr: float = typer.Option(1e-3, "--lr", help="Learning rate (Adam)."),
         shuffle_labels: bool = typer.Option(
             False, "--shuffle-labels", hidden=True, help="Break the labels (gate demo)."
         ),
         seed: int = typer.Option(0, "--seed"),
-        json_path: Path | None = typer.Option(
-            None, "--json", help="Write the report (metrics, decision) here."
-        ),
+        json_path: Path | None = json_path_option("the report (metrics, decision)"),
         listen: bool = typer.Option(
             False,
             "--listen",
@@ -68,6 +69,7 @@ def register(app: typer.Typer) -> None:
             report = RetrainJob(versions, options).run()
             typer.echo(report.message)
             if json_path:
+                json_path.parent.mkdir(parents=True, exist_ok=True)
                 json_path.write_text(
                     json.dumps(
                         {

@@ -13,7 +13,12 @@ def register(app: typer.Typer) -> None:
             "--embedded",
             help="Short group timeouts for the embedded broker (QC_BROKER_PROFILE=embedded).",
         ),
-        loglevel: str = typer.Option(None, "--loglevel", help="Log level (default QC_LOG_LEVEL)."),
+        log_level: str | None = typer.Option(
+            None,
+            "--log-level",
+            envvar="QC_LOG_LEVEL",
+            help="DEBUG, INFO, WARNING or ERROR (default INFO).",
+        ),
     ) -> None:
         """Consume qc.frames, inspect micro-batches, store results; Ctrl-C/SIGTERM stops after the batch in flight.
 
@@ -22,11 +27,15 @@ def register(app: typer.Typer) -> None:
         import logging
 
         from qc_stream.settings import load_settings
+
+        overrides: dict = {"broker_profile": "embedded"} if embedded else {}
+        if log_level:  # validated with the other settings: a bad level is one line, exit 2
+            overrides["log_level"] = log_level.upper()
+        settings = load_settings(**overrides)  # before Faust loads: a bad setting fails at once
+
         from qc_stream.stream.worker import run_worker
 
         logging.getLogger("kafka").setLevel(
             logging.CRITICAL
         )  # start-up admin calls; failures become one error line
-
-        overrides = {"broker_profile": "embedded"} if embedded else {}
-        run_worker(load_settings(**overrides), loglevel=loglevel)
+        run_worker(settings)

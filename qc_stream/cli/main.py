@@ -23,6 +23,33 @@ app = typer.Typer(
     add_completion=False,
 )
 
+
+def _print_version(value: bool) -> None:
+    if not value:
+        return
+    # Package metadata only: `--version` imports nothing of qc_stream beyond this module.
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        typer.echo(f"qc-stream {version('qc-stream')}")
+    except PackageNotFoundError:  # a source tree that was never installed
+        typer.echo("qc-stream (not installed: no package metadata)")
+    raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    _version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print the version and exit.",
+    ),
+) -> None:
+    pass
+
+
 # Order is the order of `qc-stream --help`.
 COMMAND_MODULES = [
     "demo",

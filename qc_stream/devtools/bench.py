@@ -327,7 +327,7 @@ def _run_bench(
 ) -> dict:
     if frames < 3 * batch:
         raise QcError(
-            f"--frames must be at least {3 * batch} for --batch {batch} (three batches per round)"
+            f"--frames must be at least {3 * batch} for --batch-size {batch} (three batches per round)"
         )
     settings = settings.model_copy(update={"batch_size": batch})
     if not _prompts_fit(settings):

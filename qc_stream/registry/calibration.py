@@ -175,7 +175,7 @@ def calibrate_version(
     version = version or settings.prompt_version or active_version(settings.models_dir)
     if not version:
         raise QcError(
-            "no prompt version to calibrate: give --version, or activate one (`qc-stream models activate`)"
+            "no prompt version to calibrate: give --prompt-version, or activate one (`qc-stream models activate`)"
         )
     version_dir = resolve_version_path(version, settings.models_dir)
     products = list(dict.fromkeys(products))
@@ -240,39 +240,10 @@ def calibrate_version(
     return detector.prompt_version, rows, path
 
 
-def format_table(rows: Sequence[ProductCalibration], default: tuple[float, float]) -> str:
-    """The calibration table: thresholds, normal score spread, flag rates calibrated vs global."""
-
-    def pct(x: float) -> str:
-        return "   -" if np.isnan(x) else f"{100 * x:3.0f}%"
-
-    width = max([len("product")] + [len(r.product) for r in rows])
-    lines = [
-        f"{'product':<{width}}  {'n':>4}  {'warn':>6}  {'reject':>6}  {'median':>6}  {'max':>6}  "
-        f"{'false alarms':>14}  {'defects flagged':>16}   (calibrated / global {default[0]:g}-{default[1]:g}; "
-        "check set)"
-    ]
-    for r in rows:
-        lines.append(
-            f"{r.product:<{width}}  {r.n_normal:>4}  {r.warn:6.3f}  {r.reject:6.3f}  {r.normal_median:6.3f}  "
-            f"{r.normal_max:6.3f}  {pct(r.false_alarm_rate):>6} / {pct(r.global_false_alarm_rate):>5}  "
-            f"{pct(r.recall):>7} / {pct(r.global_recall):>5}   (n={r.check_normal}+{r.check_defective})"
-        )
-    checked = [r for r in rows if r.check_normal + r.check_defective]
-    if len(checked) > 1:  # pooled over the products' check sets
-
-        def pooled(attr: str, n: str) -> float:
-            total = sum(getattr(r, n) for r in checked)
-            return (
-                sum(getattr(r, attr) * getattr(r, n) for r in checked if getattr(r, n)) / total
-                if total
-                else float("nan")
-            )
-
-        cn, cd = sum(r.check_normal for r in checked), sum(r.check_defective for r in checked)
-        lines.append(
-            f"{'all':<{width}}  {'':>4}  {'':>6}  {'':>6}  {'':>6}  {'':>6}  "
-            f"{pct(pooled('false_alarm_rate', 'check_normal')):>6} / {pct(pooled('global_false_alarm_rate', 'check_normal')):>5}  "
-            f"{pct(pooled('recall', 'check_defective')):>7} / {pct(pooled('global_recall', 'check_defective')):>5}   (n={cn}+{cd})"
-        )
-    return "\n".join(lines)
+def pooled_rate(rows: Sequence[ProductCalibration], rate: str, count: str) -> float:
+    """``rate`` (e.g. ``"recall"``) over every product's check set together: the per-product rates
+    weighted by ``count`` (``"check_defective"``); nan without check parts."""
+    total = sum(getattr(r, count) for r in rows)
+    if not total:
+        return float("nan")
+    return sum(getattr(r, rate) * getattr(r, count) for r in rows if getattr(r, count)) / total

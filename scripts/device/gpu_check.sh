@@ -36,7 +36,7 @@ export QC_PRECISION=${BENCH_PRECISION-fp16}
 size=${BENCH_IMAGE_SIZE-518}
 if [ -n "$size" ]; then export QC_IMAGE_SIZE=$size; else unset QC_IMAGE_SIZE; fi
 
-"$PY" -m qc_stream bench --frames "${BENCH_FRAMES-512}" --batch "${BENCH_BATCH-32}" --json "$OUT/bench.json" 2>&1 \
+"$PY" -m qc_stream bench --frames "${BENCH_FRAMES-512}" --batch-size "${BENCH_BATCH-32}" --json "$OUT/bench.json" 2>&1 \
   | tee "$OUT/bench.log"
 rc=${PIPESTATUS[0]}
 echo "bench exit status $rc" | tee -a "$OUT/card.txt"

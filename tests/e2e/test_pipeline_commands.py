@@ -50,7 +50,7 @@ def test_demo_runs_the_whole_pipeline_and_summarises(tmp_path):
 
 def test_bench_reports_bare_and_end_to_end_in_one_json(tmp_path):
     path = tmp_path / "bench.json"
-    r = cli("bench", "--frames", "40", "--batch", "8", "--size", "128", "--json", str(path))
+    r = cli("bench", "--frames", "40", "--batch-size", "8", "--size", "128", "--json", str(path))
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(path.read_text())
     assert {

@@ -42,7 +42,7 @@ def test_eval_quick_writes_the_json_contract(tiny_modes, tmp_path):
 
 
 def test_eval_refuses_an_unknown_prompt_version(tiny_modes):
-    result = CliRunner().invoke(app, ["eval", "--quick", "--prompts", "no-such-version"])
+    result = CliRunner().invoke(app, ["eval", "--quick", "--prompt-version", "no-such-version"])
     assert result.exit_code != 0
     assert "no-such-version" in str(result.exception or result.output)
 

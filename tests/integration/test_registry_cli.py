@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -50,19 +51,69 @@ def test_add_list_show_retire(env):
     assert "event published on qc.defect-types" in r.stdout
     assert qc(env, "defects", "add", "-p", "screw", "-n", "rust").returncode == 0
 
-    listed = json.loads(qc(env, "defects", "list", "--json").stdout)
+    listed = json.loads(qc(env, "defects", "list", "--format", "json").stdout)
     assert [(d["product"], d["name"]) for d in listed] == [("pill", "Dent"), ("screw", "rust")]
-    only = json.loads(qc(env, "defects", "list", "--product", "pill", "--json").stdout)
+    only = json.loads(qc(env, "defects", "list", "--product", "pill", "--format", "json").stdout)
     assert [d["name"] for d in only] == ["Dent"]
-    shown = json.loads(qc(env, "defects", "show", "-p", "pill", "-n", "dent", "--json").stdout)
+    shown = json.loads(
+        qc(env, "defects", "show", "-p", "pill", "-n", "dent", "--format", "json").stdout
+    )
     assert (
         shown["corrective_action"] == "recalibrate the press"
         and shown["root_cause"] == "press misaligned"
     )
 
     assert qc(env, "defects", "retire", "-p", "pill", "-n", "DENT").returncode == 0
-    assert [d["name"] for d in json.loads(qc(env, "defects", "list", "--json").stdout)] == ["rust"]
-    assert len(json.loads(qc(env, "defects", "list", "--all", "--json").stdout)) == 2
+    assert [
+        d["name"] for d in json.loads(qc(env, "defects", "list", "--format", "json").stdout)
+    ] == ["rust"]
+    assert len(json.loads(qc(env, "defects", "list", "--all", "--format", "json").stdout)) == 2
+
+
+def cells(stdout: str) -> list[list[str]]:
+    """The body rows of a rich table: the text between the "│" borders, cell by cell."""
+    return [
+        [c.strip() for c in line.strip().strip("│").split("│")]
+        for line in stdout.splitlines()
+        if line.startswith("│")
+    ]
+
+
+def test_defect_listings_print_a_table_by_default(env):
+    # a description with rich markup and an emoji code prints as typed
+    desc = "a [bold]dent[/bold] :smile:"
+    assert qc(env, "defects", "add", "-p", "pill", "-n", "dent", "-d", desc).returncode == 0
+    assert qc(env, "defects", "add", "-p", "screw", "-n", "rust").returncode == 0
+    r = qc(env, "defects", "list")
+    assert r.returncode == 0, r.stderr
+    assert "┃ product ┃ name ┃ status ┃ description" in r.stdout
+    assert cells(r.stdout) == [["pill", "dent", "active", desc], ["screw", "rust", "active", ""]]
+    r = qc(env, "defects", "show", "-p", "pill", "-n", "dent")
+    assert r.returncode == 0, r.stderr
+    shown = {c[0]: c[1] for c in cells(r.stdout)}
+    assert shown["product"] == "pill" and shown["name"] == "dent" and shown["description"] == desc
+    r = qc(env, "defects", "list", "--format", "yaml")
+    assert r.returncode == 2 and "Invalid value for '--format'" in r.stderr
+
+
+def test_models_list_json_has_the_contract_keys_and_the_table_shows_them(env):
+    """The shipped prompt versions (models/prompts/, recorded in the database on first read)."""
+    r = qc(env, "models", "list", "--format", "json")
+    assert r.returncode == 0, r.stderr
+    listed = json.loads(r.stdout)
+    assert listed and all(
+        {"version", "backbone_id", "active", "created_at"} <= set(v) for v in listed
+    )
+    assert sum(v["active"] for v in listed) == 1
+    assert all(datetime.fromisoformat(v["created_at"]) for v in listed)
+    assert all(v["backbone_id"].count("@") == 1 for v in listed)  # e.g. qc-clip-tiny-cpu@1a2b3c4d
+    r = qc(env, "models", "list")
+    assert r.returncode == 0, r.stderr
+    rows = {c[1]: c for c in cells(r.stdout)}
+    assert set(rows) == {v["version"] for v in listed}
+    for v in listed:
+        row = rows[v["version"]]
+        assert row[0] == ("*" if v["active"] else "") and row[6] == v["backbone_id"]
 
 
 INVALID = [
@@ -92,7 +143,7 @@ def test_invalid_registrations_fail_with_one_line_and_write_nothing(env):
         r = qc(env, "defects", "add", *args)
         assert r.returncode == 2, args
         assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith(message), r.stderr
-    assert len(json.loads(qc(env, "defects", "list", "--all", "--json").stdout)) == 1
+    assert len(json.loads(qc(env, "defects", "list", "--all", "--format", "json").stdout)) == 1
 
 
 def test_broker_down_registers_and_says_the_event_was_not_published(env):
@@ -105,7 +156,9 @@ def test_broker_down_registers_and_says_the_event_was_not_published(env):
     assert (
         "the event was NOT published on qc.defect-types" in r.stderr and "Traceback" not in r.stderr
     )
-    assert [d["name"] for d in json.loads(qc(env, "defects", "list", "--json").stdout)] == ["burr"]
+    assert [
+        d["name"] for d in json.loads(qc(env, "defects", "list", "--format", "json").stdout)
+    ] == ["burr"]
     r = qc(env, "defects", "publish")  # still down: says so, non-zero
     assert r.returncode == 2 and r.stderr.startswith("error: 1 event(s) could not be published")
 

@@ -182,7 +182,7 @@ def test_calibrate_cli_writes_thresholds_and_predict_uses_them(models_dir, tmp_p
         [
             "models",
             "calibrate",
-            "--version",
+            "--prompt-version",
             "v-cli-images",
             "--product",
             "screw",
@@ -232,7 +232,7 @@ def test_calibrate_cli_synthetic_mode_reports_check_rates(models_dir, monkeypatc
         [
             "models",
             "calibrate",
-            "--version",
+            "--prompt-version",
             "v-cli-synthetic",
             "--product",
             "pill",
@@ -253,8 +253,18 @@ def test_calibrate_cli_synthetic_mode_reports_check_rates(models_dir, monkeypatc
         "pill": 8,
         "screw": 8,
     }
-    rows = {line.split()[0]: line for line in res.output.splitlines() if line.split()}
-    assert {"pill", "screw", "all"} <= set(rows) and "(n=" in rows["pill"] and "%" in rows["all"]
+    # a rich table: cells between "│" borders, the product first
+    cells = [
+        [c.strip() for c in line.strip("│ ").split("│")]
+        for line in res.output.splitlines()
+        if line.startswith("│")
+    ]
+    rows = {c[0]: c for c in cells}
+    assert {"pill", "screw", "all"} <= set(rows)
+    checks = {p: tuple(map(int, rows[p][-1].removeprefix("n=").split("+"))) for p in rows}
+    assert sum(checks["pill"]) == sum(checks["screw"]) == 6  # --check 6 per product
+    assert checks["all"] == tuple(map(sum, zip(checks["pill"], checks["screw"])))  # pooled
+    assert "%" in rows["all"][6] and "%" in rows["pill"][7]
 
 
 @pytest.mark.parametrize(
@@ -262,7 +272,7 @@ def test_calibrate_cli_synthetic_mode_reports_check_rates(models_dir, monkeypatc
     [
         (["--images", "{good}"], "exactly one --product"),
         (["--product", "gizmo"], "no synthetic parts for 'gizmo'"),
-        (["--version", "v-missing"], "not found"),
+        (["--prompt-version", "v-missing"], "not found"),
     ],
 )
 def test_calibrate_cli_refuses_bad_input_with_a_qc_error(

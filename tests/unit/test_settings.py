@@ -19,6 +19,11 @@ def test_defaults_validate(monkeypatch):
         ({"QC_BATCH_SIZE": "0"}, "QC_BATCH_SIZE"),
         ({"QC_THRESHOLDS": '{"pill": [0.9, 0.1]}'}, "warn <= reject"),
         ({"QC_THRESHOLDS": "{bad"}, "not JSON"),
+        ({"QC_THRESHOLDS": '{"pill": [0.4]}'}, "QC_THRESHOLDS: 'pill': expected [warn, reject]"),
+        ({"QC_THRESHOLDS": '{"pill": [0.4, 1.5]}'}, "QC_THRESHOLDS: 'pill': expected"),
+        ({"QC_THRESHOLDS": '{"pill": "low"}'}, "QC_THRESHOLDS: 'pill': expected"),
+        ({"QC_THRESHOLDS": "[0.4, 0.7]"}, "QC_THRESHOLDS: Input should be a valid dictionary"),
+        ({"QC_LOG_LEVEL": "LOUD"}, "QC_LOG_LEVEL"),
         ({"QC_WARN_THRESHOLD": "0.9", "QC_REJECT_THRESHOLD": "0.5"}, "must not exceed"),
         ({"QC_MAX_FRAME_BYTES": "33554432"}, "cannot carry a frame"),
     ],
@@ -43,3 +48,21 @@ def test_embedded_profile_has_short_group_timeouts(monkeypatch):
     assert load_settings().group_timeouts == (3.0, 0.5, 3.0)
     monkeypatch.setenv("QC_BROKER_PROFILE", "production")
     assert load_settings().group_timeouts[0] >= 30
+
+
+def test_thresholds_are_parsed_into_pairs_per_product(monkeypatch):
+    monkeypatch.setenv("QC_THRESHOLDS", '{"pill": [0.4, 0.7], "screw": [0, 1]}')
+    s = load_settings()
+    assert s.thresholds == {"pill": (0.4, 0.7), "screw": (0.0, 1.0)}
+    assert s.thresholds_for("screw") == (0.0, 1.0) and s.thresholds_for("gear") == (
+        s.warn_threshold,
+        s.reject_threshold,
+    )
+
+
+def test_products_are_a_comma_list_and_empty_means_any(monkeypatch):
+    monkeypatch.setenv("QC_PRODUCTS", " pill, screw,,")
+    assert load_settings().allowed_products == frozenset({"pill", "screw"})
+    monkeypatch.setenv("QC_PRODUCTS", "")
+    assert load_settings().allowed_products is None
+    assert load_settings(products="gear").allowed_products == frozenset({"gear"})
