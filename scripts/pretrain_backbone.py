@@ -351,6 +351,62 @@ def export(model, out: Path, config: dict, card: dict) -> None:
 def model_card(c: dict) -> str:
     zs = c.get("zero_shot") or {}
     per = ", ".join(f"{k} {v:.2f}" for k, v in (zs.get("image_auroc") or {}).items())
+    width = c.get("vision_width", 192)
+    rows = [
+        (
+            "architecture",
+            f"embed 128; vision width {width}, {c.get('vision_layers', 4)} layers, {width // 32} heads, "
+            "patch 16; text width 128, 3 layers, 4 heads, ctx 32",
+        ),
+        (
+            "parameters",
+            f"{c['parameters'] / 1e6:.2f} M (6.3 M of them the token table), "
+            f"weights fp16 ({c['weights_mb']:.1f} MB)",
+        ),
+        (
+            "data",
+            f"fresh synthetic samples every step: all {len(PRODUCTS)} products, "
+            f"{c['normal_share']:.0%} normal; defects from the product's own subset, or with "
+            f"probability {c['any_type_share']:.0%} any of the {len(DEFECT_TYPES)} types; captions "
+            'from templates + synonyms, 15 % with a generic noun ("object", "surface"), 15 % of '
+            'defect captions without the type ("a damaged pill"); '
+            f"{c.get('closeup_share', 0):.0%} close-ups (rendered 1.5-2x larger and cropped; a "
+            "defect's centre stays in the crop) with close-up captions",
+        ),
+        (
+            "resolution",
+            f"steps at {c['low_res']} px (positional embedding interpolated) and every "
+            f"{c['hi_every']}-th step at {c['image_size']} px",
+        ),
+        (
+            "loss",
+            "multi-positive symmetric InfoNCE (every caption that correctly describes an image is a "
+            "positive), learnable temperature; weight "
+            f"{c.get('patch_loss_weight', 0)} on the same loss for the mean patch token",
+        ),
+        ("token dropping", _token_dropping(c)),
+        (
+            "optimiser",
+            f"AdamW lr {c['lr']}, weight decay {c['weight_decay']}, batch {c['batch']} (half at "
+            f"{c['image_size']} px), warm-up then cosine on wall time, bf16 autocast: {c['bf16']}",
+        ),
+        (
+            "run",
+            f"{c['steps']} steps, {c['images_seen']:,} images, {c['minutes']:.1f} min on "
+            f"{c['host']} (device {c.get('device', 'cpu')}), finished {c['finished_at']}",
+        ),
+        (
+            "final loss",
+            f"{c['loss_last']:.3f} (mean of the last 50 steps; first 50: {c['loss_first']:.3f})",
+        ),
+        (
+            "zero-shot check",
+            '"flawless X" vs "damaged X" image AUROC on fresh samples, mean '
+            f"{zs.get('image_auroc_mean', float('nan')):.3f} ({per}); defect-type accuracy among "
+            f"the product's types {zs.get('type_accuracy', float('nan')):.3f}",
+        ),
+    ]
+    table = "\n".join(f"| {name} | {text} |" for name, text in rows)
     return f"""# {c.get("name", DEFAULT_BACKBONE)}
 
 A tiny open_clip CLIP (ViT image tower, patch 16, exported at {c["image_size"]} px; text tower with the
@@ -360,16 +416,7 @@ without internet: the default backbone of the demo, `qc-stream predict` and the 
 
 | | |
 |---|---|
-| architecture | embed 128; vision width {c.get("vision_width", 192)}, {c.get("vision_layers", 4)} layers, {c.get("vision_width", 192) // 32} heads, patch 16; text width 128, 3 layers, 4 heads, ctx 32 |
-| parameters | {c["parameters"] / 1e6:.2f} M (6.3 M of them the token table), weights fp16 ({c["weights_mb"]:.1f} MB) |
-| data | fresh synthetic samples every step: all {len(PRODUCTS)} products, {c["normal_share"]:.0%} normal; defects from the product's own subset, or with probability {c["any_type_share"]:.0%} any of the {len(DEFECT_TYPES)} types; captions from templates + synonyms, 15 % with a generic noun ("object", "surface"), 15 % of defect captions without the type ("a damaged pill"); {c.get("closeup_share", 0):.0%} close-ups (rendered 1.5-2x larger and cropped; a defect's centre stays in the crop) with close-up captions |
-| resolution | steps at {c["low_res"]} px (positional embedding interpolated) and every {c["hi_every"]}-th step at {c["image_size"]} px |
-| loss | multi-positive symmetric InfoNCE (every caption that correctly describes an image is a positive), learnable temperature; weight {c.get("patch_loss_weight", 0)} on the same loss for the mean patch token |
-| token dropping | {f"{c['mask_ratio']:.0%} of patch tokens dropped per image (FLIP), the last {c['unmasked_share']:.0%} of the budget without" + (("; a defect's patches are never dropped" + (f" from {c['keep_defect_from']:.0%} of the budget on" if c.get("keep_defect_from") else "")) if c.get("keep_defect_tokens") else "") + ("; images without a defect keep another image's defect patches (decoys)" if c.get("decoy_keep") else "") if c.get("mask_ratio") else "none"} |
-| optimiser | AdamW lr {c["lr"]}, weight decay {c["weight_decay"]}, batch {c["batch"]} (half at {c["image_size"]} px), warm-up then cosine on wall time, bf16 autocast: {c["bf16"]} |
-| run | {c["steps"]} steps, {c["images_seen"]:,} images, {c["minutes"]:.1f} min on {c["host"]} (device {c.get("device", "cpu")}), finished {c["finished_at"]} |
-| final loss | {c["loss_last"]:.3f} (mean of the last 50 steps; first 50: {c["loss_first"]:.3f}) |
-| zero-shot check | "flawless X" vs "damaged X" image AUROC on fresh samples, mean {zs.get("image_auroc_mean", float("nan")):.3f} ({per}); defect-type accuracy among the product's types {zs.get("type_accuracy", float("nan")):.3f} |
+{table}
 
 The pretraining sees every product and defect word, as an internet CLIP has seen the world; the
 benchmark's distribution shift lives in the DAPO prompt training (auxiliary products only, see
@@ -377,6 +424,23 @@ benchmark's distribution shift lives in the DAPO prompt training (auxiliary prod
 
 Reproduce: `{c["command"]}`
 """
+
+
+def _token_dropping(c: dict) -> str:
+    """The card's token-dropping row: FLIP share, and which patches are kept (defects, decoys)."""
+    if not c.get("mask_ratio"):
+        return "none"
+    text = (
+        f"{c['mask_ratio']:.0%} of patch tokens dropped per image (FLIP), the last "
+        f"{c['unmasked_share']:.0%} of the budget without"
+    )
+    if c.get("keep_defect_tokens"):
+        text += "; a defect's patches are never dropped"
+        if c.get("keep_defect_from"):
+            text += f" from {c['keep_defect_from']:.0%} of the budget on"
+    if c.get("decoy_keep"):
+        text += "; images without a defect keep another image's defect patches (decoys)"
+    return text
 
 
 # ---------------- main ----------------

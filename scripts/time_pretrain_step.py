@@ -85,7 +85,8 @@ def main() -> None:
         ),
     ]
     print(
-        f"{x.shape[0]} images at {x.shape[-1]} px, {args.threads} threads, forward + backward in {'bf16' if bf16 else 'fp32'}:"
+        f"{x.shape[0]} images at {x.shape[-1]} px, {args.threads} threads, "
+        f"forward + backward in {'bf16' if bf16 else 'fp32'}:"
     )
     for label, s in rows:
         print(f"  {label:<38} {s:.3f} s")

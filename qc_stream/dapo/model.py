@@ -64,7 +64,8 @@ class DapoOutput:
 
     image_score: torch.Tensor  # [B] probability of "abnormal", 0..1
     anomaly_map: torch.Tensor  # [B, H, W] 0..1 (mean over tapped layers of 1 - p(normal))
-    type_map_probs: torch.Tensor  # [B, N, H, W] layer-averaged per-type abnormal probability; sums to the unsmoothed anomaly map
+    # [B, N, H, W] layer-averaged per-type abnormal probability; sums to the unsmoothed anomaly map
+    type_map_probs: torch.Tensor
     image_type_probs: torch.Tensor  # [B, N] distribution over the (candidate) defect words
     words: list[str]
     candidate_mask: torch.Tensor  # [B, N] bool
@@ -165,7 +166,8 @@ class PromptDetector(nn.Module):
         unexpected = sorted(set(state) - set(own))
         if missing or unexpected:
             raise QcError(
-                f"prompt weights do not fit this {self.method} model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+                f"prompt weights do not fit this {self.method} model "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
         for k, v in state.items():
             if tuple(v.shape) != tuple(own[k].shape):

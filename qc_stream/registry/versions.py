@@ -232,7 +232,8 @@ def _note(published: bool) -> str:
     return (
         "; announced on qc.model-updates"
         if published
-        else "; NOT announced on qc.model-updates (broker unreachable or publishing off): re-announce with `qc-stream models activate VERSION`"
+        else "; NOT announced on qc.model-updates (broker unreachable or publishing off): "
+        "re-announce with `qc-stream models activate VERSION`"
     )
 
 
