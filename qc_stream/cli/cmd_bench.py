@@ -29,7 +29,7 @@ def register(app: typer.Typer) -> None:
             256, "--size", min=32, max=2048, help="Side of the synthetic JPEG frames."
         ),
     ) -> None:
-        """Throughput of the image encoder alone, the bare model and the whole pipeline (broker -> worker -> database), in one run.
+        """Throughput of the image encoder alone, the bare model and broker -> worker -> database, in one run.
 
         Uses QC_BACKBONE, QC_PRETRAINED, QC_IMAGE_SIZE, QC_DEVICE, QC_PRECISION; SQLite unless
         QC_DATABASE_URL.

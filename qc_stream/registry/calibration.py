@@ -14,9 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
+from qc_stream.dapo.checkpoint import active_version, resolve_version_path
 from qc_stream.dapo.thresholds import METHOD, write_thresholds
 from qc_stream.domain.inspection import decide_verdict
-from qc_stream.errors import QcError
+from qc_stream.domain.thresholds import (
+    DEFAULT_MARGIN,
+    DEFAULT_QUANTILE,
+    thresholds_from_normal_scores,
+)
+from qc_stream.errors import InputError, QcError
+from qc_stream.inference.decode import decode_image
+from qc_stream.inference.detector import Detector
+from qc_stream.producers.sources import encode_jpeg, regular_files
+from qc_stream.synth import PRODUCTS, generate
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +62,6 @@ def synthetic_images(
 ) -> tuple[list, list]:
     """``(normal, defective)`` PIL images of a catalog product, JPEG-encoded and decoded as a camera
     would send them (so calibration sees the same compression the workers see)."""
-    from qc_stream.inference.decode import decode_image
-    from qc_stream.producers.sources import encode_jpeg
-    from qc_stream.synth import generate
-
     normal, defective = [], []
     for sample in generate(product, n=n, seed=seed, size=size, defect_rate=defect_rate):
         (defective if sample.defect_type else normal).append(
@@ -66,10 +72,6 @@ def synthetic_images(
 
 def load_images(folder: Path) -> list:
     """Every decodable image of ``folder`` (not recursive); undecodable files are skipped with a warning."""
-    from qc_stream.errors import InputError
-    from qc_stream.inference.decode import decode_image
-    from qc_stream.producers.sources import regular_files
-
     images = []
     for p in regular_files(folder):
         try:
@@ -111,8 +113,6 @@ def calibrate_product(
     global_thresholds: tuple[float, float] = (0.5, 0.8),
 ) -> ProductCalibration:
     """Thresholds from ``scores`` (good parts), and flag rates on the check scores."""
-    from qc_stream.domain.thresholds import thresholds_from_normal_scores
-
     try:
         warn, reject = thresholds_from_normal_scores(scores, quantile, margin)
     except ValueError as e:
@@ -161,11 +161,6 @@ def calibrate_version(
     normal parts of each product (default: every catalog product). Check set (synthetic mode
     only): ``check`` fresh synthetic parts, half defective, scored with the new and the global
     thresholds. Returns (version, rows, path written)."""
-    from qc_stream.dapo.checkpoint import active_version, resolve_version_path
-    from qc_stream.domain.thresholds import DEFAULT_MARGIN, DEFAULT_QUANTILE
-    from qc_stream.inference.detector import Detector
-    from qc_stream.synth import PRODUCTS
-
     quantile = DEFAULT_QUANTILE if quantile is None else quantile
     margin = DEFAULT_MARGIN if margin is None else margin
     if not 0.5 <= quantile <= 1.0:
