@@ -104,7 +104,8 @@ def register(app: typer.Typer) -> None:
             )
             typer.echo(
                 f"listening on qc.defect-types at {settings.kafka_bootstrap} "
-                f"(debounce {settings.registry_debounce_s:g} s{', then full retrain' if retrain_on_change else ''}); Ctrl-C stops"
+                f"(debounce {settings.registry_debounce_s:g} s"
+                f"{', then full retrain' if retrain_on_change else ''}); Ctrl-C stops"
             )
             try:
                 listener.run()

@@ -7,7 +7,8 @@
 3. Interleaved rounds: the backbone's image encoder alone (``Detector.encode_images``, the floor
    any CLIP-based detector pays), the bare model on the same chunk of frames, then the same chunk
    through broker -> worker -> database. Alternating keeps the three figures in the same time
-   window, which matters on a shared machine whose load drifts. End-to-end throughput per round comes from the stored rows'
+   window, which matters on a shared machine whose load drifts. End-to-end throughput per round
+   comes from the stored rows'
    ``processed_at`` (steady state: frames after the round's first batch over the span).
 4. Latency: a further set of frames sent in bursts of one batch at half the measured end-to-end
    rate; p50/p99 of captured (producer clock) -> processed (worker clock), same machine.
@@ -335,7 +336,8 @@ def _run_bench(
             update={"models_dir": _untrained_models_dir(settings, workdir)}
         )
         echo(
-            f"note: the active prompt version was made for another backbone; benchmarking {settings.backbone} with untrained prompts (same cost)"
+            "note: the active prompt version was made for another backbone; "
+            f"benchmarking {settings.backbone} with untrained prompts (same cost)"
         )
     echo(f"generating {frames} synthetic frames ({size}x{size} JPEG)...")
     items = _frames(frames, size, seed=11)
@@ -379,7 +381,8 @@ def _run_bench(
         },
     }
     echo(
-        f"image encoder {report['encoder_fps']:.1f} frames/s, bare model {report['bare_fps']:.1f} frames/s, end to end {report['e2e_fps']:.1f} frames/s = {report['ratio']:.2f} x bare; "
+        f"image encoder {report['encoder_fps']:.1f} frames/s, bare model {report['bare_fps']:.1f} "
+        f"frames/s, end to end {report['e2e_fps']:.1f} frames/s = {report['ratio']:.2f} x bare; "
         f"latency p50 {report['p50_ms']:.0f} ms, p99 {report['p99_ms']:.0f} ms"
     )
     if json_path:

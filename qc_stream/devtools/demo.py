@@ -268,7 +268,8 @@ def print_summary(s: dict, out: Path) -> None:
 
     console = Console()
     t = Table(
-        title=f"qc-stream demo: {s['frames']} frames, {s['fps']:.1f} fps, latency p50 {s['p50_ms']:.0f} ms / p99 {s['p99_ms']:.0f} ms"
+        title=f"qc-stream demo: {s['frames']} frames, {s['fps']:.1f} fps, "
+        f"latency p50 {s['p50_ms']:.0f} ms / p99 {s['p99_ms']:.0f} ms"
     )
     for col in ("product", "frames", "ok", "warn", "reject"):
         t.add_column(col, justify="left" if col == "product" else "right")
@@ -294,6 +295,7 @@ def print_summary(s: dict, out: Path) -> None:
         f"{tr['false_alarms']} false alarms on normal frames"
     )
     console.print(
-        f"prompt version(s): {', '.join(s['prompt_versions'])}; first result {s['first_result_s'] or 0:.1f} s after the worker started"
+        f"prompt version(s): {', '.join(s['prompt_versions'])}; "
+        f"first result {s['first_result_s'] or 0:.1f} s after the worker started"
     )
     console.print(f"overlays of rejected frames: {len(s['overlays'])} PNG(s) in {out / 'overlays'}")
