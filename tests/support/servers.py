@@ -97,10 +97,12 @@ def _wait_gone(pids: list[int], timeout: float) -> list[int]:
 
 
 _PR_SET_PDEATHSIG = 1
+# Looked up once here: the child between fork and exec should only make the call (no dlopen).
+_prctl = ctypes.CDLL(None, use_errno=True).prctl
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    _prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
 
 
 def _package_dir(name: str) -> Path | None:
