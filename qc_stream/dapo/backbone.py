@@ -34,6 +34,10 @@ from safetensors.torch import load_file
 from qc_stream.errors import ConfigError, QcError
 from qc_stream.settings import DEFAULT_MODELS_DIR
 
+# open_clip stays a function-local import (load_backbone and its weight loaders): importing it
+# doubles this module's import time (2-3 s more on 2 cores), and readers of saved prompt versions
+# (`qc-stream models list`, the registry, thresholds) import this module without building a backbone.
+
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "weights.safetensors"

@@ -13,6 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import urlparse
 
+import niquests
+from grafana_client import GrafanaApi
+from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaTimeoutError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 from qc_stream.dashboards.model import DATASOURCE_NAME, DATASOURCE_TYPE, DATASOURCE_UID, FOLDER_UID
 from qc_stream.errors import ConfigError, QcError
 
@@ -28,9 +34,6 @@ class PushReport:
 
 def datasource_payload(db_url: str) -> dict[str, Any]:
     """The Grafana datasource for a Postgres URL (the read-only role Grafana should log in as)."""
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     try:
         url = make_url(db_url)
     except ArgumentError:
@@ -77,7 +80,6 @@ def _check_url(url: str) -> str:
 
 class GrafanaPusher:
     def __init__(self, url: str, token: str | None, timeout_s: float = 10.0):
-        from grafana_client import GrafanaApi
 
         self.url = url.rstrip("/")
         self.timeout_s = timeout_s
@@ -89,8 +91,6 @@ class GrafanaPusher:
 
     # --- error translation -------------------------------------------------------------------------
     def _call(self, what: str, fn: Callable[..., T], *args, **kwargs) -> T:
-        import niquests
-        from grafana_client.client import GrafanaClientError, GrafanaException, GrafanaTimeoutError
 
         try:
             return fn(*args, **kwargs)
@@ -209,7 +209,6 @@ class _NotFound(Exception):
 
 def _raw(fn: Callable[..., T]) -> Callable[..., T]:
     """Wrap ``fn`` so a 404 surfaces as ``_NotFound`` (not an error for a lookup)."""
-    from grafana_client.client import GrafanaClientError
 
     def run(*args):
         try:

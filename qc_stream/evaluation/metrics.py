@@ -24,6 +24,8 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from scipy import ndimage
+from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
 
 NAN = float("nan")
 AUPRO_FPR_LIMIT = 0.3
@@ -42,8 +44,6 @@ def _both_classes(labels: np.ndarray) -> bool:
 
 def f1_max(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> float:
     """Best F1 over all thresholds (nan without positives)."""
-    from sklearn.metrics import precision_recall_curve
-
     y = np.asarray(labels).astype(bool).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     if y.size == 0 or not y.any():
@@ -64,8 +64,6 @@ def image_metrics(
     labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
 ) -> dict[str, float]:
     """``image_auroc``, ``image_ap``, ``image_f1_max`` for binary labels (1 = defective)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
     y = np.asarray(labels).astype(int).ravel()
     s = np.asarray(scores, dtype=np.float64).ravel()
     if y.shape != s.shape:
@@ -124,7 +122,6 @@ class PixelCounts:
     """
 
     def __init__(self, edges: np.ndarray):
-        from scipy import ndimage
 
         self._label = ndimage.label
         self.edges = edges
@@ -270,8 +267,6 @@ def type_metrics(
     (macro F1 of the argmax over the classes present in the ground truth) and ``type_accuracy``
     (defective images only: argmax over the defect columns equals the true type; nan without any).
     """
-    from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
-
     classes = [NORMAL, *types]
     scores = np.asarray(scores, dtype=np.float64)
     if scores.ndim != 2 or scores.shape != (len(true_types), len(classes)):

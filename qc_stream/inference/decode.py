@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from qc_stream.errors import InputError
@@ -136,8 +137,6 @@ def preprocess_batch(
     ViT-L forward). The batch travels to the device as uint8 (4x fewer bytes than float) and is
     converted and normalised there.
     """
-    import torch
-
     if not images:
         raise ValueError("empty batch")
     if len(images) == 1 or _resize_threads() == 1:

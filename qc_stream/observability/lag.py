@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from kafka import KafkaConsumer, TopicPartition
+
 from qc_stream.observability.metrics import CONSUMER_LAG
 
 log = logging.getLogger(__name__)
@@ -21,8 +23,6 @@ def read_lag(bootstrap: str, group_id: str, topic: str, timeout_s: float = 10.0)
 
     A partition the group has never committed counts from the log start offset (all of it waits).
     """
-    from kafka import KafkaConsumer, TopicPartition
-
     # A consumer that carries the group id but never subscribes: committed() reads the group's
     # offsets (OffsetFetch) without joining the group, so measuring never triggers a rebalance.
     consumer = KafkaConsumer(

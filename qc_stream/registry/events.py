@@ -14,6 +14,9 @@ from datetime import UTC, datetime
 
 from qc_stream.domain.defects import DefectTypeEvent
 
+# kafka-python stays a function-local import (where an event is sent): `qc-stream defects list`
+# and the other registry readers import this module for the topic names and never reach a broker.
+
 log = logging.getLogger(__name__)
 
 DEFECT_TYPES_TOPIC = "qc.defect-types"

@@ -16,6 +16,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from kafka import KafkaConsumer, TopicPartition
+from kafka.errors import KafkaError
+
 from qc_stream.errors import QcError
 from qc_stream.registry.events import DEFECT_TYPES_TOPIC
 from qc_stream.wire.topics import ensure_topics
@@ -68,8 +71,6 @@ class RegistryListener:
         self.stop_event.set()
 
     def run(self, *, refresh_at_start: bool = True) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-        from kafka.errors import KafkaError
 
         try:
             ensure_topics(
