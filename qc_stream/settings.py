@@ -48,6 +48,7 @@ def _warn_reject(value, handler) -> tuple[float, float]:
 
 Fraction = Annotated[float, Field(ge=0, le=1)]
 ThresholdPair = Annotated[tuple[Fraction, Fraction], WrapValidator(_warn_reject)]
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 
 
 class Settings(BaseSettings):
@@ -112,6 +113,16 @@ class Settings(BaseSettings):
     producer_buffer_frames: int = Field(1000, ge=1, le=1_000_000)
     producer_buffer_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     kafka_compression: Literal["none", "gzip"] = "none"
+    # Kafka client security (every client: cameras, workers, registry, admin). TLS needs the
+    # cluster CA (QC_KAFKA_SSL_CAFILE); SASL needs mechanism, user and password together; a client
+    # certificate (mTLS) needs both QC_KAFKA_SSL_CERTFILE and QC_KAFKA_SSL_KEYFILE.
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = Field(None, min_length=1)
+    kafka_sasl_password: str | None = Field(None, min_length=1)
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
     # Workers write an overlay PNG (heat map + labels) of every rejected frame here; None: off.
     overlay_dir: Path | None = None
     broker_session_timeout_s: float | None = Field(None, gt=0)
@@ -119,6 +130,9 @@ class Settings(BaseSettings):
     broker_rebalance_timeout_s: float | None = Field(None, gt=0)
     # /healthz, /readyz, /metrics of a worker; 0 picks a free port, -1 disables.
     health_port: int = Field(8000, ge=-1, le=65535)
+    # /healthz answers 503 when the worker's event loop or inference thread made no heartbeat for
+    # this long (the liveness probe then restarts the pod); above the slowest batch.
+    health_stale_s: float = Field(120.0, gt=0, le=3600)
     # Kafka static group membership (group.instance.id), unique per worker; Kubernetes sets it to
     # the pod name. A worker that restarts within the session timeout gets its partitions back
     # without a rebalance. None: dynamic membership.
@@ -210,7 +224,43 @@ class Settings(BaseSettings):
             )
         if self.worker_retry_base_s > self.worker_retry_cap_s:
             raise ValueError("QC_WORKER_RETRY_BASE_S must not exceed QC_WORKER_RETRY_CAP_S")
+        self._check_kafka_security()
         return self
+
+    def _check_kafka_security(self) -> None:
+        """Refuse half-set client security: it would connect in the clear or fail at the broker."""
+        protocol = self.kafka_security_protocol
+        sasl = {
+            "QC_KAFKA_SASL_MECHANISM": self.kafka_sasl_mechanism,
+            "QC_KAFKA_SASL_USERNAME": self.kafka_sasl_username,
+            "QC_KAFKA_SASL_PASSWORD": self.kafka_sasl_password,
+        }
+        if protocol.startswith("SASL_"):
+            missing = [k for k, v in sasl.items() if v is None]
+            if missing:
+                raise ValueError(
+                    f"QC_KAFKA_SECURITY_PROTOCOL={protocol} needs {', '.join(missing)}"
+                )
+        elif given := [k for k, v in sasl.items() if v is not None]:
+            raise ValueError(
+                f"{', '.join(given)} set but QC_KAFKA_SECURITY_PROTOCOL={protocol} does not use "
+                "SASL; set it to SASL_SSL"
+            )
+        tls = {
+            "QC_KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+            "QC_KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+            "QC_KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile,
+        }
+        if protocol not in ("SSL", "SASL_SSL"):
+            if given := [k for k, v in tls.items() if v is not None]:
+                raise ValueError(
+                    f"{', '.join(given)} set but QC_KAFKA_SECURITY_PROTOCOL={protocol} does not use "
+                    "TLS; set it to SSL or SASL_SSL"
+                )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ValueError(
+                "a client certificate needs both QC_KAFKA_SSL_CERTFILE and QC_KAFKA_SSL_KEYFILE"
+            )
 
     # --- derived ---
     @property

@@ -50,6 +50,7 @@ def register(app: typer.Typer) -> None:
         from qc_stream.producers.sources import open_source
         from qc_stream.settings import load_settings
         from qc_stream.synth.source import synthetic
+        from qc_stream.wire.security import kafka_python_kwargs
         from qc_stream.wire.topics import ensure_topics
 
         logging.getLogger("kafka").setLevel(
@@ -88,6 +89,7 @@ def register(app: typer.Typer) -> None:
             settings.kafka_bootstrap,
             settings.topic_partitions,
             replication_factor=settings.topic_replication_factor,
+            client_kwargs=kafka_python_kwargs(settings),
         )
         tty = sys.stderr.isatty()
 

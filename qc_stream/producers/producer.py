@@ -19,6 +19,7 @@ from qc_stream.domain.inspection import FrameMeta
 from qc_stream.errors import InputError, QcError
 from qc_stream.settings import Settings
 from qc_stream.wire.codec import meta_to_headers
+from qc_stream.wire.security import kafka_python_kwargs
 from qc_stream.wire.topics import FRAMES
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,7 @@ def connect(
                     200, min(1_000, int((deadline - time.monotonic()) * 1000))
                 ),
                 max_block_ms=10_000,
+                **kafka_python_kwargs(settings),
                 **extra,
             )
         except KafkaError as e:

@@ -8,6 +8,7 @@ from pathlib import Path
 import faust
 
 from qc_stream.settings import Settings
+from qc_stream.wire.security import faust_credentials
 
 
 def broker_urls(bootstrap: str) -> list[str]:
@@ -22,6 +23,8 @@ def build_app(settings: Settings, *, broker: str | None = None) -> faust.App:
     return faust.App(
         settings.app_id,
         broker=broker or broker_urls(settings.kafka_bootstrap),
+        # TLS / SASL from QC_KAFKA_SECURITY_PROTOCOL and friends (None: plaintext).
+        broker_credentials=None if broker else faust_credentials(settings),
         store="memory://",
         # No tables are kept on disk; keep Faust's per-app folder out of the working directory.
         datadir=str(faust_dir / "{conf.id}-data"),

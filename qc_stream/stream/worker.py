@@ -104,6 +104,16 @@ def build_worker_app(settings: Settings, rt, update_offsets: dict[int, int], hea
             else:
                 health.set_problem("consumer", problem)
 
+        if health.stale_after_s is not None:
+            from qc_stream.observability.heartbeat import InferenceHeartbeat
+
+            heartbeat = InferenceHeartbeat(health, rt.inference_pool)
+
+            # Liveness: the loop ticks, the inference thread beats (observability/heartbeat.py).
+            @app.timer(min(5.0, health.stale_after_s / 4))
+            async def _heartbeat() -> None:
+                heartbeat.tick()
+
     return app
 
 
@@ -129,14 +139,20 @@ def _worker_class(faust):
         """faust.Worker that exits within ``grace_s`` of SIGTERM/SIGINT whatever state it is in."""
 
         grace_s: float = 30.0
+        rt = None  # the WorkerRuntime: told to stop retrying
 
         def _on_sigterm(self) -> None:
-            exit_after(self.grace_s, "SIGTERM")
+            self._stopping("SIGTERM")
             super()._on_sigterm()
 
         def _on_sigint(self) -> None:
-            exit_after(self.grace_s, "SIGINT")
+            self._stopping("SIGINT")
             super()._on_sigint()
+
+        def _stopping(self, why: str) -> None:
+            if self.rt is not None:
+                self.rt.stopping.set()
+            exit_after(self.grace_s, why)
 
     return Worker
 
@@ -164,6 +180,7 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
 
     from qc_stream.observability.server import HealthServer
     from qc_stream.stream.agents.model_updates import end_offsets
+    from qc_stream.wire.security import kafka_python_kwargs
     from qc_stream.wire.topics import ensure_topics
 
     rt = build_runtime(settings)
@@ -174,6 +191,7 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
         settings.kafka_bootstrap,
         settings.topic_partitions,
         replication_factor=settings.topic_replication_factor,
+        client_kwargs=kafka_python_kwargs(settings),
     )
     # Noted before the detector loads: an update published while we load is still applied.
     offsets = end_offsets(settings.kafka_bootstrap)
@@ -183,7 +201,9 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
     if settings.health_port >= 0:
         from qc_stream.observability.lag import LagMonitor
 
-        health = HealthServer(port=settings.health_port).start()
+        health = HealthServer(
+            port=settings.health_port, stale_after_s=settings.health_stale_s
+        ).start()
         lag = LagMonitor.from_settings(settings).start()
         log.warning("health server on :%d (/healthz /readyz /metrics)", health.port)
     rt.health = health
@@ -191,7 +211,7 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
     worker = _worker_class(faust)(
         app, loglevel=(loglevel or settings.log_level).lower(), quiet=True
     )
-    worker.grace_s = settings.worker_shutdown_grace_s
+    worker.grace_s, worker.rt = settings.worker_shutdown_grace_s, rt
     worker.spinner = None  # terminal escape codes would litter log files
     try:
         worker.execute_from_commandline()

@@ -20,12 +20,18 @@ log = logging.getLogger(__name__)
 
 
 def ensure_topics(
-    bootstrap: str, partitions: int, *, replication_factor: int = 1, timeout_s: float = 10.0
+    bootstrap: str,
+    partitions: int,
+    *,
+    replication_factor: int = 1,
+    timeout_s: float = 10.0,
+    client_kwargs: dict | None = None,
 ) -> None:
     """Create the qc.* topics that do not exist yet (idempotent; safe with concurrent callers).
 
     ``replication_factor`` is 1 on the embedded broker; a Kafka cluster wants its real factor
     (``QC_TOPIC_REPLICATION_FACTOR``) in case a worker creates the topics before the topic operator.
+    ``client_kwargs``: TLS/SASL for the admin client (``wire.security.kafka_python_kwargs``).
     """
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
@@ -37,6 +43,7 @@ def ensure_topics(
             bootstrap_servers=bootstrap,
             request_timeout_ms=int(timeout_s * 1000),
             bootstrap_timeout_ms=int(timeout_s * 1000),
+            **(client_kwargs or {}),
         )
     except KafkaError as e:
         raise QcError(
