@@ -62,7 +62,7 @@ def _generate_day(conn, day_start: datetime, n: int, cameras: int, switch_at: da
 
 
 def _fill_rollups(conn, new_schema: bool) -> None:
-    conn.execute(text("DELETE FROM defect_counts"))
+    conn.execute(text("DELETE FROM defect_counts"))  # the old schema has it too
     conn.execute(
         text("""
         INSERT INTO defect_counts (bucket_start, line_id, product, defect_type, frames, warn, reject)
@@ -79,9 +79,15 @@ def _fill_rollups(conn, new_schema: bool) -> None:
         spec = importlib.util.spec_from_file_location("rev0003", path)
         rev = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(rev)
-        conn.execute(text("DELETE FROM camera_minute"))
-        conn.execute(text("DELETE FROM prompt_minute"))
-        for sql in rev.backfill_rollups_sql(lambda c: f"date_trunc('minute', {c})"):
+        for table in ("camera_minute", "prompt_minute", "camera_hour", "prompt_hour"):
+            conn.execute(text(f"DELETE FROM {table}"))
+        conn.execute(text("DELETE FROM defect_counts_hour"))
+        backfill = rev.backfill_rollups_sql(
+            lambda c: f"date_trunc('minute', {c}, 'UTC')",
+            lambda c: f"date_trunc('hour', {c}, 'UTC')",
+        )
+        # defect_counts_hour comes from defect_counts, filled above
+        for sql in backfill:
             conn.execute(text(sql))
         conn.execute(
             text(

@@ -53,14 +53,38 @@ def _is_pg() -> bool:
 
 def _minute(column: str) -> str:
     if _is_pg():
-        return f"date_trunc('minute', {column})"
+        return f"date_trunc('minute', {column}, 'UTC')"
     # SQLite keeps naive UTC text in SQLAlchemy's format; a minute bucket is the same text.
     return f"strftime('%Y-%m-%d %H:%M:00.000000', {column})"
 
 
+def _hour(column: str) -> str:
+    if _is_pg():
+        return f"date_trunc('hour', {column}, 'UTC')"
+    return f"strftime('%Y-%m-%d %H:00:00.000000', {column})"
+
+
 def _create_rollup_tables() -> None:
+    for grain in ("minute", "hour"):
+        _create_rollups(grain)
     op.create_table(
-        "camera_minute",
+        "defect_counts_hour",
+        sa.Column("bucket_start", TS, nullable=False),
+        sa.Column("line_id", sa.String(128), nullable=False),
+        sa.Column("product", sa.String(128), nullable=False),
+        sa.Column("defect_type", sa.String(64), nullable=False),
+        sa.Column("frames", sa.Integer(), nullable=False),
+        sa.Column("warn", sa.Integer(), nullable=False),
+        sa.Column("reject", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint(
+            "bucket_start", "line_id", "product", "defect_type", name="pk_defect_counts_hour"
+        ),
+    )
+
+
+def _create_rollups(grain: str) -> None:
+    op.create_table(
+        f"camera_{grain}",
         sa.Column("bucket_start", TS, nullable=False),
         sa.Column("line_id", sa.String(128), nullable=False),
         sa.Column("product", sa.String(128), nullable=False),
@@ -72,11 +96,11 @@ def _create_rollup_tables() -> None:
         sa.Column("latency_sum_ms", sa.Float(), nullable=False),
         *[sa.Column(c, sa.Integer(), nullable=False) for c in LATENCY_COLUMNS],
         sa.PrimaryKeyConstraint(
-            "bucket_start", "line_id", "product", "camera_id", name="pk_camera_minute"
+            "bucket_start", "line_id", "product", "camera_id", name=f"pk_camera_{grain}"
         ),
     )
     op.create_table(
-        "prompt_minute",
+        f"prompt_{grain}",
         sa.Column("bucket_start", TS, nullable=False),
         sa.Column("line_id", sa.String(128), nullable=False),
         sa.Column("product", sa.String(128), nullable=False),
@@ -93,13 +117,14 @@ def _create_rollup_tables() -> None:
             "camera_id",
             "prompt_version",
             "model_version",
-            name="pk_prompt_minute",
+            name=f"pk_prompt_{grain}",
         ),
     )
 
 
-def backfill_rollups_sql(minute) -> list[str]:
-    """INSERT ... SELECT statements filling both roll-ups from ``inspections``."""
+def backfill_rollups_sql(minute, hour) -> list[str]:
+    """INSERT ... SELECT statements filling the roll-ups from ``inspections`` (minutes) and the
+    hour roll-ups from the minute ones (``defect_counts_hour`` from ``defect_counts``)."""
     buckets = ", ".join(
         f"SUM(CASE WHEN {latency_bucket_sql('latency_ms', i)} THEN 1 ELSE 0 END)"
         for i in range(len(LATENCY_COLUMNS))
@@ -118,6 +143,22 @@ def backfill_rollups_sql(minute) -> list[str]:
         SELECT {minute("processed_at")}, line_id, product, camera_id, prompt_version,
             model_version, COUNT(*), MIN(processed_at), MAX(processed_at)
         FROM inspections GROUP BY 1, 2, 3, 4, 5, 6""",
+        f"""INSERT INTO camera_hour (bucket_start, line_id, product, camera_id, frames, ok, warn,
+            reject, latency_sum_ms, {", ".join(LATENCY_COLUMNS)})
+        SELECT {hour("bucket_start")}, line_id, product, camera_id, SUM(frames), SUM(ok),
+            SUM(warn), SUM(reject), SUM(latency_sum_ms),
+            {", ".join(f"SUM({c})" for c in LATENCY_COLUMNS)}
+        FROM camera_minute GROUP BY 1, 2, 3, 4""",
+        f"""INSERT INTO prompt_hour (bucket_start, line_id, product, camera_id, prompt_version,
+            model_version, frames, first_seen, last_seen)
+        SELECT {hour("bucket_start")}, line_id, product, camera_id, prompt_version,
+            model_version, SUM(frames), MIN(first_seen), MAX(last_seen)
+        FROM prompt_minute GROUP BY 1, 2, 3, 4, 5, 6""",
+        f"""INSERT INTO defect_counts_hour (bucket_start, line_id, product, defect_type, frames,
+            warn, reject)
+        SELECT {hour("bucket_start")}, line_id, product, defect_type, SUM(frames), SUM(warn),
+            SUM(reject)
+        FROM defect_counts GROUP BY 1, 2, 3, 4""",
     ]
 
 
@@ -224,12 +265,13 @@ def upgrade() -> None:
     else:
         _upgrade_sqlite()
     _create_rollup_tables()
-    for statement in backfill_rollups_sql(_minute):
+    for statement in backfill_rollups_sql(_minute, _hour):
         op.execute(statement)
 
 
 def downgrade() -> None:
-    op.drop_table("prompt_minute")
+    for table in ("defect_counts_hour", "prompt_hour", "camera_hour", "prompt_minute"):
+        op.drop_table(table)
     op.drop_table("camera_minute")
     if _is_pg():
         _downgrade_pg()

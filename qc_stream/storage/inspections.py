@@ -29,10 +29,13 @@ from qc_stream.domain.inspection import InspectionResult, Verdict
 from qc_stream.storage import partitions
 from qc_stream.storage.db import retry_transient, storage_errors, write_transaction
 from qc_stream.storage.orm import (
+    CameraHourRow,
     CameraMinuteRow,
     DefectCountRow,
+    DefectHourRow,
     FrameIdRow,
     InspectionRow,
+    PromptHourRow,
     PromptMinuteRow,
 )
 from qc_stream.storage.rollups import LATENCY_COLUMNS, latency_bucket
@@ -41,6 +44,7 @@ from qc_stream.storage.rollups import LATENCY_COLUMNS, latency_bucket
 CHUNK = 500
 CountKey = tuple[datetime, str, str, str]  # (bucket_start, line_id, product, defect_type)
 Granularity = Literal["minute", "hour", "day"]
+PROMPT_KEY = ("bucket_start", "line_id", "product", "camera_id", "prompt_version", "model_version")
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,11 @@ def bucket_of(captured_at: datetime) -> datetime:
         else captured_at.astimezone(UTC)
     )
     return t.replace(second=0, microsecond=0)
+
+
+def hour_of(t: datetime) -> datetime:
+    """The hour roll-up bucket of a time: UTC, floored to the hour."""
+    return bucket_of(t).replace(minute=0)
 
 
 def count_key(result: InspectionResult) -> CountKey:
@@ -184,16 +193,21 @@ class InspectionRepository:
             fresh = [r for r in batch if r.frame_id in new_ids]
             for i in range(0, len(fresh), CHUNK):
                 conn.execute(insert(InspectionRow).values([_row(r) for r in fresh[i : i + CHUNK]]))
-            self._bump_counts(conn, insert, fresh)
-            self._bump_camera_minutes(conn, insert, fresh)
-            self._bump_prompt_minutes(conn, insert, fresh)
+            for table, floor in ((DefectCountRow, bucket_of), (DefectHourRow, hour_of)):
+                self._bump_counts(conn, insert, fresh, table, floor)
+            for table, floor in ((CameraMinuteRow, bucket_of), (CameraHourRow, hour_of)):
+                self._bump_cameras(conn, insert, fresh, table, floor)
+            for table, floor in ((PromptMinuteRow, bucket_of), (PromptHourRow, hour_of)):
+                self._bump_prompts(conn, insert, fresh, table, floor)
             return len(fresh)
 
     @staticmethod
-    def _bump_camera_minutes(conn: Connection, insert, fresh: list[InspectionResult]) -> None:
+    def _bump_cameras(
+        conn: Connection, insert, fresh: list[InspectionResult], table, floor
+    ) -> None:
         acc: dict[tuple, dict] = {}
         for r in fresh:
-            key = (bucket_of(r.processed_at), r.line_id, r.product, r.camera_id)
+            key = (floor(r.processed_at), r.line_id, r.product, r.camera_id)
             row = acc.get(key)
             if row is None:
                 row = acc[key] = dict(
@@ -210,10 +224,10 @@ class InspectionRepository:
             row["latency_sum_ms"] += r.latency_ms
             row[LATENCY_COLUMNS[latency_bucket(r.latency_ms)]] += 1
         rows = [acc[k] for k in sorted(acc)]
-        t = CameraMinuteRow.__table__
+        t = table.__table__
         added = ["frames", "ok", "warn", "reject", "latency_sum_ms", *LATENCY_COLUMNS]
         for i in range(0, len(rows), CHUNK):
-            stmt = insert(CameraMinuteRow).values(rows[i : i + CHUNK])
+            stmt = insert(table).values(rows[i : i + CHUNK])
             stmt = stmt.on_conflict_do_update(
                 index_elements=["bucket_start", "line_id", "product", "camera_id"],
                 set_={c: t.c[c] + stmt.excluded[c] for c in added},
@@ -221,11 +235,13 @@ class InspectionRepository:
             conn.execute(stmt)
 
     @staticmethod
-    def _bump_prompt_minutes(conn: Connection, insert, fresh: list[InspectionResult]) -> None:
+    def _bump_prompts(
+        conn: Connection, insert, fresh: list[InspectionResult], table, floor
+    ) -> None:
         acc: dict[tuple, dict] = {}
         for r in fresh:
             key = (
-                bucket_of(r.processed_at),
+                floor(r.processed_at),
                 r.line_id,
                 r.product,
                 r.camera_id,
@@ -234,9 +250,8 @@ class InspectionRepository:
             )
             row = acc.get(key)
             if row is None:
-                names = ("bucket_start", "line_id", "product", "camera_id")
                 row = acc[key] = dict(
-                    zip((*names, "prompt_version", "model_version"), key, strict=True),
+                    zip(PROMPT_KEY, key, strict=True),
                     frames=0,
                     first_seen=r.processed_at,
                     last_seen=r.processed_at,
@@ -245,7 +260,7 @@ class InspectionRepository:
             row["first_seen"] = min(row["first_seen"], r.processed_at)
             row["last_seen"] = max(row["last_seen"], r.processed_at)
         rows = [acc[k] for k in sorted(acc)]
-        t = PromptMinuteRow
+        t = table.__table__.c
         # SQLite's two-argument min()/max() are Postgres' least()/greatest().
         least, greatest = (
             (func.least, func.greatest)
@@ -253,16 +268,9 @@ class InspectionRepository:
             else (func.min, func.max)
         )
         for i in range(0, len(rows), CHUNK):
-            stmt = insert(PromptMinuteRow).values(rows[i : i + CHUNK])
+            stmt = insert(table).values(rows[i : i + CHUNK])
             stmt = stmt.on_conflict_do_update(
-                index_elements=[
-                    "bucket_start",
-                    "line_id",
-                    "product",
-                    "camera_id",
-                    "prompt_version",
-                    "model_version",
-                ],
+                index_elements=list(PROMPT_KEY),
                 set_={
                     "frames": t.frames + stmt.excluded.frames,
                     "first_seen": least(t.first_seen, stmt.excluded.first_seen),
@@ -272,12 +280,13 @@ class InspectionRepository:
             conn.execute(stmt)
 
     @staticmethod
-    def _bump_counts(conn: Connection, insert, fresh: list[InspectionResult]) -> None:
+    def _bump_counts(conn: Connection, insert, fresh: list[InspectionResult], table, floor) -> None:
         frames: Counter[CountKey] = Counter()
         warn: Counter[CountKey] = Counter()
         reject: Counter[CountKey] = Counter()
         for r in fresh:
-            key = count_key(r)
+            minute, line, product, defect = count_key(r)
+            key = (floor(minute), line, product, defect)
             frames[key] += 1
             warn[key] += r.verdict == Verdict.WARN
             reject[key] += r.verdict == Verdict.REJECT
@@ -293,14 +302,15 @@ class InspectionRepository:
             }
             for k in sorted(frames)
         ]
+        t = table.__table__.c
         for i in range(0, len(rows), CHUNK):
-            stmt = insert(DefectCountRow).values(rows[i : i + CHUNK])
+            stmt = insert(table).values(rows[i : i + CHUNK])
             stmt = stmt.on_conflict_do_update(
                 index_elements=["bucket_start", "line_id", "product", "defect_type"],
                 set_={
-                    "frames": DefectCountRow.frames + stmt.excluded.frames,
-                    "warn": DefectCountRow.warn + stmt.excluded.warn,
-                    "reject": DefectCountRow.reject + stmt.excluded.reject,
+                    "frames": t.frames + stmt.excluded.frames,
+                    "warn": t.warn + stmt.excluded.warn,
+                    "reject": t.reject + stmt.excluded.reject,
                 },
             )
             conn.execute(stmt)

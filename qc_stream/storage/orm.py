@@ -176,12 +176,10 @@ class FrameIdRow(Base):
     captured_at: Mapped[datetime] = mapped_column(TS, primary_key=True)
 
 
-class CameraMinuteRow(Base):
-    """Per (processed minute, line, product, camera): frames, verdicts and a latency histogram.
+class _CameraRollup:
+    """Per (bucket, line, product, camera): frames, verdicts and a latency histogram.
 
     ``lat_NN`` counts frames in latency bucket NN (edges in ``qc_stream.storage.rollups``)."""
-
-    __tablename__ = "camera_minute"
 
     bucket_start: Mapped[datetime] = mapped_column(TS, primary_key=True)
     line_id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -215,11 +213,9 @@ class CameraMinuteRow(Base):
     lat_20: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
 
 
-class PromptMinuteRow(Base):
-    """Per (processed minute, line, product, camera, prompt version, model): frames and the
-    first/last processing time seen, so "versions in use" keeps exact first/last seen."""
-
-    __tablename__ = "prompt_minute"
+class _PromptRollup:
+    """Per (bucket, line, product, camera, prompt version, model): frames and the first/last
+    processing time seen, so "versions in use" keeps exact first/last seen."""
 
     bucket_start: Mapped[datetime] = mapped_column(TS, primary_key=True)
     line_id: Mapped[str] = mapped_column(String(128), primary_key=True)
@@ -230,3 +226,41 @@ class PromptMinuteRow(Base):
     frames: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     first_seen: Mapped[datetime] = mapped_column(TS, nullable=False)
     last_seen: Mapped[datetime] = mapped_column(TS, nullable=False)
+
+
+class CameraMinuteRow(_CameraRollup, Base):
+    """Camera roll-up per processing minute."""
+
+    __tablename__ = "camera_minute"
+
+
+class CameraHourRow(_CameraRollup, Base):
+    """Camera roll-up per processing hour (long dashboard ranges)."""
+
+    __tablename__ = "camera_hour"
+
+
+class PromptMinuteRow(_PromptRollup, Base):
+    """Prompt-version roll-up per processing minute."""
+
+    __tablename__ = "prompt_minute"
+
+
+class PromptHourRow(_PromptRollup, Base):
+    """Prompt-version roll-up per processing hour (long dashboard ranges)."""
+
+    __tablename__ = "prompt_hour"
+
+
+class DefectHourRow(Base):
+    """``defect_counts`` per capture hour (long dashboard ranges); same meaning, no surrogate id."""
+
+    __tablename__ = "defect_counts_hour"
+
+    bucket_start: Mapped[datetime] = mapped_column(TS, primary_key=True)
+    line_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    product: Mapped[str] = mapped_column(String(128), primary_key=True)
+    defect_type: Mapped[str] = mapped_column(String(64), primary_key=True)
+    frames: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    warn: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    reject: Mapped[int] = mapped_column(Integer, nullable=False, default=0)

@@ -26,8 +26,11 @@ PARTITIONED = {"inspections": "processed_at", "frame_ids": "captured_at"}
 # roll-up table -> its time column
 ROLLUPS = {
     "defect_counts": "bucket_start",
+    "defect_counts_hour": "bucket_start",
     "camera_minute": "bucket_start",
+    "camera_hour": "bucket_start",
     "prompt_minute": "bucket_start",
+    "prompt_hour": "bucket_start",
 }
 # Days created ahead of today by the writer and the prune job, so midnight needs no DDL.
 DAYS_AHEAD = 2

@@ -327,3 +327,22 @@ def test_a_coarser_interval_regroups_the_same_counts(seeded):
     ]
     _, rows = run(seeded, q.THROUGHPUT, interval_s=300)
     assert rows == [(at(0), pytest.approx(1.2)), (at(5), pytest.approx(0.4))]
+
+
+def test_hour_rollups_and_minute_edges_give_the_same_answers(seeded):
+    """The 1-hour range above is one whole hour, read from the hour tables; a range with ragged
+    ends (minute rows) and a time series at a whole-hour interval (hour rows) agree with it."""
+    ragged = (T0 - timedelta(minutes=7), T0 + timedelta(minutes=67, seconds=30))
+    for sql in (q.DEFECT_TOTALS, q.VERDICTS_PER_CAMERA, q.DEFECT_PARETO, q.VERSIONS_IN_USE):
+        expanded, params = expand(
+            sql, time_from=ragged[0], time_to=ragged[1], variables=SELECTION, interval_s=60
+        )
+        with seeded.connect() as conn:
+            rows = [tuple(_plain(v) for v in r) for r in conn.execute(text(expanded), params)]
+        assert rows == run(seeded, sql)[1], sql.splitlines()[0]
+    _, rows = run(seeded, q.THROUGHPUT, interval_s=3600)
+    assert rows == [(at(0), pytest.approx(8 * 60000.0 / 3_600_000))]
+    _, rows = run(seeded, q.LATENCY, interval_s=3600)
+    assert rows == [(at(0), *map(pytest.approx, EXPECTED[q.THROUGHPUT_SUMMARY][1][0][2:]))]
+    _, rows = run(seeded, q.DEFECT_TYPES_OVER_TIME, interval_s=3600)
+    assert rows == [(at(0), "contamination", 1), (at(0), "crack", 3), (at(0), "scratch", 1)]

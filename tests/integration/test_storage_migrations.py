@@ -26,6 +26,9 @@ TABLES = {
     "frame_ids",
     "camera_minute",
     "prompt_minute",
+    "camera_hour",
+    "prompt_hour",
+    "defect_counts_hour",
 }
 # Day and default partitions of inspections / frame_ids (Postgres) are not tables of their own.
 PARTITION = re.compile(r"_(p\d{8}|default)$")

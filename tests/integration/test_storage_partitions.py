@@ -113,6 +113,9 @@ def test_upgrade_from_0002_keeps_every_row_and_count_and_downgrades(db_url):
     # Roll-ups were filled from the rows that were there.
     assert _scalar(engine, "SELECT SUM(frames) FROM camera_minute") == 40
     assert _scalar(engine, "SELECT SUM(reject) FROM camera_minute") == 20
+    assert _scalar(engine, "SELECT SUM(reject) FROM camera_hour") == 20
+    assert _scalar(engine, "SELECT SUM(frames) FROM prompt_hour") == 40
+    assert _scalar(engine, "SELECT SUM(frames) FROM defect_counts_hour") == 7
     assert _rows(
         engine, "SELECT prompt_version, SUM(frames) FROM prompt_minute GROUP BY 1 ORDER BY 1"
     ) == [("v1", 20), ("v2", 20)]
@@ -309,6 +312,24 @@ def test_rollups_equal_aggregates_of_the_raw_rows_for_random_data(pg):
         acc[4 + latency_bucket(latency)] += 1
     assert rolled == {k: tuple(v) for k, v in expected.items()}
     assert len(raw) == _scalar(pg, "SELECT COUNT(*) FROM frame_ids")
+    # the hour roll-ups hold the same frames, per hour
+    per_hour = (
+        "SELECT date_trunc('hour', bucket_start, 'UTC'), camera_id, SUM(frames), SUM(reject),"
+        f" {cols} FROM {{}} GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    assert _rows(pg, per_hour.format("camera_hour")) == _rows(pg, per_hour.format("camera_minute"))
+    per_hour = (
+        "SELECT date_trunc('hour', bucket_start, 'UTC'), prompt_version, SUM(frames),"
+        " MIN(first_seen), MAX(last_seen) FROM {} GROUP BY 1, 2 ORDER BY 1, 2"
+    )
+    assert _rows(pg, per_hour.format("prompt_hour")) == _rows(pg, per_hour.format("prompt_minute"))
+    per_hour = (
+        "SELECT date_trunc('hour', bucket_start, 'UTC'), line_id, defect_type, SUM(frames),"
+        " SUM(warn), SUM(reject) FROM {} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"
+    )
+    assert _rows(pg, per_hour.format("defect_counts_hour")) == _rows(
+        pg, per_hour.format("defect_counts")
+    )
 
     prompt = _rows(
         pg,
