@@ -46,8 +46,15 @@ def _warn_reject(value, handler) -> tuple[float, float]:
     return warn, reject
 
 
+def _json_object(value, handler) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError('expected a JSON object like {"pill": [0.4, 0.7]}')
+    return handler(value)
+
+
 Fraction = Annotated[float, Field(ge=0, le=1)]
 ThresholdPair = Annotated[tuple[Fraction, Fraction], WrapValidator(_warn_reject)]
+ProductThresholds = Annotated[dict[str, ThresholdPair], WrapValidator(_json_object)]
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 
 
@@ -142,7 +149,7 @@ class Settings(BaseSettings):
     warn_threshold: float = Field(0.5, ge=0, le=1)
     reject_threshold: float = Field(0.8, ge=0, le=1)
     # JSON object product -> [warn, reject], e.g. {"pill": [0.4, 0.7]}; parsed into that dict.
-    thresholds: Json[dict[str, ThresholdPair]] = "{}"
+    thresholds: Json[ProductThresholds] = "{}"
 
     # --- registry ---
     # Comma list of products defect types may be registered for (QC_PRODUCTS=pill,screw, not

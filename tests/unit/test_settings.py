@@ -22,7 +22,7 @@ def test_defaults_validate(monkeypatch):
         ({"QC_THRESHOLDS": '{"pill": [0.4]}'}, "QC_THRESHOLDS: 'pill': expected [warn, reject]"),
         ({"QC_THRESHOLDS": '{"pill": [0.4, 1.5]}'}, "QC_THRESHOLDS: 'pill': expected"),
         ({"QC_THRESHOLDS": '{"pill": "low"}'}, "QC_THRESHOLDS: 'pill': expected"),
-        ({"QC_THRESHOLDS": "[0.4, 0.7]"}, "QC_THRESHOLDS: Input should be a valid dictionary"),
+        ({"QC_THRESHOLDS": "[0.4, 0.7]"}, "QC_THRESHOLDS: expected a JSON object like"),
         ({"QC_LOG_LEVEL": "LOUD"}, "QC_LOG_LEVEL"),
         ({"QC_WARN_THRESHOLD": "0.9", "QC_REJECT_THRESHOLD": "0.5"}, "must not exceed"),
         ({"QC_MAX_FRAME_BYTES": "33554432"}, "cannot carry a frame"),
