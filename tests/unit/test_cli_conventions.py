@@ -7,6 +7,7 @@ listings' output against a real database is in tests/integration/test_registry_c
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib.metadata import version
@@ -170,3 +171,26 @@ def test_the_unused_worker_web_port_setting_is_gone(monkeypatch):
     assert "worker_web_port" not in Settings.model_fields
     monkeypatch.setenv("QC_WORKER_WEB_PORT", "6066")  # ignored like any unknown QC_ variable
     assert not hasattr(Settings(), "worker_web_port")
+
+
+@pytest.mark.parametrize(
+    "args, env, start",
+    [
+        (["worker", "--log-level", "loud"], {}, "error: invalid settings: QC_LOG_LEVEL: "),
+        (
+            ["db", "current"],
+            {"QC_THRESHOLDS": '{"pill": [0.9, 0.1]}'},
+            "error: invalid settings: QC_THRESHOLDS: 'pill': expected [warn, reject]",
+        ),
+    ],
+)
+def test_a_bad_setting_is_one_line_and_exit_code_2(tmp_path, args, env, start):
+    proc = subprocess.run(
+        [sys.executable, "-c", "from qc_stream.cli.main import run; run()", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "QC_DATABASE_URL": f"sqlite:///{tmp_path / 'qc.db'}", **env},
+    )
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1 and proc.stderr.startswith(start), proc.stderr
