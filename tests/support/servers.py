@@ -144,8 +144,17 @@ def _make_root_dir(prefix: str, base_dir: Path | None) -> Path:
         except (OSError, ValueError):
             continue
         if stale != root and not _pid_alive(owner):
-            shutil.rmtree(stale, ignore_errors=True)
+            _remove_tree(stale)
     return root
+
+
+def _remove_tree(path: Path) -> None:
+    # Backends of a crashed postmaster may still be exiting (and writing) for a moment.
+    for _ in range(20):
+        shutil.rmtree(path, ignore_errors=True)
+        if not path.exists():
+            return
+        time.sleep(0.1)
 
 
 _LIVE: set[_Server] = set()
@@ -262,7 +271,7 @@ class _Server:
         try:
             self.stop()
         finally:
-            shutil.rmtree(self.root_dir, ignore_errors=True)
+            _remove_tree(self.root_dir)
             _LIVE.discard(self)
 
     def __enter__(self):
