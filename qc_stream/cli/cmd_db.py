@@ -67,6 +67,40 @@ def register(app: typer.Typer) -> None:
             f"database {_where(target)} at revision {migrate.current(target) or 'base'} (head {migrate.head()})"
         )
 
+    @db.command("wait")
+    def wait(
+        timeout_s: float = typer.Option(
+            600.0, "--timeout-s", min=0, help="Give up after this many seconds (exit 1)."
+        ),
+        url: str | None = _url_option(),
+    ) -> None:
+        """Block until the schema is at the newest revision this release ships (a worker's init
+        step: the release's migration Job runs `db upgrade`, workers start only after it)."""
+        import time
+
+        from qc_stream.errors import QcError
+        from qc_stream.storage import migrate
+
+        target = _url(url)
+        wanted = migrate.head()
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                at = migrate.current(target)
+            except QcError:  # database not reachable yet: keep waiting
+                at = None
+            if at == wanted:
+                typer.echo(f"database {_where(target)} at revision {at}")
+                return
+            if time.monotonic() >= deadline:
+                typer.echo(
+                    f"error: database {_where(target)} at revision {at or 'base'}, not {wanted}, "
+                    f"after {timeout_s:.0f} s; run `qc-stream db upgrade` (the release's migration Job)",
+                    err=True,
+                )
+                raise typer.Exit(1)
+            time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
     @db.command("prune")
     def prune(
         dry_run: bool = typer.Option(

@@ -95,12 +95,25 @@ def register(app: typer.Typer) -> None:
                 if retrain_on_change:
                     full(versions)
 
+            from qc_stream.wire.security import kafka_python_kwargs
+
+            health = None
+            if settings.health_port >= 0 and not retrain_on_change:
+                # Liveness for the listener pod: 503 when the poll loop stops beating. Not with
+                # --retrain-on-change, whose full retrain holds the loop for far longer.
+                from qc_stream.observability.server import HealthServer
+
+                health = HealthServer(
+                    port=settings.health_port, stale_after_s=settings.health_stale_s
+                ).start()
             listener = RegistryListener(
                 settings.kafka_bootstrap,
                 on_change,
                 debounce_s=settings.registry_debounce_s,
                 partitions=settings.topic_partitions,
                 replication_factor=settings.topic_replication_factor,
+                client_kwargs=kafka_python_kwargs(settings),
+                heartbeat=_listener_beat(health) if health else None,
             )
             typer.echo(
                 f"listening on qc.defect-types at {settings.kafka_bootstrap} "
@@ -111,3 +124,17 @@ def register(app: typer.Typer) -> None:
                 listener.run()
             except KeyboardInterrupt:
                 listener.stop()
+            finally:
+                if health:
+                    health.stop()
+
+
+def _listener_beat(health):
+    """Called once per poll of the listener loop, which runs only after the listener is ready."""
+
+    def beat() -> None:
+        health.beat()
+        if not health.ready.is_set():
+            health.set_ready(True)
+
+    return beat

@@ -18,7 +18,13 @@ from qc_stream.observability.metrics import CONSUMER_LAG
 log = logging.getLogger(__name__)
 
 
-def read_lag(bootstrap: str, group_id: str, topic: str, timeout_s: float = 10.0) -> dict[int, int]:
+def read_lag(
+    bootstrap: str,
+    group_id: str,
+    topic: str,
+    timeout_s: float = 10.0,
+    client_kwargs: dict | None = None,
+) -> dict[int, int]:
     """Return {partition: records behind} for ``group_id`` on ``topic``.
 
     A partition the group has never committed counts from the log start offset (all of it waits).
@@ -32,6 +38,7 @@ def read_lag(bootstrap: str, group_id: str, topic: str, timeout_s: float = 10.0)
         client_id="qc-lag",
         request_timeout_ms=max(int(timeout_s * 1000), 11_000),
         bootstrap_timeout_ms=int(timeout_s * 1000),
+        **(client_kwargs or {}),  # TLS/SASL (wire.security.kafka_python_kwargs)
     )
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
@@ -66,7 +73,9 @@ class LagMonitor:
         topic: str = "qc.frames",
         interval_s: float = 15.0,
         timeout_s: float = 10.0,
+        client_kwargs: dict | None = None,
     ):
+        self.client_kwargs = client_kwargs
         self.bootstrap, self.group_id, self.topic, self.interval_s = (
             bootstrap,
             group_id,
@@ -83,12 +92,22 @@ class LagMonitor:
         cls, settings, topic: str = "qc.frames", interval_s: float = 15.0
     ) -> LagMonitor:
         # Faust's consumer group id is the app id.
-        return cls(settings.kafka_bootstrap, settings.app_id, topic, interval_s)
+        from qc_stream.wire.security import kafka_python_kwargs
+
+        return cls(
+            settings.kafka_bootstrap,
+            settings.app_id,
+            topic,
+            interval_s,
+            client_kwargs=kafka_python_kwargs(settings),
+        )
 
     def refresh(self) -> dict[int, int]:
         """One measurement, published; returns it (empty when the broker could not be read)."""
         try:
-            lag = read_lag(self.bootstrap, self.group_id, self.topic, self.timeout_s)
+            lag = read_lag(
+                self.bootstrap, self.group_id, self.topic, self.timeout_s, self.client_kwargs
+            )
         except Exception as e:  # a broker hiccup must not kill the worker's metrics thread
             if not self._failing:
                 log.warning(

@@ -37,8 +37,16 @@ def model_update_value(
 class EventPublisher:
     """Sends registry events; every method returns True when the broker acknowledged the record."""
 
-    def __init__(self, bootstrap: str, *, timeout_s: float = 5.0, partitions: int = 1):
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        timeout_s: float = 5.0,
+        partitions: int = 1,
+        client_kwargs: dict | None = None,
+    ):
         self.bootstrap = bootstrap
+        self.client_kwargs = client_kwargs or {}  # TLS/SASL (wire.security.kafka_python_kwargs)
         self.timeout_s = timeout_s
         self.partitions = partitions
         self._producer = None
@@ -105,6 +113,7 @@ class EventPublisher:
                 max_block_ms=int(self.timeout_s * 1000),
                 delivery_timeout_ms=int(self.timeout_s * 1000) + 1000,
                 bootstrap_timeout_ms=int(self.timeout_s * 1000),
+                **self.client_kwargs,
             )
         return self._producer
 
@@ -119,6 +128,7 @@ class EventPublisher:
             bootstrap_servers=self.bootstrap.split(","),
             request_timeout_ms=int(self.timeout_s * 1000),
             bootstrap_timeout_ms=int(self.timeout_s * 1000),
+            **self.client_kwargs,
         )
         try:
             if topic not in admin.list_topics():

@@ -57,8 +57,13 @@ class RegistryListener:
         poll_ms: int = 200,
         partitions: int = 4,
         replication_factor: int = 1,
+        client_kwargs: dict | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ):
         self.bootstrap = bootstrap
+        # TLS/SASL for the Kafka clients (wire.security.kafka_python_kwargs); a liveness beat per poll.
+        self.client_kwargs = client_kwargs or {}
+        self.heartbeat = heartbeat
         self.partitions, self.replication_factor = partitions, replication_factor
         self.on_change = on_change
         self.trigger = DebouncedTrigger(debounce_s)
@@ -74,9 +79,14 @@ class RegistryListener:
 
         try:
             ensure_topics(
-                self.bootstrap, self.partitions, replication_factor=self.replication_factor
+                self.bootstrap,
+                self.partitions,
+                replication_factor=self.replication_factor,
+                client_kwargs=self.client_kwargs,
             )
-            consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False)
+            consumer = KafkaConsumer(
+                bootstrap_servers=self.bootstrap, enable_auto_commit=False, **self.client_kwargs
+            )
         except KafkaError as e:
             raise QcError(
                 f"cannot reach the Kafka broker at {self.bootstrap} (QC_KAFKA_BOOTSTRAP): {e}"
@@ -92,6 +102,8 @@ class RegistryListener:
             if refresh_at_start:
                 self._fire()
             while not self.stop_event.is_set():
+                if self.heartbeat is not None:
+                    self.heartbeat()
                 batch = consumer.poll(timeout_ms=self.poll_ms)
                 events = sum(len(v) for v in batch.values())
                 now = time.monotonic()

@@ -23,6 +23,7 @@ from qc_stream.errors import InputError
 from qc_stream.registry.events import EventPublisher
 from qc_stream.registry.wiring import make_cache, make_engine_for
 from qc_stream.storage.defect_types import DefectTypeRepository
+from qc_stream.wire.security import kafka_python_kwargs
 
 if TYPE_CHECKING:
     from qc_stream.settings import Settings
@@ -57,7 +58,11 @@ class DefectRegistry:
     def from_settings(cls, settings: Settings, *, publish: bool = True) -> DefectRegistry:
         return cls(
             DefectTypeRepository(make_engine_for(settings)),
-            publisher=EventPublisher(settings.kafka_bootstrap) if publish else None,
+            publisher=EventPublisher(
+                settings.kafka_bootstrap, client_kwargs=kafka_python_kwargs(settings)
+            )
+            if publish
+            else None,
             cache=make_cache(settings),
             allowed_products=settings.allowed_products,
         )

@@ -33,6 +33,7 @@ from qc_stream.registry.events import EventPublisher
 from qc_stream.registry.wiring import make_cache, make_engine_for
 from qc_stream.storage.defect_types import DefectTypeRepository
 from qc_stream.storage.model_versions import ModelVersion, ModelVersionRepository
+from qc_stream.wire.security import kafka_python_kwargs
 
 if TYPE_CHECKING:
     from qc_stream.settings import Settings
@@ -75,7 +76,11 @@ class PromptVersions:
             settings,
             defects=DefectTypeRepository(engine),
             versions=ModelVersionRepository(engine),
-            publisher=EventPublisher(settings.kafka_bootstrap) if publish else None,
+            publisher=EventPublisher(
+                settings.kafka_bootstrap, client_kwargs=kafka_python_kwargs(settings)
+            )
+            if publish
+            else None,
             cache=make_cache(settings),
         )
 

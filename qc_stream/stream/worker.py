@@ -194,7 +194,7 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
         client_kwargs=kafka_python_kwargs(settings),
     )
     # Noted before the detector loads: an update published while we load is still applied.
-    offsets = end_offsets(settings.kafka_bootstrap)
+    offsets = end_offsets(settings.kafka_bootstrap, kafka_python_kwargs(settings))
     rt.loaded = rt.inference_pool.submit(load_detector, rt)
     rt.loaded.add_done_callback(_exit_if_failed)
     health = lag = None

@@ -92,11 +92,13 @@ def apply_update(rt: WorkerRuntime, data: bytes) -> str | None:
     return version
 
 
-def end_offsets(bootstrap: str) -> dict[int, int]:
+def end_offsets(bootstrap: str, client_kwargs: dict | None = None) -> dict[int, int]:
     """Current end offset of every qc.model-updates partition (call before loading the detector)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **(client_kwargs or {})
+    )
     try:
         parts = consumer.partitions_for_topic(MODEL_UPDATES) or set()
         tps = [TopicPartition(MODEL_UPDATES, p) for p in parts]
@@ -112,9 +114,14 @@ def register(app, rt: WorkerRuntime, start_offsets: dict[int, int]):
     async def model_updates() -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
 
+        from qc_stream.wire.security import aiokafka_kwargs
+
         loop = asyncio.get_running_loop()
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=rt.settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
+            bootstrap_servers=rt.settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            **aiokafka_kwargs(rt.settings),
         )
         await consumer.start()
         try:
