@@ -4,6 +4,7 @@ Layout (PNG, JPEG, BMP or TIFF)::
 
     DIR/<product>/<defect>/*.png           images showing the registered defect type <defect>
     DIR/<product>/<defect>/masks/*.png     optional pixel masks, same file stem (nonzero = defect)
+    DIR/<product>/masks/<defect>/*.png     (or here: the dataset ``folder`` layout, docs/datasets.md)
     DIR/<product>/good/*.png               optional defect-free images of the product
 
 ``<product>/<defect>`` must be an active registered type (compared ignoring case); the registered
@@ -16,13 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from qc_stream.datasets.readers import check_items, load_image, load_mask, read_dataset
 from qc_stream.domain.defects import DefectType, name_key
 from qc_stream.errors import InputError
-
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-NORMAL_DIRS = {"good", "normal", "ok"}
 
 
 @dataclass(frozen=True)
@@ -34,65 +32,39 @@ class Example:
     path: str
 
 
-def _read_image(path: Path) -> np.ndarray:
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{path}: not a readable image ({e.__class__.__name__})") from None
-
-
-def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-
-    try:
-        with Image.open(path) as im:
-            mask = (np.asarray(im.convert("L")) > 0).astype(np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"{path}: not a readable mask image ({e.__class__.__name__})") from None
-    if mask.shape != shape:
-        raise InputError(
-            f"{path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is {shape[1]}x{shape[0]}"
-        )
-    return mask
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-
-
 def load_examples(root: str | Path, registered: list[DefectType]) -> list[Example]:
-    """Read every example under ``root``; refuse folders that name no active registered type."""
+    """Read every example under ``root`` (the ``folder`` dataset layout, one reader for both
+    commands); refuse folders that name no active registered type."""
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"examples folder {root} does not exist")
-    active = {(d.product, name_key(d.name)): d.name for d in registered if d.active}
-    out: list[Example] = []
-    for product_dir in sorted(p for p in root.iterdir() if p.is_dir()):
-        product = product_dir.name
-        for type_dir in sorted(p for p in product_dir.iterdir() if p.is_dir()):
-            normal = type_dir.name.casefold() in NORMAL_DIRS
-            word = None if normal else active.get((product, name_key(type_dir.name)))
-            if not normal and word is None:
-                raise InputError(
-                    f"{type_dir}: {type_dir.name!r} is not an active registered defect type of product "
-                    f"{product!r}; register it first (qc-stream defects add --product {product} --name ...)"
-                )
-            masks_dir = type_dir / "masks"
-            for image_path in _images_in(type_dir):
-                image = _read_image(image_path)
-                mask = None
-                if normal:
-                    mask = np.zeros(image.shape[:2], dtype=np.uint8)
-                elif masks_dir.is_dir():
-                    found = [m for m in _images_in(masks_dir) if m.stem == image_path.stem]
-                    if found:
-                        mask = _read_mask(found[0], image.shape[:2])
-                out.append(Example(image, mask, word, product, str(image_path)))
-    if not out:
+    if not any(p.is_dir() for p in root.iterdir()):
         raise InputError(
             f"no example images under {root} (expected {root}/<product>/<defect>/*.png)"
         )
+    active = {(d.product, name_key(d.name)): d.name for d in registered if d.active}
+    data = read_dataset(root, "folder", check=False)
+    words: dict[tuple[str, str], str | None] = {}
+    for item in data.items:
+        key = (item.product, item.folder)
+        if key in words or item.defect_type is None:
+            continue
+        word = active.get((item.product, name_key(item.folder))) or active.get(
+            (item.product, name_key(item.defect_type))
+        )
+        if word is None:
+            raise InputError(
+                f"{item.path.parent}: {item.folder!r} is not an active registered defect type of product "
+                f"{item.product!r}; register it first (qc-stream defects add --product {item.product} --name ...)"
+            )
+        words[key] = word
+    check_items(data.items)
+    out: list[Example] = []
+    for item in data.items:
+        image = load_image(item)
+        mask = load_mask(item, image.shape[:2])
+        word = None if item.defect_type is None else words[(item.product, item.folder)]
+        out.append(Example(image, mask, word, item.product, str(item.path)))
     return out
 
 
