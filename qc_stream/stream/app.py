@@ -43,4 +43,7 @@ def build_app(settings: Settings, *, broker: str | None = None) -> faust.App:
         producer_acks=-1,
         # Commit often: a crash then replays little (replays are harmless, sinks are idempotent).
         broker_commit_interval=1.0,
+        # On stop, the worker finishes its batches in flight itself (worker.py); Faust waiting for
+        # every event to be acked would hang forever on a batch held through a database outage.
+        stream_wait_empty=False,
     )

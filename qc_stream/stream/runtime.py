@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -67,6 +68,10 @@ class WorkerRuntime:
     is_store_outage: Callable[[BaseException], bool] = lambda e: False
     is_publish_outage: Callable[[BaseException], bool] = lambda e: False
     repeats: RepeatLimiter = field(default_factory=lambda: RepeatLimiter(10.0))
+    # Set on SIGTERM/SIGINT: a batch being retried gives up at once (unacked: it is replayed).
+    stopping: threading.Event = field(default_factory=threading.Event)
+    # Batches between inference and ack (finish tasks of the inspect agent).
+    inflight: set = field(default_factory=set)
     # prompt version name -> its model_versions row (None: not registered); qc.model-updates
     # swaps only to registered versions whose files match the recorded sha256.
     registered_version: Callable[[str], Any] | None = None
@@ -75,6 +80,18 @@ class WorkerRuntime:
         self.decode_pool = ThreadPoolExecutor(
             max_workers=self.decode_threads, thread_name_prefix="qc-decode"
         )
+
+    def track(self, task: asyncio.Future) -> asyncio.Future:
+        self.inflight.add(task)
+        task.add_done_callback(self.inflight.discard)
+        return task
+
+    async def drain(self, timeout_s: float) -> None:
+        """On stop: let the batches in flight finish (stored, published, acked) for up to
+        ``timeout_s``; one being retried gives up at once (``stopping``) and stays unacked."""
+        self.stopping.set()
+        if self.inflight:
+            await asyncio.wait(list(self.inflight), timeout=timeout_s)
 
     async def until_done(
         self,
@@ -113,7 +130,12 @@ class WorkerRuntime:
                     delay,
                     failures,
                 )
-                await asyncio.sleep(delay)
+                until = time.monotonic() + delay
+                while not self.stopping.is_set() and time.monotonic() < until:
+                    await asyncio.sleep(min(0.25, max(0.0, until - time.monotonic())))
+                if self.stopping.is_set():
+                    log.warning("stopping: %s batch left unacked, it will be replayed", what)
+                    raise asyncio.CancelledError from e
                 continue
             if failures:
                 self.repeats.reset(what)

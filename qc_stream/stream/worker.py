@@ -142,17 +142,26 @@ def _worker_class(faust):
         rt = None  # the WorkerRuntime: told to stop retrying
 
         def _on_sigterm(self) -> None:
-            self._stopping("SIGTERM")
-            super()._on_sigterm()
+            self._stopping("SIGTERM", super()._on_sigterm)
 
         def _on_sigint(self) -> None:
-            self._stopping("SIGINT")
-            super()._on_sigint()
+            self._stopping("SIGINT", super()._on_sigint)
 
-        def _stopping(self, why: str) -> None:
-            if self.rt is not None:
-                self.rt.stopping.set()
+        def _stopping(self, why: str, stop) -> None:
+            # Faust does not wait for unacked events (stream_wait_empty=False, see app.py): the
+            # batches in flight are finished here first, a batch held for an outage is not.
+            import asyncio
+
             exit_after(self.grace_s, why)
+            if self.rt is None or self.rt.stopping.is_set():
+                stop()
+                return
+
+            async def drain_then_stop() -> None:
+                await self.rt.drain(self.grace_s / 2)
+                stop()
+
+            asyncio.ensure_future(drain_then_stop(), loop=self.loop)
 
     return Worker
 

@@ -44,6 +44,8 @@ def register(app, topics: AppTopics, rt: WorkerRuntime):
         loop = asyncio.get_running_loop()
         inflight: deque[asyncio.Future] = deque()
         async for events in stream.noack_take(settings.batch_size, within=settings.batch_timeout_s):
+            if rt.stopping.is_set():
+                continue  # stopping: left unacked, replayed by whoever gets the partition
             t0 = time.perf_counter()
             frames = [RawFrame.of(e.value, e.headers, e.key, origin_of(e)) for e in events]
             prepared = await prepare_parallel(loop, rt, frames)
@@ -53,7 +55,11 @@ def register(app, topics: AppTopics, rt: WorkerRuntime):
             )
             previous = inflight[-1] if inflight else None
             inflight.append(
-                asyncio.ensure_future(finish(rt, topics, stream, events, inferred, previous, t0))
+                rt.track(
+                    asyncio.ensure_future(
+                        finish(rt, topics, stream, events, inferred, previous, t0)
+                    )
+                )
             )
             while inflight and (len(inflight) > PIPELINE_DEPTH or inflight[0].done()):
                 await inflight.popleft()
