@@ -44,9 +44,8 @@ COPY --chown=qc:qc alembic.ini ./
 COPY --chown=qc:qc models ./models
 USER 10001:10001
 EXPOSE 8000
-# Long-running commands here (camera) serve /healthz like the worker; one-shot jobs (db upgrade)
-# finish before the first check.
-HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-m", "qc_stream.observability.probe", "/healthz"]
+# No health check: nothing run from this image serves one (the camera has no health endpoint; the
+# CLI jobs exit). Orchestrators restart a camera that exits; see deploy/README.md.
+HEALTHCHECK NONE
 ENTRYPOINT ["qc-stream"]
 CMD ["--help"]

@@ -48,7 +48,8 @@ COPY --chown=qc:qc models ./models
 
 USER 10001:10001
 EXPOSE 8000
-# /healthz answers while the process lives; readiness (/readyz) is left to the orchestrator.
+# /healthz (worker, registry listener): 503 once the heartbeat is older than QC_HEALTH_STALE_S;
+# readiness (/readyz) is left to the orchestrator.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python", "-m", "qc_stream.observability.probe", "/healthz"]
 ENTRYPOINT ["qc-stream"]

@@ -8,11 +8,18 @@ from typing import Any
 
 from qc_stream.dashboards.catalog import DASHBOARDS
 from qc_stream.dashboards.model import render
+from qc_stream.dashboards.workers import render_workers
 from qc_stream.errors import InputError
 
 
-def build_all() -> list[dict[str, Any]]:
+def build_postgres() -> list[dict[str, Any]]:
+    """The SQL dashboards (catalog.py) on the Postgres datasource."""
     return [render(d) for d in DASHBOARDS]
+
+
+def build_all() -> list[dict[str, Any]]:
+    """Every dashboard: the SQL ones and the "workers" one on Prometheus (workers.py)."""
+    return build_postgres() + [render_workers()]
 
 
 def dump(dashboard: dict[str, Any]) -> str:
