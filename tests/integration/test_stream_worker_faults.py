@@ -209,3 +209,89 @@ def test_a_postgres_outage_is_waited_out_without_losing_or_double_counting(
         assert set(results) == set(ids)  # every stored frame published (at least once)
     finally:
         pg.close()
+
+
+GRACE_S = 8
+
+
+def test_with_the_broker_down_readyz_names_the_consumer_logs_stay_quiet_and_sigterm_exits(
+    own_broker, sqlite_url, unique_app_id, tmp_path
+):
+    upgrade(sqlite_url)
+    port = free_port()
+    env = worker_env(
+        own_broker.bootstrap,
+        sqlite_url,
+        app_id=unique_app_id,
+        QC_HEALTH_PORT=port,
+        QC_WORKER_SHUTDOWN_GRACE_S=GRACE_S,
+        **TINY,
+    )
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        wait_ready(port, worker)
+        assert send_frames(own_broker.bootstrap, "cam-1", 5) == 5
+        repo = InspectionRepository(make_engine(sqlite_url))
+        assert wait_for_rows(repo, 5, 60, workers=[worker]) == 5
+        lines_before = len(worker.log_path.read_text().splitlines())
+        own_broker.kill()
+        down_at = time.monotonic()
+        code, body = probe(port, "/readyz")
+        while not (code == 503 and "consumer" in body):
+            assert time.monotonic() - down_at < 30, (code, body)
+            time.sleep(0.5)
+            code, body = probe(port, "/readyz")
+        assert probe(port, "/healthz")[0] == 200
+        while time.monotonic() - down_at < 12:  # long enough for a flood to show
+            assert worker.alive, worker.log_tail()
+            time.sleep(0.5)
+        flood = worker.log_path.read_text().splitlines()[lines_before:]
+        # Unlimited, the Kafka client logs ~100 lines a second here; limited, a few per 10 s.
+        assert len(flood) < 40, "\n".join(flood[-40:])
+    finally:
+        # SIGTERM with no broker: a clean stop cannot leave the group, the grace bounds it.
+        rc = worker.stop(timeout_s=GRACE_S + 10)
+    assert rc == 0, worker.log_tail()
+
+
+def test_sigterm_while_a_database_outage_is_retried_exits_and_loses_nothing(
+    own_broker, unique_app_id, tmp_path
+):
+    pg = private_postgres(tmp_path / "pg")
+    try:
+        upgrade(pg.admin_url)
+        port = free_port()
+        env = worker_env(
+            own_broker.bootstrap,
+            pg.admin_url,
+            app_id=unique_app_id,
+            QC_HEALTH_PORT=port,
+            QC_WORKER_SHUTDOWN_GRACE_S=GRACE_S,
+            **TINY,
+        )
+        worker = WorkerProcess(env, tmp_path / "worker-1.log")
+        wait_ready(port, worker)
+        repo = InspectionRepository(make_engine(pg.admin_url))
+        assert send_frames(own_broker.bootstrap, "cam-1", 10) == 10
+        assert wait_for_rows(repo, 10, 60, workers=[worker]) == 10
+        pg.stop()
+        assert send_frames(own_broker.bootstrap, "cam-2", 10) == 10
+        deadline = time.monotonic() + 30
+        while "database" not in probe(port, "/readyz")[1]:
+            assert time.monotonic() < deadline, worker.log_tail()
+            time.sleep(0.3)
+        assert worker.stop(timeout_s=GRACE_S + 10) == 0, worker.log_tail()
+        assert "left unacked, it will be replayed" in worker.log_tail()
+
+        pg.start()
+        replacement = WorkerProcess(env, tmp_path / "worker-2.log")
+        try:
+            assert wait_for_rows(repo, 20, 90, workers=[replacement]) == 20
+        finally:
+            assert replacement.stop() == 0, replacement.log_tail()
+        with repo.engine.connect() as c:
+            ids = [r[0] for r in c.execute(select(InspectionRow.frame_id))]
+            counted = c.execute(select(func.sum(DefectCountRow.frames))).scalar_one()
+        assert len(ids) == 20 == len(set(ids)) == counted
+    finally:
+        pg.close()
