@@ -148,6 +148,8 @@ def is_transient(error: DBAPIError) -> bool:
 def is_connection_error(error: BaseException) -> bool:
     """The database is unreachable or the connection broke (server down, restarting, network):
     worth retrying until it is back. Looks through ``StorageError`` wrappers at the cause."""
+    import sqlite3
+
     import psycopg
     from sqlalchemy.exc import InterfaceError
     from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -156,6 +158,11 @@ def is_connection_error(error: BaseException) -> bool:
     e: BaseException | None = error
     while e is not None and id(e) not in seen:
         seen.add(id(e))
+        if isinstance(e, OperationalError) and isinstance(e.orig, sqlite3.Error):
+            # SQLite reports a missing table as OperationalError too: only a busy or unreadable
+            # file is worth waiting for.
+            text = str(e.orig).lower()
+            return any(s in text for s in ("locked", "busy", "unable to open", "disk i/o"))
         if isinstance(e, (OperationalError, InterfaceError, PoolTimeout)):
             return True
         if isinstance(e, DBAPIError) and e.connection_invalidated:

@@ -93,3 +93,51 @@ def test_ok_frames_count_under_the_empty_defect_type():
     assert count_key(_result(t, Verdict.OK, "crack"))[3] == ""
     assert count_key(_result(t, Verdict.REJECT, "crack"))[3] == "crack"
     assert count_key(_result(t, Verdict.WARN, None))[3] == ""
+
+
+def _error_of(fn) -> BaseException:
+    try:
+        fn()
+    except Exception as e:
+        return e
+    raise AssertionError("no error")
+
+
+def test_connection_errors_are_outages_and_other_database_errors_are_not(tmp_path):
+    import socket
+
+    from sqlalchemy import text
+
+    from qc_stream.storage.db import is_connection_error, storage_errors
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    down = make_engine(f"postgresql+psycopg://u@127.0.0.1:{port}/db", check=False)
+
+    def connect():
+        with down.connect():
+            pass
+
+    def wrapped():
+        with storage_errors("store the batch"):
+            connect()
+
+    refused = _error_of(connect)
+    assert is_connection_error(refused)
+    assert isinstance(_error_of(wrapped), StorageError) and is_connection_error(_error_of(wrapped))
+
+    lite = make_engine(f"sqlite:///{tmp_path / 'x.db'}")
+
+    def missing_table():
+        with lite.connect() as c:
+            c.execute(text("SELECT * FROM nowhere"))
+
+    def duplicate():
+        with lite.begin() as c:
+            c.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY)"))
+            c.execute(text("INSERT INTO t VALUES (1), (1)"))
+
+    assert not is_connection_error(_error_of(missing_table))  # a schema problem: not waited out
+    assert not is_connection_error(_error_of(duplicate))
+    assert not is_connection_error(ValueError("not a database error"))
