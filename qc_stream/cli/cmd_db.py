@@ -87,15 +87,16 @@ def register(app: typer.Typer) -> None:
         while True:
             try:
                 at = migrate.current(target)
-            except QcError:  # database not reachable yet: keep waiting
-                at = None
+                state = f"at revision {at or 'base'}"
+            except QcError as e:  # database not reachable yet: keep waiting
+                at, state = None, f"unreachable ({e})"
             if at == wanted:
                 typer.echo(f"database {_where(target)} at revision {at}")
                 return
             if time.monotonic() >= deadline:
                 typer.echo(
-                    f"error: database {_where(target)} at revision {at or 'base'}, not {wanted}, "
-                    f"after {timeout_s:.0f} s; run `qc-stream db upgrade` (the release's migration Job)",
+                    f"error: database {_where(target)} {state}, not at {wanted}, after "
+                    f"{timeout_s:g} s; run `qc-stream db upgrade` (the release's migration Job)",
                     err=True,
                 )
                 raise typer.Exit(1)
