@@ -111,6 +111,14 @@ def test_base_dir_is_created_when_missing(tmp_path):
         server.close()
 
 
+def test_free_ports_avoid_the_ephemeral_range_clients_take_local_ports_from():
+    # A stopped server restarts on its port; a client connection's local port must not hold it.
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {free_port() for _ in range(20)}
+    assert all(p < low for p in ports) and len(ports) > 1
+    assert not any(port_accepts("127.0.0.1", p) for p in ports)
+
+
 def test_start_on_a_taken_port_is_a_clear_error(tmp_path):
     other = private_redis(tmp_path)
     try:

@@ -22,6 +22,7 @@ import ctypes
 import importlib.util
 import os
 import pwd
+import random
 import re
 import shutil
 import signal
@@ -48,10 +49,38 @@ class _PortInUse(ServerStartError):
 # -- helpers ---------------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now (the kernel's pick for port 0)."""
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def _bindable(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((_LOCALHOST, 0))
+        try:
+            s.bind((_LOCALHOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port() -> int:
+    """A TCP port nothing uses right now, below the kernel's ephemeral range when possible.
+
+    A server restarted on its port (after stop or kill) must find it free: a port from the
+    ephemeral range may meanwhile be the local end of some client connection.
+    """
+    low, _high = _ephemeral_range()
+    rng = random.SystemRandom()
+    if low > 11000:
+        for _ in range(50):
+            port = rng.randrange(low - 10000, low)
+            if _bindable(port):
+                return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((_LOCALHOST, 0))  # the kernel's pick
         return s.getsockname()[1]
 
 
