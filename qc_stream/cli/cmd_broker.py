@@ -58,7 +58,7 @@ def register(app: typer.Typer) -> None:
             # A second Ctrl-C must not cut the clean-up short.
             for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 signal.signal(sig, signal.SIG_IGN)
-            b.stop(grace_s=10.0)
+            b.stop(grace_s=5.0)  # tansu waits for its clients to disconnect; then SIGKILL
             typer.echo("broker stopped")
         if exit_code is not None:
             raise QcError(f"the broker exited on its own (code {exit_code})")

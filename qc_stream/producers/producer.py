@@ -241,8 +241,11 @@ class FrameProducer:
         from qc_stream.wire.topics import ensure_topics
 
         why = self._broken or "unknown"
-        log.warning(
-            "producer failed (%s); reconnecting and re-sending %d frame(s)", why, self.backlog
+        log.log(
+            logging.INFO if self.on_recover else logging.WARNING,  # the callback tells the user
+            "producer failed (%s); reconnecting and re-sending %d frame(s)",
+            why,
+            self.backlog,
         )
         self._close_client(self._producer)
         self._producer = None
@@ -319,9 +322,10 @@ class FrameProducer:
                 pass  # not done yet; a failed batch marks the client broken through its errback
 
     def close(self, timeout_s: float = 10.0) -> None:
+        """Close the client; after a give-up (a backlog left) without waiting for a dead broker."""
         if self._producer is not None:
             try:
-                self._producer.close(timeout=timeout_s)
+                self._producer.close(timeout=0 if self.backlog else timeout_s)
             except Exception:
                 self._close_client(self._producer)
             self._producer = None
