@@ -214,3 +214,37 @@ def test_the_faust_app_gets_the_same_credentials(pki):
     assert credentials_to_aiokafka_auth(tls_only.conf.broker_credentials)["security_protocol"] == (
         "SSL"
     )
+
+
+def test_ensure_topics_leaves_topics_it_may_not_create_to_the_cluster(monkeypatch):
+    """On a secured cluster a client's ACLs hide the topics it does not use and forbid creating
+    them (the Topic Operator owns them). No broker with ACLs runs here (the embedded one has no
+    SCRAM users), so the admin client is a stand-in that answers as Kafka's authorizer does."""
+    import kafka.admin
+    from kafka.errors import TopicAuthorizationFailedError
+
+    from qc_stream.wire import topics
+
+    asked: list[str] = []
+    received: dict = {}
+
+    class SecuredClusterAdmin:
+        def __init__(self, **kwargs):
+            received.update(kwargs)
+
+        def list_topics(self):
+            return ["qc.frames"]  # the only topic a camera may describe
+
+        def create_topics(self, new_topics):
+            asked.extend(t.name for t in new_topics)
+            raise TopicAuthorizationFailedError()
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(kafka.admin, "KafkaAdminClient", SecuredClusterAdmin)
+    security = kafka_python_kwargs(load_settings(**SCRAM))
+    topics.ensure_topics("kafka:9093", 12, replication_factor=3, client_kwargs=security)
+    assert set(asked) == set(topics.ALL) - {"qc.frames"}
+    assert received["security_protocol"] == "SASL_SSL"
+    assert received["sasl_plain_username"] == "qc-worker"
