@@ -607,9 +607,21 @@ def test_pod_monitors_scrape_the_pods_health_port():
         target = one(docs, "Deployment", monitor["metadata"]["name"])
         labels = target["spec"]["template"]["metadata"]["labels"]
         assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
-        ports = {p["name"] for p in pod_spec(target)["containers"][0]["ports"]}
+        ports = {p["name"]: p["containerPort"] for p in pod_spec(target)["containers"][0]["ports"]}
+        policy = one(docs, "NetworkPolicy", monitor["metadata"]["name"])
+        assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
         for endpoint in monitor["spec"]["podMetricsEndpoints"]:
             assert endpoint["port"] in ports and endpoint["path"] == "/metrics"
+            # The pod's NetworkPolicy lets the monitoring namespace scrape that port.
+            assert any(
+                {"protocol": "TCP", "port": ports[endpoint["port"]]} in rule.get("ports", [])
+                and any(
+                    peer.get("namespaceSelector", {}).get("matchLabels")
+                    == {"kubernetes.io/metadata.name": "monitoring"}
+                    for peer in rule.get("from", [])
+                )
+                for rule in policy["spec"]["ingress"]
+            ), monitor["metadata"]["name"]
     assert one(docs, "PodMonitor", "qc-worker")
 
 
