@@ -6,7 +6,8 @@ after the interval is logged with "(N more in the last S s)". Two ways in:
 
 - :class:`RepeatLimiter` for our own code: ``limiter.log(log, logging.ERROR, "database", msg, *args)``;
 - :class:`RepeatFilter`, a ``logging.Filter`` for a handler, for libraries' loggers (aiokafka, faust),
-  keyed by logger and message template.
+  keyed by logger, level and the formatted message (the same condition repeating; distinct events,
+  such as two different refused updates, each keep their line).
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class RepeatLimiter:
 
 
 class RepeatFilter(logging.Filter):
-    """A handler filter: records at ``min_level`` or above with the same logger and message template
+    """A handler filter: records at ``min_level`` or above with the same logger and formatted message
     pass once per interval; the next one that passes says how many were dropped."""
 
     def __init__(self, interval_s: float = 10.0, min_level: int = logging.WARNING):
@@ -66,7 +67,11 @@ class RepeatFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < self.min_level:
             return True
-        ok, held = self._limiter.admit((record.name, record.levelno, str(record.msg)))
+        try:
+            text = record.getMessage()
+        except Exception:  # a malformed record is the handler's problem, not ours
+            return True
+        ok, held = self._limiter.admit((record.name, record.levelno, text))
         if ok and held:
             record.msg = f"{record.msg} ({held} more in the last {self._limiter.interval_s:.0f} s)"
         return ok

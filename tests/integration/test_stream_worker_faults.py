@@ -295,3 +295,57 @@ def test_sigterm_while_a_database_outage_is_retried_exits_and_loses_nothing(
         assert len(ids) == 20 == len(set(ids)) == counted
     finally:
         pg.close()
+
+
+def test_forged_model_updates_are_refused_by_a_running_worker(
+    own_broker, pg_url, unique_app_id, tmp_path
+):
+    from qc_stream.registry.events import EventPublisher
+    from tests.integration.test_registry_versions import make_models_dir, seed_version
+
+    upgrade(pg_url)
+    (tmp_path / "served").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    models = make_models_dir(tmp_path / "served")
+    served = seed_version(models)  # active on disk, never registered: the worker starts on it
+    elsewhere = make_models_dir(tmp_path / "elsewhere")
+    evil_path = elsewhere / "prompts" / seed_version(elsewhere, words=("evil",))
+    # A version folder in the worker's own models dir that nobody registered.
+    evil_name = seed_version(models, words=("evil",))
+    (models / "prompts" / "ACTIVE").write_text(served + "\n")
+    port = free_port()
+    env = worker_env(
+        own_broker.bootstrap,
+        pg_url,
+        app_id=unique_app_id,
+        QC_HEALTH_PORT=port,
+        QC_MODELS_DIR=str(models),
+        **TINY,
+    )
+    worker = WorkerProcess(env, tmp_path / "worker.log")
+    try:
+        wait_ready(port, worker)
+        with EventPublisher(own_broker.bootstrap) as pub:
+            for forged in (str(evil_path), f"../../elsewhere/models/prompts/{evil_path.name}"):
+                assert pub.publish_model_update(forged, "")
+            assert pub.publish_model_update(evil_name, "")
+        deadline = time.monotonic() + 60
+        while True:
+            metrics = probe(port, "/metrics")[1]
+            if (
+                'qc_prompt_swap_refused_total{reason="bad_name"} 2.0' in metrics
+                and 'qc_prompt_swap_refused_total{reason="unregistered"} 1.0' in metrics
+            ):
+                break
+            assert time.monotonic() < deadline, metrics[-2000:]
+            time.sleep(0.5)
+        assert send_frames(own_broker.bootstrap, "cam-1", 4) == 4
+        repo = InspectionRepository(make_engine(pg_url))
+        assert wait_for_rows(repo, 4, 60, workers=[worker]) == 4
+        assert {r.prompt_version for r in repo.recent(10)} == {served}
+        refusals = [
+            ln for ln in worker.log_path.read_text().splitlines() if "refused model update" in ln
+        ]
+        assert len(refusals) == 3, "\n".join(refusals)
+    finally:
+        assert worker.stop() == 0, worker.log_tail()

@@ -46,7 +46,7 @@ def test_reset_starts_a_condition_afresh():
     assert limiter.admit("db") == (True, 0)
 
 
-def test_the_handler_filter_collapses_library_floods_by_message_template():
+def test_the_handler_filter_collapses_library_floods_of_the_same_message():
     flt = RepeatFilter(10.0)
 
     def rec(msg, level=logging.ERROR, name="aiokafka.conn"):
@@ -56,6 +56,16 @@ def test_the_handler_filter_collapses_library_floods_by_message_template():
     assert passed.count(True) == 1
     assert flt.filter(rec("Unable connect to %s", logging.INFO))  # below WARNING: untouched
     assert flt.filter(rec("another message %s"))
+    other_args = logging.LogRecord(
+        "aiokafka.conn",
+        logging.ERROR,
+        __file__,
+        1,
+        "Unable connect to %s",
+        ("10.0.0.2:9092",),
+        None,
+    )
+    assert flt.filter(other_args)  # another broker: another condition
 
 
 @pytest.mark.parametrize(
