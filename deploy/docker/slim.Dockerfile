@@ -44,8 +44,8 @@ COPY --chown=qc:qc alembic.ini ./
 COPY --chown=qc:qc models ./models
 USER 10001:10001
 EXPOSE 8000
-# No health check: nothing run from this image serves one (the camera has no health endpoint; the
-# CLI jobs exit). Orchestrators restart a camera that exits; see deploy/README.md.
+# No image-wide health check: the CLI jobs exit, and the camera serves /healthz only when asked
+# (`qc-stream camera --health-port N`); compose and Kubernetes probe it there (deploy/README.md).
 HEALTHCHECK NONE
 ENTRYPOINT ["qc-stream"]
 CMD ["--help"]

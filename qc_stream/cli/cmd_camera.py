@@ -40,6 +40,14 @@ def register(app: typer.Typer) -> None:
         size: int = typer.Option(
             256, "--size", min=32, max=4096, help="Synthetic only: image side in pixels."
         ),
+        health_port: int = typer.Option(
+            None,
+            "--health-port",
+            min=0,
+            max=65535,
+            help="Serve /healthz (503 when no frame was sent or waited on for QC_HEALTH_STALE_S), "
+            "/readyz and /metrics on this port (default: off).",
+        ),
     ) -> None:
         """Send frames to qc.frames (key = camera id, metadata in headers). Reads QC_KAFKA_BOOTSTRAP."""
         import logging
@@ -92,8 +100,16 @@ def register(app: typer.Typer) -> None:
             client_kwargs=kafka_python_kwargs(settings),
         )
         tty = sys.stderr.isatty()
+        health = None
+        if health_port is not None:
+            from qc_stream.observability.server import HealthServer
+
+            health = HealthServer(port=health_port, stale_after_s=settings.health_stale_s).start()
+            health.set_ready(True)  # connected: the producer exists and the topics are checked
 
         def progress(s) -> None:
+            if health is not None:  # at least once a second while sending or waiting out a broker
+                health.beat()
             line = (
                 f"{camera_id}: {s.acked} frame(s) acknowledged in {s.seconds:.1f} s "
                 f"({s.fps:.1f} fps), {s.backlog} unacknowledged, {s.retries} retries"
@@ -115,6 +131,8 @@ def register(app: typer.Typer) -> None:
             )
         finally:
             producer.close()
+            if health is not None:
+                health.stop()
         if tty:
             typer.echo("", err=True)
         typer.echo(

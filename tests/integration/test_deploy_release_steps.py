@@ -28,6 +28,8 @@ def status(port: int, path: str) -> int:
             return r.status
     except urllib.error.HTTPError as e:
         return e.code
+    except (urllib.error.URLError, ConnectionError):
+        return 0  # not listening (yet)
 
 
 def until(pred, timeout_s: float = 20.0) -> bool:
@@ -85,3 +87,39 @@ def test_registry_listener_liveness_follows_its_poll_loop(broker):
             listener.stop()
             thread.join(10)
     assert not thread.is_alive()
+
+
+def run_camera(broker, *, fps: str, stale_s: str):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = dict(os.environ, QC_KAFKA_BOOTSTRAP=broker.bootstrap, QC_HEALTH_STALE_S=stale_s)
+    cmd = [sys.executable, "-m", "qc_stream", "camera", "--source", "synthetic", "--product",
+           "wood", "--fps", fps, "--count", "1000", "--size", "64", "--health-port", str(port)]  # fmt: skip
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), port
+
+
+def test_camera_liveness_holds_while_sending_and_fails_when_the_loop_stalls(broker):
+    # Sending 5 frames/s: the loop reports every second, /healthz stays 200 past the 1 s limit.
+    camera, port = run_camera(broker, fps="5", stale_s="1")
+    try:
+        assert until(lambda: status(port, "/readyz") == 200)
+        time.sleep(2.5)
+        assert status(port, "/healthz") == 200
+    finally:
+        camera.terminate()
+        camera.wait(20)
+    # One frame every 50 s stands in for a source that stopped delivering: the loop is stuck in
+    # its wait, so after the 1 s limit /healthz answers 503 (the kubelet would restart it).
+    camera, port = run_camera(broker, fps="0.02", stale_s="1")
+    try:
+        assert until(lambda: status(port, "/readyz") == 200)
+        assert until(lambda: status(port, "/healthz") == 503)
+    finally:
+        camera.terminate()
+        camera.wait(20)

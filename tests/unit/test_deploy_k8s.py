@@ -411,15 +411,12 @@ def test_every_deployment_has_a_liveness_probe_that_can_fail(overlay):
     for doc in (d for d in docs if d["kind"] == "Deployment"):
         name = doc["metadata"]["name"]
         container = pod_spec(doc)["containers"][0]
-        if name == "qc-camera-sim":
-            # Dev only; the camera serves no health endpoint (deploy/README.md says so).
-            assert "livenessProbe" not in container
-            continue
         probe = container["livenessProbe"]
         if name == "qc-grafana":
             assert probe["httpGet"]["path"] == "/api/health"  # Grafana's own
             continue
-        # qc-stream's /healthz: 503 when the heartbeat is stale (tests/unit/test_deploy_liveness.py).
+        # qc-stream's /healthz: 503 when the heartbeat is stale (tests/unit/test_deploy_liveness.py,
+        # tests/integration/test_deploy_release_steps.py for the listener and the camera).
         assert probe["httpGet"]["path"] == "/healthz", name
         assert takes_config(container) and "QC_HEALTH_STALE_S" in config
         assert container["startupProbe"]["httpGet"]["path"] == "/readyz", name
