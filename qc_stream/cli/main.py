@@ -62,6 +62,7 @@ COMMAND_MODULES = [
     "retrain",
     "models",
     "dashboards",
+    "train",
     "eval",
     "bench",
 ]

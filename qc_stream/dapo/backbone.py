@@ -206,8 +206,9 @@ class Backbone:
         """One image -> normalised float tensor [3, S, S] (S = ``image_size``).
 
         Accepts a PIL image, a uint8 array HxWx3 (or HxW), or a float tensor [3,H,W] that is already
-        normalised (only resized when its size differs). PIL/uint8: bicubic resize of the shorter side
-        to S, centre crop, CLIP mean/std.
+        normalised (only resized when its size differs). PIL/uint8: the whole frame resized bicubic to
+        SxS (no crop, so a defect at the frame's edge stays in view, as in production and the
+        reference), CLIP mean/std. Maps come back at SxS and are resized to the frame's own size.
         """
         s = self.image_size
         if isinstance(image, torch.Tensor):
@@ -233,13 +234,8 @@ class Backbone:
         if not isinstance(image, Image.Image):
             raise QcError(f"cannot use {type(image).__name__} as an image")
         image = image.convert("RGB")
-        w, h = image.size
-        scale = s / min(w, h)
-        nw, nh = max(s, round(w * scale)), max(s, round(h * scale))
-        if (nw, nh) != (w, h):
-            image = image.resize((nw, nh), Image.BICUBIC)
-        left, top = (nw - s) // 2, (nh - s) // 2
-        image = image.crop((left, top, left + s, top + s))
+        if image.size != (s, s):
+            image = image.resize((s, s), Image.BICUBIC)
         arr = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         mean = torch.tensor(self.mean).view(3, 1, 1)
         std = torch.tensor(self.std).view(3, 1, 1)

@@ -316,3 +316,78 @@ def mean_over_products(per_product: Mapping[str, Mapping[str, float]]) -> dict[s
         vals = [float(m[k]) for m in per_product.values() if k in m and not math.isnan(float(m[k]))]
         out[k] = float(np.mean(vals)) if vals else NAN
     return out
+
+
+# ---------------------------------------------------------------- defect type, pixel level
+
+
+class PixelTypeCounts:
+    """Pixel-level multi-type metrics, one-vs-rest over the classes ``[normal, *types]``.
+
+    Feed it one image at a time with :meth:`add` (the true class of every pixel, and a score per
+    class and pixel in [0, 1]); memory stays O(classes x bins). Per class: AUROC and AP of its score
+    against "this class or not", from histograms over ``bins`` equal-width bins of [0, 1] (exact
+    when every score is a multiple of 1/bins); F1 from the argmax confusion matrix. Macro averages
+    run over the classes present in the ground truth, as :func:`type_metrics` does per image.
+    """
+
+    def __init__(self, n_classes: int, bins: int = 1000):
+        self.n = n_classes
+        self.edges = np.linspace(0.0, 1.0, bins + 1, dtype=np.float32)
+        self.pos = np.zeros((n_classes, self.edges.size), dtype=np.int64)
+        self.neg = np.zeros((n_classes, self.edges.size), dtype=np.int64)
+        self.confusion = np.zeros((n_classes, n_classes), dtype=np.int64)
+
+    def add(self, true_class: np.ndarray, scores: np.ndarray) -> None:
+        """``true_class`` HxW ints in [0, n); ``scores`` [n, H, W]."""
+        true_class = np.asarray(true_class).astype(np.int64)
+        scores = np.asarray(scores, dtype=np.float32)
+        if scores.shape != (self.n, *true_class.shape):
+            raise ValueError(
+                f"scores {scores.shape} do not fit {self.n} classes x {true_class.shape}"
+            )
+        pred = scores.argmax(axis=0)
+        self.confusion += np.bincount(
+            (true_class * self.n + pred).ravel(), minlength=self.n * self.n
+        ).reshape(self.n, self.n)
+        size = self.edges.size
+        for c in range(self.n):
+            bins = _bin_index(scores[c], self.edges)
+            is_c = true_class == c
+            self.pos[c] += np.bincount(bins[is_c], minlength=size)
+            self.neg[c] += np.bincount(bins[~is_c], minlength=size)
+
+    def _auroc(self, c: int) -> float:
+        tp, fp = _at_or_above(self.pos[c]), _at_or_above(self.neg[c])
+        if not (tp[0] and fp[0]):
+            return NAN
+        fpr = np.concatenate([[0.0], (fp / fp[0])[::-1]])
+        tpr = np.concatenate([[0.0], (tp / tp[0])[::-1]])
+        return float(np.trapezoid(tpr, fpr))
+
+    def _ap(self, c: int) -> float:
+        tp, fp = _at_or_above(self.pos[c]), _at_or_above(self.neg[c])
+        if not tp[0]:
+            return NAN
+        keep = (tp + fp) > 0
+        precision = np.where(keep, tp / np.maximum(tp + fp, 1), 0.0)
+        recall = tp / tp[0]
+        # sum over descending thresholds of (recall step) x precision, as scikit-learn's AP
+        step = recall - np.append(recall[1:], 0.0)
+        return float(np.sum(step * precision))
+
+    def metrics(self, prefix: str = "pixel_type") -> dict[str, float]:
+        present = [c for c in range(self.n) if self.pos[c].sum() > 0]
+        aurocs = [v for v in (self._auroc(c) for c in present) if not math.isnan(v)]
+        aps = [v for v in (self._ap(c) for c in present) if not math.isnan(v)]
+        f1s = []
+        for c in present:
+            tp = self.confusion[c, c]
+            fp = self.confusion[:, c].sum() - tp
+            fn = self.confusion[c, :].sum() - tp
+            f1s.append(2 * tp / (2 * tp + fp + fn) if (2 * tp + fp + fn) else 0.0)
+        return {
+            f"{prefix}_auroc": float(np.mean(aurocs)) if aurocs else NAN,
+            f"{prefix}_ap": float(np.mean(aps)) if aps else NAN,
+            f"{prefix}_f1": float(np.mean(f1s)) if f1s else NAN,
+        }

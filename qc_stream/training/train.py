@@ -112,18 +112,17 @@ def unpack_item(item: Any) -> tuple[Any, Any, str | None]:
 
 
 def mask_to_tensor(mask: Any, size: int) -> torch.Tensor:
-    """HxW mask -> float {0,1} [size, size] with the image's geometry (shorter side to size, centre crop)."""
+    """HxW mask -> float {0,1} [size, size] with the image's geometry: the whole frame resized to
+    size x size, as ``Backbone.preprocess`` does with the image (no crop)."""
     m = torch.as_tensor(np.asarray(mask)).float()
     if m.ndim == 3:
         m = m.amax(dim=-1) if m.shape[-1] in (1, 3) else m[0]
     m = (m > 0).float()
-    h, w = m.shape
-    scale = size / min(h, w)
-    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-    if (nh, nw) != (h, w):
-        m = F.interpolate(m[None, None], size=(nh, nw), mode="bilinear", align_corners=False)[0, 0]
-    top, left = (nh - size) // 2, (nw - size) // 2
-    return (m[top : top + size, left : left + size] > 0.5).float()
+    if tuple(m.shape) != (size, size):
+        m = F.interpolate(m[None, None], size=(size, size), mode="bilinear", align_corners=False)[
+            0, 0
+        ]
+    return (m > 0.5).float()
 
 
 def dataset_words(dataset: Sequence) -> list[str]:
