@@ -176,23 +176,22 @@ class InspectionRepository:
             self._ensure_partitions(batch)
         with write_transaction(self.engine) as conn:
             insert = _insert_for(conn)
-            new_ids: set[str] = set()
-            for i in range(0, len(batch), CHUNK):
-                stmt = (
-                    insert(FrameIdRow)
-                    .values(
-                        [
-                            {"frame_id": r.frame_id, "captured_at": r.captured_at}
-                            for r in batch[i : i + CHUNK]
-                        ]
-                    )
-                    .on_conflict_do_nothing(index_elements=["frame_id", "captured_at"])
-                    .returning(FrameIdRow.frame_id)
-                )
-                new_ids.update(conn.execute(stmt).scalars())
+            # One statement per table, executed with a list of rows: compiled once (SQLAlchemy's
+            # cache) and sent as one multi-row VALUES ("insertmanyvalues", which needs RETURNING;
+            # the returned keys are ignored), so a batch costs one round trip per table.
+            guard = (
+                insert(FrameIdRow)
+                .on_conflict_do_nothing(index_elements=["frame_id", "captured_at"])
+                .returning(FrameIdRow.frame_id)
+            )
+            ids = [{"frame_id": r.frame_id, "captured_at": r.captured_at} for r in batch]
+            new_ids = set(conn.execute(guard, ids).scalars())
             fresh = [r for r in batch if r.frame_id in new_ids]
-            for i in range(0, len(fresh), CHUNK):
-                conn.execute(insert(InspectionRow).values([_row(r) for r in fresh[i : i + CHUNK]]))
+            if not fresh:
+                return 0
+            conn.execute(
+                insert(InspectionRow).returning(InspectionRow.id), [_row(r) for r in fresh]
+            )
             for table, floor in ((DefectCountRow, bucket_of), (DefectHourRow, hour_of)):
                 self._bump_counts(conn, insert, fresh, table, floor)
             for table, floor in ((CameraMinuteRow, bucket_of), (CameraHourRow, hour_of)):
@@ -226,13 +225,12 @@ class InspectionRepository:
         rows = [acc[k] for k in sorted(acc)]
         t = table.__table__
         added = ["frames", "ok", "warn", "reject", "latency_sum_ms", *LATENCY_COLUMNS]
-        for i in range(0, len(rows), CHUNK):
-            stmt = insert(table).values(rows[i : i + CHUNK])
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["bucket_start", "line_id", "product", "camera_id"],
-                set_={c: t.c[c] + stmt.excluded[c] for c in added},
-            )
-            conn.execute(stmt)
+        stmt = insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["bucket_start", "line_id", "product", "camera_id"],
+            set_={c: t.c[c] + stmt.excluded[c] for c in added},
+        )
+        conn.execute(stmt.returning(table.__table__.c.bucket_start), rows)
 
     @staticmethod
     def _bump_prompts(
@@ -267,17 +265,16 @@ class InspectionRepository:
             if conn.dialect.name == "postgresql"
             else (func.min, func.max)
         )
-        for i in range(0, len(rows), CHUNK):
-            stmt = insert(table).values(rows[i : i + CHUNK])
-            stmt = stmt.on_conflict_do_update(
-                index_elements=list(PROMPT_KEY),
-                set_={
-                    "frames": t.frames + stmt.excluded.frames,
-                    "first_seen": least(t.first_seen, stmt.excluded.first_seen),
-                    "last_seen": greatest(t.last_seen, stmt.excluded.last_seen),
-                },
-            )
-            conn.execute(stmt)
+        stmt = insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(PROMPT_KEY),
+            set_={
+                "frames": t.frames + stmt.excluded.frames,
+                "first_seen": least(t.first_seen, stmt.excluded.first_seen),
+                "last_seen": greatest(t.last_seen, stmt.excluded.last_seen),
+            },
+        )
+        conn.execute(stmt.returning(table.__table__.c.bucket_start), rows)
 
     @staticmethod
     def _bump_counts(conn: Connection, insert, fresh: list[InspectionResult], table, floor) -> None:
@@ -303,17 +300,16 @@ class InspectionRepository:
             for k in sorted(frames)
         ]
         t = table.__table__.c
-        for i in range(0, len(rows), CHUNK):
-            stmt = insert(table).values(rows[i : i + CHUNK])
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["bucket_start", "line_id", "product", "defect_type"],
-                set_={
-                    "frames": t.frames + stmt.excluded.frames,
-                    "warn": t.warn + stmt.excluded.warn,
-                    "reject": t.reject + stmt.excluded.reject,
-                },
-            )
-            conn.execute(stmt)
+        stmt = insert(table)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["bucket_start", "line_id", "product", "defect_type"],
+            set_={
+                "frames": t.frames + stmt.excluded.frames,
+                "warn": t.warn + stmt.excluded.warn,
+                "reject": t.reject + stmt.excluded.reject,
+            },
+        )
+        conn.execute(stmt.returning(table.__table__.c.bucket_start), rows)
 
     # --- reads ---
     def get(self, frame_id: str) -> InspectionResult | None:
