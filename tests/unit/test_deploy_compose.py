@@ -297,3 +297,16 @@ def test_grafana_is_provisioned_from_deploy_grafana(compose):
     assert (
         DEPLOY / "grafana/readonly-role.sql"
     ).exists() and "/grafana/readonly-role.sql" in role_job["command"][0]
+
+
+def test_long_running_qc_services_are_checked_on_an_endpoint_they_serve(compose):
+    services = compose["services"]
+    port = env_example()["QC_HEALTH_PORT"]
+    camera = services["camera"]
+    flag = camera["command"].index("--health-port")
+    assert camera["command"][flag + 1] == port  # the camera serves /healthz only when asked
+    assert camera["healthcheck"]["test"][-2:] == ["qc_stream.observability.probe", "/healthz"]
+    # The listener serves /healthz itself (cli/cmd_retrain.py): the worker image's check applies.
+    assert not services["registry-listener"].get("healthcheck", {}).get("disable")
+    for svc in worker_services(compose).values():
+        assert svc["healthcheck"]["test"][-1] == "/readyz"
