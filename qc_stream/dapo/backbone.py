@@ -254,6 +254,36 @@ def _find_weights(folder: Path) -> Path | None:
     return found[0] if found else None
 
 
+# What open_clip's Hugging Face repositories hold (e.g. timm/vit_large_patch14_clip_336.openai), in
+# order of preference; any other weights file is taken only when it is the folder's only one.
+_OPEN_CLIP_WEIGHT_NAMES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def weights_in_folder(folder: Path) -> Path:
+    """The one open_clip weights file under ``folder`` (a copied Hugging Face / open_clip cache, or a
+    folder holding the file); ``ConfigError`` naming the candidates when there are none or several."""
+    for name in _OPEN_CLIP_WEIGHT_NAMES:
+        found = sorted(folder.rglob(name))
+        if len(found) == 1:
+            return found[0]
+        if len(found) > 1:
+            raise ConfigError(
+                f"{folder}: several {name} files ({', '.join(str(f) for f in found[:3])}); "
+                "give --pretrained the file itself"
+            )
+    found = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in _WEIGHT_SUFFIXES)
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise ConfigError(
+            f"{folder}: no open_clip weights file (.safetensors, .bin, .pth, .pt) in it"
+        )
+    raise ConfigError(
+        f"{folder}: several weights files ({', '.join(str(f) for f in found[:3])}); "
+        "give --pretrained the file itself"
+    )
+
+
 def _resolve_folder(name: str, models_dir: Path) -> Path | None:
     candidates = [models_dir / "backbones" / name, Path(name)]
     for c in candidates:
@@ -335,6 +365,8 @@ def load_backbone(
     import open_clip
 
     models_dir = Path(models_dir) if models_dir is not None else _default_models_dir()
+    if pretrained not in (None, "", "none") and Path(pretrained).is_dir():
+        pretrained = str(weights_in_folder(Path(pretrained)))
     folder = _resolve_folder(name, models_dir)
     weights_path: Path | None = None
     tag: str | None = None

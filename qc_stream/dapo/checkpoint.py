@@ -177,7 +177,10 @@ def check_backbone(manifest: dict, backbone: Backbone) -> None:
         raise QcError(
             f"prompt version {manifest.get('version')!r} was made for backbone {want.get('backbone_id')} "
             f"({want.get('name')}, pretrained={want.get('pretrained')}), but the loaded backbone is "
-            f"{backbone.backbone_id}; load that backbone or choose a prompt version made for this one"
+            f"{backbone.backbone_id}; load that backbone, choose a prompt version made for this one, or "
+            f"train one: qc-stream train --dataset PATH --backbone {backbone.name}"
+            + (f" --pretrained {backbone.weights_path}" if backbone.weights_path else "")
+            + (f" --image-size {backbone.image_size}" if backbone.image_size else "")
         )
 
 
