@@ -106,13 +106,14 @@ def http_status(port: int, path: str) -> tuple[int, str]:
 class Camera:
     """A camera running in a thread; ``sent_ids`` grows as frames are handed to the producer."""
 
-    thread: threading.Thread
     producer: FrameProducer
+    thread: threading.Thread | None = None
     sent_ids: list[str] = field(default_factory=list)
     stats: CameraStats | None = None
     error: BaseException | None = None
 
     def join(self, timeout_s: float = 120.0) -> CameraStats:
+        assert self.thread is not None
         self.thread.join(timeout_s)
         assert not self.thread.is_alive(), "the camera did not finish"
         self.producer.close()
@@ -127,21 +128,24 @@ class Pipeline:
 
     def __init__(self, tmp_path: Path):
         from qc_stream.storage.db import make_engine
-        from qc_stream.storage.inspections import InspectionRepository
         from qc_stream.storage.migrate import upgrade
 
         self.tmp = tmp_path
-        self.broker = EmbeddedBroker(log_path=tmp_path / "broker.log").start()
-        ensure_topics(self.broker.bootstrap, PARTITIONS)
-        self.pg = private_postgres(tmp_path / "pg")
-        self.redis = private_redis(tmp_path / "redis")
-        self.db_url = self.pg.admin_url
-        upgrade(self.db_url)
-        self.engine = make_engine(self.db_url)
-        self.repo = InspectionRepository(self.engine)
         self.workers: list[WorkerProcess] = []
         self.health_ports: list[int] = []
         self.app_id = f"qc-chaos-{uuid.uuid4().hex[:8]}"
+        self.broker = EmbeddedBroker(log_path=tmp_path / "broker.log").start()
+        self.pg = self.redis = self.engine = None
+        try:
+            ensure_topics(self.broker.bootstrap, PARTITIONS)
+            self.pg = private_postgres(tmp_path / "pg")
+            self.redis = private_redis(tmp_path / "redis")
+            self.db_url = self.pg.admin_url
+            upgrade(self.db_url)
+            self.engine = make_engine(self.db_url)
+        except BaseException:
+            self.close()
+            raise
 
     # -- workers -------------------------------------------------------------------------------
     def start_workers(self, n: int, **env) -> None:
@@ -182,10 +186,12 @@ class Pipeline:
     def close(self) -> None:
         for w in self.workers:
             w.stop(timeout_s=15)
-        self.engine.dispose()
+        if self.engine is not None:
+            self.engine.dispose()
         self.broker.stop(grace_s=1)
-        self.redis.close()
-        self.pg.close()
+        for server in (self.redis, self.pg):
+            if server is not None:
+                server.close()
 
     # -- camera --------------------------------------------------------------------------------
     def producer(self) -> FrameProducer:
@@ -217,7 +223,7 @@ class Pipeline:
     def camera(self, frames: Iterator[SourceFrame], *, fps: float, camera_id="cam-1") -> Camera:
         """A camera streaming at ``fps`` in a thread, as a line runs while a fault happens."""
         producer = self.producer()
-        cam = Camera(threading.Thread(daemon=True, target=lambda: None), producer)
+        cam = Camera(producer)
 
         def run():
             try:
