@@ -168,6 +168,22 @@ class Settings(BaseSettings):
     grafana_db_url: str | None = None
     grafana_timeout_s: float = Field(10.0, gt=0, le=300)
 
+    # --- review station (frame store + `qc-stream review`) ---
+    # Workers keep the bytes (and overlay) of every warn/reject frame and of this fraction of ok
+    # frames (chosen by a hash of the frame id, so a replay picks the same frames) in the frame
+    # store; None: frames are not kept.
+    frame_store_dir: Path | None = None
+    review_sample_ok: Fraction = 0.02
+    # `qc-stream review cleanup` removes kept frames older than this many days, then the oldest
+    # until the store holds at most this many bytes.
+    frame_store_max_days: int = Field(30, ge=1, le=36_500)
+    frame_store_max_bytes: int = Field(20 * 1024**3, ge=1024)
+    # Signs the review station's session cookies; unset: a random key per process (sessions end
+    # when it restarts). Several replicas need the same key.
+    review_secret: str | None = Field(None, min_length=16)
+    # Failed logins per user name and client address within a minute before logins are refused.
+    review_login_attempts: int = Field(5, ge=1, le=1000)
+
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @field_validator("database_url")

@@ -264,3 +264,81 @@ class DefectHourRow(Base):
     frames: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     warn: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     reject: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class RetainedFrameRow(Base):
+    """A frame kept in the frame store for review: where its bytes and overlay are (paths relative
+    to ``QC_FRAME_STORE_DIR``). Written by the worker before the batch is acked; removed by
+    ``qc-stream review cleanup`` with the files."""
+
+    __tablename__ = "retained_frames"
+    __table_args__ = (Index("ix_retained_frames_stored_at", "stored_at"),)
+
+    frame_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    captured_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    stored_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    path: Mapped[str] = mapped_column(String(512), nullable=False)
+    overlay_path: Mapped[str | None] = mapped_column(String(512))
+    size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+
+
+class ReviewRow(Base):
+    """One decision of a reviewer on a frame. Append-only: the current decision of a frame is its
+    newest row; earlier ones (also a concurrent reviewer's) stay. The frame's line, camera,
+    product and the model's verdict/type/prompt version are copied so the review dashboard never
+    scans ``inspections``."""
+
+    __tablename__ = "reviews"
+    __table_args__ = (
+        Index("ix_reviews_frame_id", "frame_id", "id"),
+        Index("ix_reviews_reviewed_at", "reviewed_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    frame_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    reviewer: Mapped[str] = mapped_column(String(64), nullable=False)
+    reviewed_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    line_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    camera_id: Mapped[str] = mapped_column(String(128), nullable=False)
+    product: Mapped[str] = mapped_column(String(128), nullable=False)
+    prompt_version: Mapped[str] = mapped_column(String(64), nullable=False)
+    original_verdict: Mapped[str] = mapped_column(String(8), nullable=False)
+    original_type: Mapped[str | None] = mapped_column(String(64))
+    verdict: Mapped[str] = mapped_column(String(8), nullable=False)
+    defect_type: Mapped[str | None] = mapped_column(String(64))
+    # "confirm" | "verdict" | "type": which action the reviewer took.
+    action: Mapped[str] = mapped_column(String(16), nullable=False)
+    agrees: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+
+class UserRow(Base):
+    """A review station account; ``role`` is operator (review) or engineer (also accept proposed
+    types and export). Passwords are argon2 hashes."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    password_hash: Mapped[str] = mapped_column(String(256), nullable=False)
+    role: Mapped[str] = mapped_column(String(16), nullable=False)
+    disabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_at: Mapped[datetime] = mapped_column(TS, nullable=False, server_default=func.now())
+
+
+class DefectProposalRow(Base):
+    """A defect type a reviewer proposed; pending until an engineer accepts it (it is then added to
+    the registry, which triggers the usual prompt refresh) or rejects it."""
+
+    __tablename__ = "defect_proposals"
+    __table_args__ = (UniqueConstraint("product", "name_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    product: Mapped[str] = mapped_column(String(128), nullable=False)
+    name: Mapped[str] = mapped_column(String(64), nullable=False)
+    name_key: Mapped[str] = mapped_column(String(64), nullable=False)
+    proposed_by: Mapped[str] = mapped_column(String(64), nullable=False)
+    proposed_at: Mapped[datetime] = mapped_column(TS, nullable=False)
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="pending")
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[datetime | None] = mapped_column(TS)

@@ -29,6 +29,10 @@ TABLES = {
     "camera_hour",
     "prompt_hour",
     "defect_counts_hour",
+    "retained_frames",
+    "reviews",
+    "users",
+    "defect_proposals",
 }
 # Day and default partitions of inspections / frame_ids (Postgres) are not tables of their own.
 PARTITION = re.compile(r"_(p\d{8}|default)$")
