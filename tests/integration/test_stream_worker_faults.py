@@ -166,6 +166,7 @@ def test_a_postgres_outage_is_waited_out_without_losing_or_double_counting(
             )
             camera.start()
             time.sleep(2)
+            stored_before = repo.count()
             pg.stop()
             down_at = time.monotonic()
             seen_not_ready = None
@@ -179,6 +180,10 @@ def test_a_postgres_outage_is_waited_out_without_losing_or_double_counting(
             assert seen_not_ready, "readyz never reported the database outage"
             pg.start()
             back_at = time.monotonic()
+            while repo.count() <= stored_before:  # the held batches go in first
+                assert worker.alive and time.monotonic() - back_at < 60, worker.log_tail()
+                time.sleep(0.1)
+            resumed_s = time.monotonic() - back_at
             camera.join(60)
             assert sent == [150]
             total = 30 + 150
@@ -189,7 +194,6 @@ def test_a_postgres_outage_is_waited_out_without_losing_or_double_counting(
             while probe(port, "/readyz")[0] != 200:
                 assert time.monotonic() < deadline, probe(port, "/readyz")
                 time.sleep(0.3)
-            print(f"postgres outage: sent {total}, recovery {recovered_s:.1f} s; {seen_not_ready}")
         finally:
             assert worker.stop() == 0, worker.log_tail()
 
@@ -207,6 +211,12 @@ def test_a_postgres_outage_is_waited_out_without_losing_or_double_counting(
             for r in read_topic(own_broker.bootstrap, RESULTS, expected=total, timeout_s=30)
         )
         assert set(results) == set(ids)  # every stored frame published (at least once)
+        print(
+            f"\npostgres outage {OUTAGE_S:.0f} s: sent {total}, stored {len(ids)}, "
+            f"duplicate rows {len(ids) - len(set(ids))}, duplicate results "
+            f"{sum(n - 1 for n in results.values())}; storing again {resumed_s:.1f} s after the "
+            f"restart, all stored after {recovered_s:.1f} s (the camera runs until then)"
+        )
     finally:
         pg.close()
 
@@ -246,11 +256,14 @@ def test_with_the_broker_down_readyz_names_the_consumer_logs_stay_quiet_and_sigt
             assert worker.alive, worker.log_tail()
             time.sleep(0.5)
         flood = worker.log_path.read_text().splitlines()[lines_before:]
+        print(f"\nbroker down 12 s: {len(flood)} log lines")
         # Unlimited, the Kafka client logs ~100 lines a second here; limited, a few per 10 s.
         assert len(flood) < 40, "\n".join(flood[-40:])
     finally:
         # SIGTERM with no broker: a clean stop cannot leave the group, the grace bounds it.
+        t0 = time.monotonic()
         rc = worker.stop(timeout_s=GRACE_S + 10)
+        print(f"SIGTERM with the broker down: exit {rc} after {time.monotonic() - t0:.1f} s")
     assert rc == 0, worker.log_tail()
 
 
@@ -280,7 +293,9 @@ def test_sigterm_while_a_database_outage_is_retried_exits_and_loses_nothing(
         while "database" not in probe(port, "/readyz")[1]:
             assert time.monotonic() < deadline, worker.log_tail()
             time.sleep(0.3)
+        t0 = time.monotonic()
         assert worker.stop(timeout_s=GRACE_S + 10) == 0, worker.log_tail()
+        print(f"\nSIGTERM during a database outage: exit after {time.monotonic() - t0:.1f} s")
         assert "left unacked, it will be replayed" in worker.log_tail()
 
         pg.start()
