@@ -164,3 +164,23 @@ def test_service_dead_letters_bad_frames_and_isolates_a_frame_the_model_fails_on
     assert reasons["poison"] == ("inference", "inference failed: RuntimeError: model exploded")
     assert detector.batches[0] == 3  # one batched call first, then frame by frame
     assert all(d.frame.value is not None for d in out.dead)
+
+
+def test_a_dead_letter_is_bounded_whatever_the_record_carries():
+    import hashlib
+
+    from qc_stream.wire.codec import MAX_ORIGINAL_HEADER_BYTES, deadletter_record, header_value
+
+    small, small_headers = deadletter_record(b"abc", meta_to_headers(meta()), "bad", "decode", 10)
+    assert small == b"abc" and header_value(small_headers, "truncated") == "false"
+    assert header_value(small_headers, "original_sha256") == hashlib.sha256(b"abc").hexdigest()
+    assert header_value(small_headers, "frame_id") == "f1"
+
+    # Megabytes of headers and value: the letter keeps a bounded prefix of each.
+    flood = [(f"h{i}", b"x" * 100_000) for i in range(100)]
+    value, headers = deadletter_record(b"y" * 5_000_000, flood, "r" * 100_000, "decode", 1000)
+    assert value == b"y" * 1000
+    assert sum(len(k) + len(v) for k, v in headers) < MAX_ORIGINAL_HEADER_BYTES + 10_000
+    assert header_value(headers, "original_size") == "5000000"
+    assert header_value(headers, "truncated") == "true"
+    assert len(header_value(headers, "error")) == 4096
