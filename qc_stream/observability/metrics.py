@@ -38,3 +38,11 @@ PROMPT_SWAP_REFUSED = Counter(
     "qc.model-updates announcements refused (bad name, unregistered, digest mismatch, ...)",
     ["reason"],
 )
+FRAME_STORE_FAILURES = Counter(
+    "qc_frame_store_failures_total",
+    "Frames the worker could not keep in the frame store (store missing, full, unwritable); "
+    "inspection goes on without them",
+)
+FRAMES_RETAINED = Counter(
+    "qc_frames_retained_total", "Frames kept in the frame store for review", ["verdict"]
+)

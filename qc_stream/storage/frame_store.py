@@ -121,40 +121,48 @@ class FrameStore:
         return path
 
     # --- retention ---
-    def usage(self) -> int:
-        return sum(size for _, _, size in self._files())
-
     def cleanup(self, now: datetime | None = None) -> CleanupReport:
-        """Remove capture days older than ``max_days`` (whole folders), then the oldest files
-        until the store holds at most ``max_bytes``. Returns what was removed (relative paths)."""
+        """Remove capture days older than ``max_days``, then the oldest frames (with their
+        overlays: a frame and its overlay go together) until the store holds at most
+        ``max_bytes``. Returns what was removed (relative paths)."""
         today = (now or datetime.now(UTC)).astimezone(UTC).date()
         oldest_kept = today - timedelta(days=self.max_days)
         removed: list[str] = []
         removed_bytes = 0
-        files = self._files()
-        keep: list[tuple[date, Path, int]] = []
-        for day, path, size in files:
-            if day < oldest_kept:
+
+        def drop(paths: list[Path]) -> int:
+            freed = 0
+            for path in paths:
+                size = path.stat().st_size if path.exists() else 0
                 path.unlink(missing_ok=True)
                 removed.append(path.relative_to(self.root).as_posix())
-                removed_bytes += size
+                freed += size
+            return freed
+
+        keep: list[tuple[date, float, str, list[Path], int]] = []
+        for day, paths in self._units():
+            size = sum(p.stat().st_size for p in paths)
+            if day < oldest_kept:
+                removed_bytes += drop(paths)
             else:
-                keep.append((day, path, size))
-        total = sum(size for _, _, size in keep)
-        # Oldest first: by capture day, then by the file's write time.
-        keep.sort(key=lambda f: (f[0], f[1].stat().st_mtime, f[1].name))
+                written = min(p.stat().st_mtime for p in paths)
+                keep.append((day, written, paths[0].name, paths, size))
+        total = sum(u[4] for u in keep)
+        keep.sort(key=lambda u: u[:3])  # oldest first: capture day, then write time
         while keep and total > self.max_bytes:
-            _, path, size = keep.pop(0)
-            path.unlink(missing_ok=True)
-            removed.append(path.relative_to(self.root).as_posix())
-            removed_bytes += size
-            total -= size
-        for folder in self.root.iterdir() if self.root.is_dir() else ():
+            unit = keep.pop(0)
+            removed_bytes += drop(unit[3])
+            total -= unit[4]
+        for folder in self.root.iterdir():
             if folder.is_dir() and _DAY.match(folder.name) and not any(folder.iterdir()):
                 shutil.rmtree(folder, ignore_errors=True)
         return CleanupReport(len(removed), removed_bytes, total, tuple(removed))
 
-    def _files(self) -> list[tuple[date, Path, int]]:
+    def usage(self) -> int:
+        return sum(p.stat().st_size for _, paths in self._units() for p in paths)
+
+    def _units(self) -> list[tuple[date, list[Path]]]:
+        """Each kept frame as (capture day, [frame file, overlay file if any])."""
         if not self.root.is_dir():
             raise FrameStoreError(f"frame store {self.root} is missing or not a directory")
         out = []
@@ -162,9 +170,16 @@ class FrameStore:
             if not (folder.is_dir() and _DAY.match(folder.name)):
                 continue
             day = date.fromisoformat(folder.name)
-            for f in folder.iterdir():
-                if f.is_file() and not f.name.startswith("."):
-                    out.append((day, f, f.stat().st_size))
+            units: dict[str, list[Path]] = {}
+            for f in sorted(folder.iterdir()):
+                if not f.is_file() or f.name.startswith("."):
+                    continue
+                if f.name.endswith(OVERLAY_SUFFIX):
+                    stem = f.name.removesuffix(OVERLAY_SUFFIX)
+                else:
+                    stem = f.name.rsplit(".", 1)[0]
+                units.setdefault(stem, []).append(f)
+            out += [(day, paths) for paths in units.values()]
         return out
 
 

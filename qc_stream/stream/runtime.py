@@ -75,6 +75,8 @@ class WorkerRuntime:
     # prompt version name -> its model_versions row (None: not registered); qc.model-updates
     # swaps only to registered versions whose files match the recorded sha256.
     registered_version: Callable[[str], Any] | None = None
+    # The frame store for review (qc_stream.stream.retention.FrameRetention), None: off.
+    retention: Any = None
 
     def __post_init__(self) -> None:
         self.decode_pool = ThreadPoolExecutor(

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from qc_stream.domain.inspection import FrameMeta, InspectionResult
 from qc_stream.errors import QcError
 from qc_stream.settings import Settings
+from qc_stream.storage.frame_store import keeps
 from qc_stream.wire.codec import (
     Headers,
     deadletter_record,
@@ -68,6 +69,8 @@ class BatchOutcome:
     dead: list[DeadLetter] = field(default_factory=list)
     # (result, picture, anomaly map) of rejected frames, kept only when overlays are asked for.
     rejects: list[tuple[InspectionResult, Any, Any]] = field(default_factory=list)
+    # (result, picture, anomaly map) of frames the frame store keeps for review (QC_FRAME_STORE_DIR).
+    retained: list[tuple[InspectionResult, Any, Any]] = field(default_factory=list)
     # Wall seconds spent in decode and in the model, for metrics and the benchmark.
     decode_s: float = 0.0
     model_s: float = 0.0
@@ -214,6 +217,12 @@ def infer_batch(
             and hasattr(output, "anomaly_map")
         ):
             out.rejects.append((result, image, output.anomaly_map))
+        if (
+            settings.frame_store_dir is not None
+            and hasattr(output, "anomaly_map")
+            and keeps(result.verdict.value, result.frame_id, settings.review_sample_ok)
+        ):
+            out.retained.append((result, image, output.anomaly_map))
     return out
 
 

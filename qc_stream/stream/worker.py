@@ -30,6 +30,20 @@ def build_runtime(settings: Settings):
         from qc_stream.storage.cache import Cache
 
         live = live_updater(Cache(settings.redis_url, settings.redis_prefix, settings.cache_ttl_s))
+    retention = None
+    if settings.frame_store_dir is not None:
+        from qc_stream.storage.frame_store import FrameStore
+        from qc_stream.storage.reviews import ReviewRepository
+        from qc_stream.stream.retention import FrameRetention
+
+        if not settings.frame_store_dir.is_dir():
+            log.warning(
+                "frame store %s is missing: frames are inspected but not kept for review",
+                settings.frame_store_dir,
+            )
+        retention = FrameRetention(
+            FrameStore(settings.frame_store_dir), ReviewRepository(engine).record_retained
+        )
     return WorkerRuntime(
         settings=settings,
         detector=None,
@@ -38,6 +52,7 @@ def build_runtime(settings: Settings):
         # Connection errors are waited out (batch held); anything else ends the worker.
         is_store_outage=is_connection_error,
         registered_version=ModelVersionRepository(engine).get,
+        retention=retention,
     )
 
 

@@ -18,6 +18,7 @@ import time
 from collections import deque
 
 from qc_stream.observability import metrics
+from qc_stream.stream.retention import raw_frames
 from qc_stream.stream.runtime import WorkerRuntime, is_refused_record
 from qc_stream.stream.service import (
     BatchOutcome,
@@ -108,6 +109,17 @@ async def finish(
         ta = time.perf_counter()
         outcome: BatchOutcome = await inferred
         tb = time.perf_counter()
+        if outcome.retained and rt.retention is not None:
+            # Kept for review before the ack: the files first (never raises), then their rows.
+            kept = await loop.run_in_executor(
+                rt.store_pool, rt.retention.keep, outcome.retained, raw_frames(events)
+            )
+            if kept:
+                await rt.until_done(
+                    "database",
+                    lambda: loop.run_in_executor(rt.store_pool, rt.retention.record, kept),
+                    rt.is_store_outage,
+                )
         await rt.until_done(
             "database",
             lambda: loop.run_in_executor(rt.store_pool, rt.store_and_publish_live, outcome.results),
