@@ -138,14 +138,26 @@ class AgnosticConfig:
     n_ctx: int = 12
     n_copies: int = 1
     n_deep_text: int = 4
-    alpha: float = 0.01
+    # AnomalyCLIP's deep text prompts: learned tokens in layers 0-8 that *replace* the previous
+    # layer's output (alpha 0, no blending); None = every layer (versions saved before this).
+    deep_text_depth: int | None = 9
+    alpha: float = 0.0
     n_taps: int = 4
     temperature: float = 0.07
     normal_suffix: str = "object"
     abnormal_template: str = "damaged object"
     object_name: str = "object"  # for the frozen per-word type prompts
     cls_type_weight: float = 0.5
-    smooth_sigma: float = 0.0
+    smooth_sigma: float = 4.0  # AnomalyCLIP smooths its maps with a Gaussian of sigma 4
+    # DPAM: V-V attention path in the last blocks (-1: AnomalyCLIP's 19 of 24, scaled to the
+    # backbone's depth; 0: off, as in versions saved before DPAM was added)
+    dpam_layers: int = -1
+
+
+def dpam_start(config: AgnosticConfig, depth: int) -> int | None:
+    """0-based first block of the DPAM path, or None when it is off."""
+    n = round(depth * 19 / 24) if config.dpam_layers < 0 else min(config.dpam_layers, depth)
+    return None if n <= 0 else depth - n
 
 
 class AgnosticBaseline(PromptDetector):
@@ -167,7 +179,13 @@ class AgnosticBaseline(PromptDetector):
             )
         super().__init__(backbone, config, vocabulary)
         self.prompts = PromptLearner.from_config(backbone, config)
-        self.visual = VisualEncoder(backbone, n_prompts=0, n_taps=config.n_taps, adapters=False)
+        self.visual = VisualEncoder(
+            backbone,
+            n_prompts=0,
+            n_taps=config.n_taps,
+            adapters=False,
+            dpam_from=dpam_start(config, backbone.vision_layers),
+        )
         self._type_cache: dict[tuple, torch.Tensor] = {}
         self.to(backbone.device)
 

@@ -196,9 +196,11 @@ def load_prompt_version(
         raise QcError(f"{path}: unsupported prompt format {manifest.get('format')!r}")
     check_backbone(manifest, backbone)
     vocab = manifest.get("vocabulary", {})
-    model = build_model(
-        manifest["method"], backbone, manifest.get("config"), vocabulary=vocab.get("words", [])
-    )
+    config = dict(manifest.get("config") or {})
+    if manifest["method"] == "agnostic" and "dpam_layers" not in config:
+        # saved before DPAM and AnomalyCLIP-depth deep prompts: rebuilt exactly as it was trained
+        config.update(dpam_layers=0, deep_text_depth=None)
+    model = build_model(manifest["method"], backbone, config, vocabulary=vocab.get("words", []))
     model.product_words = {p: list(ws) for p, ws in vocab.get("products", {}).items()}
     state = load_file(str(path / WEIGHTS), device=str(backbone.device))
     model.load_trainable_state_dict(state)

@@ -348,7 +348,12 @@ class PromptDetector(nn.Module):
         anomaly_map = F.interpolate(
             abnormal_grid[:, None], size=(h, w), mode="bilinear", align_corners=False
         )[:, 0]
-        anomaly_map = gaussian_blur(anomaly_map, self.config.smooth_sigma).clamp(0, 1)
+        sigma = self.config.smooth_sigma
+        anomaly_map = gaussian_blur(anomaly_map, sigma).clamp(0, 1)
+        if sigma > 0:  # the same (linear) blur keeps the per-type maps summing to the anomaly map
+            type_map_probs = gaussian_blur(type_map_probs.flatten(0, 1), sigma).view_as(
+                type_map_probs
+            )
         return DapoOutput(
             image_score=image_score,
             anomaly_map=anomaly_map,

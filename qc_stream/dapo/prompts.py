@@ -154,6 +154,7 @@ class PromptLearner(nn.Module):
         alpha: float,
         normal_suffix: str,
         abnormal_template: str,
+        deep_depth: int | None = None,
     ):
         super().__init__()
         if n_ctx < 1 or n_copies < 1 or n_deep < 0:
@@ -167,7 +168,14 @@ class PromptLearner(nn.Module):
         self.ctx_normal = nn.Parameter(mean + std * torch.randn(n_copies, n_ctx, width))
         self.ctx_abnormal = nn.Parameter(mean + std * torch.randn(n_copies, n_ctx, width))
         if n_deep:
-            deep = torch.randn(backbone.text_layers, n_deep, width) * 0.02
+            # rows = layers that get learned tokens (layer 0 inserts them, later rows blend/replace
+            # them); None = every layer. AnomalyCLIP-style prompts stop after layer 8 (depth 9).
+            depth = (
+                backbone.text_layers
+                if deep_depth is None
+                else min(deep_depth, backbone.text_layers)
+            )
+            deep = torch.randn(max(depth, 1), n_deep, width) * 0.02
             deep[0] = mean + std * torch.randn(
                 n_deep, width
             )  # layer 0 lives in token-embedding space
@@ -187,6 +195,7 @@ class PromptLearner(nn.Module):
             alpha=config.alpha,
             normal_suffix=config.normal_suffix,
             abnormal_template=config.abnormal_template,
+            deep_depth=getattr(config, "deep_text_depth", None),
         )
 
     def context_parameters(self) -> list[nn.Parameter]:

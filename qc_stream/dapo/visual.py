@@ -41,10 +41,12 @@ class VisualEncoder(nn.Module):
         n_taps: int = 4,
         adapters: bool = True,
         taps: list[int] | None = None,
+        dpam_from: int | None = None,
     ):
         super().__init__()
         self.backbone = backbone  # plain attribute: the backbone is not part of the prompt weights
         self.alpha = alpha
+        self.dpam_from = dpam_from  # first block of the V-V attention path (None: off)
         self.taps = list(taps) if taps is not None else backbone.tap_layers(n_taps)
         width, embed = backbone.vision_width, backbone.embed_dim
         if n_prompts:
@@ -96,7 +98,11 @@ class VisualEncoder(nn.Module):
             x = x.transpose(0, 1)
         taps = {layer: j for j, layer in enumerate(self.taps)}
         patches: list[torch.Tensor] = [None] * len(self.taps)  # type: ignore[list-item]
+        vv = None  # the DPAM path (batch-first), started from the ordinary path at ``dpam_from``
         for i, block in enumerate(transformer.resblocks):
+            if self.dpam_from is not None and i >= self.dpam_from:
+                xb = x if transformer.batch_first else x.transpose(0, 1)
+                vv = (xb if vv is None else vv) + _vv_attention(block, xb)
             if i > 0 and n:
                 xb = x if transformer.batch_first else x.transpose(0, 1)
                 blended = self.alpha * xb[:, 1 : 1 + n] + (1 - self.alpha) * self.deep_visual[i].to(
@@ -107,6 +113,8 @@ class VisualEncoder(nn.Module):
             x = block(x)
             if i in taps:
                 xb = x if transformer.batch_first else x.transpose(0, 1)
+                if vv is not None:
+                    xb = vv
                 tokens = vis.ln_post(xb[:, 1 + n :])
                 j = taps[i]
                 patches[j] = (
@@ -115,3 +123,25 @@ class VisualEncoder(nn.Module):
         xb = x if transformer.batch_first else x.transpose(0, 1)
         global_feature = vis.ln_post(xb[:, 0]) @ vis.proj
         return VisualFeatures(global_feature=global_feature, patch_features=patches, grid=(gh, gw))
+
+
+def _vv_attention(block, x: torch.Tensor) -> torch.Tensor:
+    """DPAM (AnomalyCLIP's diagonally prominent attention): the block's own value projection attends
+    to itself (softmax of V V^T per head), so each patch mostly keeps its own, local feature instead
+    of the global mixing Q K^T attention does in CLIP's later layers. ``x`` [B, L, W], the block's
+    input on the ordinary path; returns the attention output after the block's out projection
+    (no MLP: the V-V path adds attention outputs only)."""
+    attn = block.attn
+    width = x.shape[-1]
+    heads = attn.num_heads
+    y = block.ln_1(x)
+    w_v = attn.in_proj_weight[2 * width :]
+    b_v = attn.in_proj_bias[2 * width :] if attn.in_proj_bias is not None else None
+    v = torch.nn.functional.linear(y, w_v, b_v)  # [B, L, W]
+    b, length, _ = v.shape
+    v = v.view(b, length, heads, width // heads).transpose(1, 2)  # [B, h, L, d]
+    weights = (v @ v.transpose(-2, -1) * (width // heads) ** -0.5).softmax(dim=-1)
+    out = (weights @ v).transpose(1, 2).reshape(b, length, width)
+    out = attn.out_proj(out)
+    ls = getattr(block, "ls_1", None)
+    return ls(out) if ls is not None else out
