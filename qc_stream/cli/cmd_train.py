@@ -157,6 +157,8 @@ def register(app: typer.Typer) -> None:
                     "dataset": outcome.dataset,
                     "final_loss": outcome.final_loss,
                     "seconds": outcome.seconds,
+                    "epoch_seconds": outcome.epoch_seconds,
+                    "peak_gpu_memory_mib": outcome.peak_gpu_memory_mib,
                     "active": activate,
                 },
             )

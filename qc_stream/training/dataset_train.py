@@ -8,6 +8,7 @@ hash - the recipe and the run) and record it in the registry.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +61,8 @@ class TrainOutcome:
     dataset: dict
     final_loss: float
     seconds: float
+    epoch_seconds: list[float] = field(default_factory=list)  # wall time of each epoch run here
+    peak_gpu_memory_mib: float | None = None  # torch's peak allocation on a CUDA device
 
 
 def train_on_dataset(
@@ -127,6 +130,21 @@ def train_on_dataset(
         f"training {version} on {backbone.backbone_id} at {backbone.image_size} px, recipe "
         f"{recipe.name} ({recipe.schedule}, {epochs} epochs, batch {config.batch_size}, lr {config.lr})"
     )
+    epoch_seconds: list[float] = []
+    last = [time.perf_counter()]
+
+    def on_epoch(epoch: int, loss: float) -> None:
+        now = time.perf_counter()
+        epoch_seconds.append(now - last[0])
+        last[0] = now
+        log(
+            f"epoch {epoch} done in {epoch_seconds[-1]:.0f} s, mean loss {loss:.4f}; "
+            f"checkpoint in {run_dir}"
+        )
+
+    cuda = backbone.device.type == "cuda"
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(backbone.device)
     history = train_run(
         model,
         LoadedSamples(train_items.items),
@@ -134,10 +152,9 @@ def train_on_dataset(
         recipe.schedule,
         run_dir,
         resume=checkpoint,
-        on_epoch=lambda e, loss: log(
-            f"epoch {e} done, mean loss {loss:.4f}; checkpoint in {run_dir}"
-        ),
+        on_epoch=on_epoch,
     )
+    peak = torch.cuda.max_memory_allocated(backbone.device) / 2**20 if cuda else None
     model.vocabulary = train_items.words
     model.product_words = train_items.product_words()
     model.invalidate_text_cache()
@@ -157,7 +174,9 @@ def train_on_dataset(
             "run_dir": str(run_dir),
         },
     )
-    return TrainOutcome(path, version, run_dir, dataset_info, final_loss, history.seconds)
+    return TrainOutcome(
+        path, version, run_dir, dataset_info, final_loss, history.seconds, epoch_seconds, peak
+    )
 
 
 def request_from_run(run_dir: Path) -> TrainRequest:
