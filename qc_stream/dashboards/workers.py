@@ -131,13 +131,17 @@ PANELS: tuple[tuple[str, str, str, list[tuple[str, str]], str, int, int], ...] =
     ),
     (
         "retries",
-        "Store / publish retries",
+        "Store / publish retries, frame store failures",
         "timeseries",
         [
             (
-                "{{what}}",
+                "retry {{what}}",
                 f"sum by (what) (increase(qc_worker_retries_total{{{WORKERS}}}[$__rate_interval]))",
-            )
+            ),
+            (
+                "frame store failures",
+                f"sum(increase(qc_frame_store_failures_total{{{WORKERS}}}[$__rate_interval]))",
+            ),
         ],
         "short",
         8,

@@ -581,6 +581,7 @@ ALERTS = {
     "QcNoReadyWorker",
     "QcPromptSwapFailures",
     "QcFrameStoreErrors",
+    "QcInspectionStoreRetrying",
 }
 
 
