@@ -14,6 +14,7 @@ import threading
 from kafka import KafkaConsumer, TopicPartition
 
 from qc_stream.observability.metrics import CONSUMER_LAG
+from qc_stream.wire.security import kafka_python_kwargs
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,6 @@ class LagMonitor:
         cls, settings, topic: str = "qc.frames", interval_s: float = 15.0
     ) -> LagMonitor:
         # Faust's consumer group id is the app id.
-        from qc_stream.wire.security import kafka_python_kwargs
-
         return cls(
             settings.kafka_bootstrap,
             settings.app_id,

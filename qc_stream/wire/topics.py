@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import logging
 
+from qc_stream.errors import QcError
+
+# kafka-python stays a function-local import (ensure_topics): the topic names are the contract
+# every producer, worker and CLI module imports, most of them without an admin client.
+
 FRAMES = "qc.frames"
 RESULTS = "qc.results"
 DEADLETTER = "qc.deadletter"
@@ -40,8 +45,6 @@ def ensure_topics(
         TopicAlreadyExistsError,
         TopicAuthorizationFailedError,
     )
-
-    from qc_stream.errors import QcError
 
     try:
         admin = KafkaAdminClient(
