@@ -85,7 +85,8 @@ class Settings(BaseSettings):
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     # Defect regions: connected pixels whose anomaly value reaches this, of at least this many pixels
     # (pixels of the original image).
-    region_threshold: float = Field(0.5, gt=0, le=1)
+    # Unset: each product's threshold calibrated for the prompt version (else 0.05); set: an override.
+    region_threshold: float | None = Field(None, gt=0, le=1)
     region_min_area_px: int = Field(16, ge=1)
 
     # --- streaming ---
@@ -155,6 +156,10 @@ class Settings(BaseSettings):
     # Comma list of products defect types may be registered for (QC_PRODUCTS=pill,screw, not
     # JSON: hence NoDecode); empty: any product.
     products: Annotated[frozenset[str], NoDecode] = frozenset()
+    # Comma list of products that may be inspected with the prompt version's generic vocabulary
+    # (every word) although the version has no words of their own; "*": any product. Others
+    # unknown to the version are refused (predict exit 2, a dead letter in the worker).
+    generic_products: Annotated[frozenset[str], NoDecode] = frozenset()
     # The qc.defect-types listener waits this long after the last change before refreshing.
     registry_debounce_s: float = Field(2.0, ge=0, le=3600)
     # Retrain gate: a candidate is refused when a holdout metric drops more than this (absolute).
@@ -222,7 +227,7 @@ class Settings(BaseSettings):
                 raise ValueError(f"not host:port: {hostport!r} (e.g. 127.0.0.1:9092)")
         return v
 
-    @field_validator("products", mode="before")
+    @field_validator("products", "generic_products", mode="before")
     @classmethod
     def _split_products(cls, v):
         if isinstance(v, str):

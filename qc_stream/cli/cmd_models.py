@@ -63,11 +63,25 @@ def _calibration_table(rows, default: tuple[float, float]):
         "reject",
         "median",
         "max",
+        "region px",
         "false alarms",
-        "defects flagged",
+        "defects caught",
+        "rejected",
+        "overlap",
         "check set",
-        title=f"flag rates on the check set: calibrated / global {default[0]:g}-{default[1]:g}",
-        right=("n", "warn", "reject", "median", "max", "false alarms", "defects flagged"),
+        title=f"rates on the check set: calibrated / global {default[0]:g}-{default[1]:g}",
+        right=(
+            "n",
+            "warn",
+            "reject",
+            "median",
+            "max",
+            "region px",
+            "false alarms",
+            "defects caught",
+            "rejected",
+            "overlap",
+        ),
     )
     for r in rows:
         add_row(
@@ -78,8 +92,11 @@ def _calibration_table(rows, default: tuple[float, float]):
             f"{r.reject:.3f}",
             f"{r.normal_median:.3f}",
             f"{r.normal_max:.3f}",
+            "-" if r.region_threshold is None else f"{r.region_threshold:.3f}",
             f"{_pct(r.false_alarm_rate)} / {_pct(r.global_false_alarm_rate)}",
             f"{_pct(r.recall)} / {_pct(r.global_recall)}",
+            _pct(r.reject_rate),
+            _pct(r.overlap) + (" !" if r.flagged else ""),
             f"n={r.check_normal}+{r.check_defective}",
         )
     checked = [r for r in rows if r.check_normal + r.check_defective]
@@ -96,9 +113,12 @@ def _calibration_table(rows, default: tuple[float, float]):
             "",
             "",
             "",
+            "",
             f"{pooled('false_alarm_rate', 'check_normal')} / "
             f"{pooled('global_false_alarm_rate', 'check_normal')}",
             f"{pooled('recall', 'check_defective')} / {pooled('global_recall', 'check_defective')}",
+            pooled("reject_rate", "check_defective"),
+            "",
             f"n={sum(r.check_normal for r in checked)}+{sum(r.check_defective for r in checked)}",
         )
     return table
@@ -186,7 +206,18 @@ def register(app: typer.Typer) -> None:
             help="warn = this quantile of the good parts' scores.",
         ),
         margin: float = typer.Option(
-            0.05, "--margin", min=0.0, max=1.0, help="reject = the highest good score + this."
+            0.25,
+            "--margin",
+            min=0.0,
+            max=1.0,
+            help="reject = the highest good score + this, in logits of the score.",
+        ),
+        max_overlap: float = typer.Option(
+            0.5,
+            "--max-overlap",
+            min=0.0,
+            max=1.0,
+            help="Flag a product when more than this share of its defective check parts scores under warn.",
         ),
         check: int = typer.Option(
             64,
@@ -218,11 +249,21 @@ def register(app: typer.Typer) -> None:
             quantile=quantile,
             margin=margin,
             size=size,
+            max_overlap=max_overlap,
         )
         typer.echo(
-            f"prompt version {name}: warn = {quantile:g} quantile of good scores, reject = max + {margin:g}"
+            f"prompt version {name}: warn = {quantile:g} quantile of good scores, "
+            f"reject = max + {margin:g} in logits; region px = 0.999 quantile of good maps"
         )
         print_table(_calibration_table(rows, (settings.warn_threshold, settings.reject_threshold)))
+        for r in rows:
+            if r.flagged:
+                typer.echo(
+                    f"warning: {r.product}: good and defective parts overlap: {_pct(r.overlap)} of "
+                    f"its defective check parts score under warn (limit {_pct(max_overlap)}); its "
+                    "verdicts will miss most defects",
+                    err=True,
+                )
         typer.echo(f"wrote {path}")
         typer.echo(
             f"running workers load it with the version: `qc-stream models activate {name}` re-announces it"

@@ -225,6 +225,7 @@ def summarize(repo, truth: Truth) -> dict:
                 InspectionRow.processed_at,
                 InspectionRow.latency_ms,
                 InspectionRow.prompt_version,
+                InspectionRow.regions,
             )
         ).all()
     per_product: dict[str, Counter] = defaultdict(Counter)
@@ -234,6 +235,8 @@ def summarize(repo, truth: Truth) -> dict:
         per_product[r.product]["frames"] += 1
         per_product[r.product][r.verdict] += 1
         flagged = r.verdict != "ok"
+        if flagged and r.regions:
+            per_product[r.product]["with region"] += 1
         if flagged and r.defect_type:
             per_type[(r.product, r.defect_type)] += 1
         actual = truth.defect.get(r.frame_id)
@@ -271,7 +274,7 @@ def print_summary(s: dict, out: Path) -> None:
         title=f"qc-stream demo: {s['frames']} frames, {s['fps']:.1f} fps, "
         f"latency p50 {s['p50_ms']:.0f} ms / p99 {s['p99_ms']:.0f} ms"
     )
-    for col in ("product", "frames", "ok", "warn", "reject"):
+    for col in ("product", "frames", "ok", "warn", "reject", "flagged with region"):
         t.add_column(col, justify="left" if col == "product" else "right")
     for p, c in s["per_product"].items():
         t.add_row(
@@ -280,6 +283,7 @@ def print_summary(s: dict, out: Path) -> None:
             str(c.get("ok", 0)),
             str(c.get("warn", 0)),
             str(c.get("reject", 0)),
+            str(c.get("with region", 0)),
         )
     console.print(t)
     if s["per_defect_type"]:

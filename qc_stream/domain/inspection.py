@@ -26,16 +26,34 @@ def decide_verdict(anomaly_score: float, warn: float, reject: float) -> Verdict:
 
 
 class Region(BaseModel):
-    """One connected anomalous region of a frame."""
+    """One connected anomalous region of a frame (pixels of the input image)."""
 
     model_config = ConfigDict(frozen=True)
 
     defect_type: str | None
     area_px: int = Field(ge=0)
-    bbox: tuple[
-        int, int, int, int
-    ]  # x0, y0, x1, y1 (inclusive-exclusive, pixels of the input image)
-    score: float = Field(ge=0, le=1)
+    # x0, y0, x1, y1 (inclusive-exclusive)
+    bbox: tuple[int, int, int, int]
+    score: float = Field(ge=0, le=1)  # the region's peak anomaly value
+    mean_score: float | None = Field(None, ge=0, le=1)  # mean anomaly value over its pixels
+    centroid: tuple[float, float] | None = None  # x, y
+    # Closed outline polygon [[x, y], ...] (simplified; at most a few dozen vertices).
+    outline: list[tuple[int, int]] = Field(default_factory=list)
+
+
+class Thresholds(BaseModel):
+    """The thresholds that decided one verdict and where each came from, so a verdict explains
+    itself. ``source``/``region_source``: ``setting`` (QC_THRESHOLDS / QC_REGION_THRESHOLD),
+    ``calibrated:<prompt version>``, or ``global`` (QC_WARN/REJECT_THRESHOLD, the built-in region
+    default)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    warn: float = Field(ge=0, le=1)
+    reject: float = Field(ge=0, le=1)
+    source: str
+    region: float | None = Field(None, ge=0, le=1)  # anomaly-map value a region pixel reaches
+    region_source: str | None = None
 
 
 class Detection(BaseModel):
@@ -47,6 +65,7 @@ class Detection(BaseModel):
     defect_type: str | None = None
     defect_probs: dict[str, float] = Field(default_factory=dict)
     regions: list[Region] = Field(default_factory=list)
+    thresholds: Thresholds | None = None  # what the detector applied (None: a bare detection)
 
 
 class FrameMeta(BaseModel):
@@ -79,6 +98,9 @@ class InspectionResult(BaseModel):
     defect_type: str | None = None
     defect_probs: dict[str, float] = Field(default_factory=dict)
     regions: list[Region] = Field(default_factory=list)
+    # The thresholds that decided and their source; the product's candidate defect words.
+    thresholds: Thresholds | None = None
+    candidate_words: list[str] = Field(default_factory=list)
     model_version: str
     prompt_version: str
     latency_ms: float = Field(ge=0)
@@ -107,7 +129,17 @@ class InspectionResult(BaseModel):
             defect_type=detection.defect_type,
             defect_probs=detection.defect_probs,
             regions=detection.regions,
+            thresholds=_explained(detection.thresholds, thresholds),
+            candidate_words=list(detection.defect_probs),
             model_version=model_version,
             prompt_version=prompt_version,
             latency_ms=latency_ms,
         )
+
+
+def _explained(applied: Thresholds | None, pair: tuple[float, float]) -> Thresholds:
+    """The detector's account of its thresholds when it gave one for this pair, else the bare pair
+    (a caller that decided with other thresholds, e.g. a test detector)."""
+    if applied is not None and (applied.warn, applied.reject) == tuple(pair):
+        return applied
+    return Thresholds(warn=pair[0], reject=pair[1], source="caller")

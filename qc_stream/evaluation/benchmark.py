@@ -12,8 +12,10 @@ import torch
 
 from qc_stream.dapo import active_version, list_versions, load_backbone, load_prompt_version
 from qc_stream.errors import QcError
+from qc_stream.evaluation.regions import region_quality
 from qc_stream.evaluation.runner import evaluate, goals, handcrafted_for
-from qc_stream.settings import DEFAULT_BACKBONE, DEFAULT_MODELS_DIR
+from qc_stream.inference.detector import Detector
+from qc_stream.settings import DEFAULT_BACKBONE, DEFAULT_MODELS_DIR, load_settings
 from qc_stream.synth.datasets import MODES, test_sets
 from qc_stream.synth.split import load_split
 from qc_stream.training.recipe import Recipe, train_method
@@ -82,9 +84,15 @@ def run_benchmark(
     for name, model_for in detectors.items():
         log(f"{name}:")
         methods[name] = evaluate(model_for, sets, log=log, name=name)
+    log("regions: the detector with the calibrated thresholds on the defective frames ...")
+    detector = Detector.for_version(
+        backbone, dapo.version, load_settings(models_dir=models_dir, prompt_version=dapo.version)
+    )
+    regions = region_quality(detector, {p: ts.all for p, ts in sets.items()})
     report = {
         "mode": mode,
         "backbone": backbone.backbone_id,
+        "regions": regions,
         "prompt_versions": {"dapo": dapo.version, "agnostic": agnostic.version},
         "split": split.to_dict() | {"test_per_product": dict(zip(("normal", "seen", "novel"), n))},
         "methods": methods,
@@ -129,6 +137,18 @@ def table(report: dict) -> str:
             src = m if sub == "all" else m.get(sub, {})
             lines.append(f"| {name} | {sub} | " + " | ".join(_fmt(src.get(c)) for c in cols) + " |")
     return "\n".join(lines)
+
+
+def regions_text(report: dict) -> str:
+    """One line: what the regions of flagged defective frames are worth (see evaluation.regions)."""
+    r = (report.get("regions") or {}).get("all")
+    if not r:
+        return ""
+    return (
+        f"regions (dapo, calibrated thresholds, {r['defective']} defective frames): flagged "
+        f"{_fmt(r['flagged'])}; of those flagged: with a region {_fmt(r['regions_shown'])}, top "
+        f"region on the defect {_fmt(r['region_hit_rate'])}, mean IoU {_fmt(r['region_iou'])}"
+    )
 
 
 def goals_text(report: dict) -> str:

@@ -24,9 +24,14 @@ from PIL import Image
 from qc_stream.dapo.backbone import autocast, bf16_is_native, load_backbone, resolve_device
 from qc_stream.dapo.checkpoint import active_version, load_prompt_version
 from qc_stream.dapo.model import DapoModel
-from qc_stream.dapo.thresholds import version_thresholds
-from qc_stream.domain.inspection import Detection
-from qc_stream.domain.thresholds import resolve_thresholds
+from qc_stream.dapo.thresholds import read_region_thresholds, version_thresholds
+from qc_stream.domain.inspection import Detection, Thresholds
+from qc_stream.domain.thresholds import (
+    SCORE_TEMPERATURE,
+    region_cut,
+    resolve_region_threshold,
+    resolve_with_source,
+)
 from qc_stream.domain.vocabulary import Vocabulary
 from qc_stream.errors import ConfigError
 from qc_stream.inference.decode import preprocess_batch
@@ -51,6 +56,8 @@ class _Prompts:
     vocab: Vocabulary
     # Calibrated {product: (warn, reject)} of this version (its thresholds.json), {} when none.
     thresholds: dict = field(default_factory=dict)
+    # Calibrated {product: pixel threshold of regions}, {} when none.
+    region_thresholds: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -64,6 +71,7 @@ class DetectorOutput:
     model_map: np.ndarray  # [S, S] float32 anomaly map as the model produced it
     model_type_map: np.ndarray  # [S, S] int16 index into ``words``
     # (warn, reject) that applied to this image (same prompt version as the scores); see thresholds_for.
+    # ``detection.thresholds`` says where they came from.
     thresholds: tuple[float, float] | None = None
 
     @cached_property
@@ -122,6 +130,15 @@ class Detector:
         detector._warm(prompts)
         return detector
 
+    @classmethod
+    def for_version(cls, backbone, version: str, settings: Settings) -> Detector:
+        """A detector on an already loaded ``backbone`` with prompt version ``version`` (a name
+        under ``settings.models_dir`` or a folder), e.g. for the benchmark."""
+        prompts = _load_prompts(version, backbone, settings.models_dir)
+        detector = cls(backbone, prompts, settings)
+        detector._warm(prompts)
+        return detector
+
     # ------------------------------------------------------------------ identity
     @property
     def backbone_id(self) -> str:
@@ -138,6 +155,22 @@ class Detector:
 
     def words_for(self, product: str | None) -> tuple[str, ...]:
         return self._prompts.vocab.words_for(product)
+
+    def unknown_product(self, product: str | None) -> str | None:
+        """Why ``product`` cannot be inspected with the current prompt version, or None when it can:
+        the version's vocabulary lists it, or QC_GENERIC_PRODUCTS allows its generic words (no
+        product at all also means the generic words)."""
+        prompts = self._prompts
+        generic = self.settings.generic_products
+        if product is None or prompts.vocab.products.get(product) or "*" in generic:
+            return None
+        if product in generic:
+            return None
+        return (
+            f"unknown product {product!r}: prompt version {prompts.version} has no defect words "
+            "for it (register its defect types and retrain, or list it in QC_GENERIC_PRODUCTS "
+            "to inspect it with the generic vocabulary)"
+        )
 
     @property
     def calibrated_thresholds(self) -> dict[str, tuple[float, float]]:
@@ -188,8 +221,8 @@ class Detector:
         x = self._input(images)
         with torch.inference_mode(), autocast(self._device, self.settings.precision):
             out = prompts.model(x, words, candidates)
-        score = out.image_score.float().clamp(0, 1)
-        amap = out.anomaly_map.float().clamp(0, 1)  # [B, S, S]
+        score = _image_score(out)
+        amap = _map_with_headroom(out.anomaly_map)  # [B, S, S]
         # Non-candidates get -1 so a pixel where every type has probability 0 still names a candidate.
         type_probs = out.type_map_probs.float().masked_fill(~candidates[:, :, None, None], -1.0)
         type_idx = type_probs.argmax(dim=1).to(torch.int16)  # [B, S, S]
@@ -228,10 +261,12 @@ class Detector:
         total = float(image_types.sum())
         probs = image_types / total if total > 0 else candidates / max(int(candidates.sum()), 1)
         defect_probs = {words[j]: float(probs[j]) for j in np.flatnonzero(candidates)}
-        thresholds = _thresholds_for(product, self.settings, prompts)
+        explained = explain_thresholds(product, self.settings, prompts)
+        thresholds = (explained.warn, explained.reject)
+        cut = region_cut(float(amap.max()), explained.region, flagged=score >= thresholds[0])
         if score >= thresholds[0]:
             defect_type = words[int(np.argmax(probs))]
-            regions = self._regions(amap, type_idx, image.size, words)
+            regions = self._regions(amap, type_idx, image.size, words, cut) if cut else []
         else:  # judged normal: no defect to name, no region to report
             defect_type, regions = None, []
         detection = Detection(
@@ -239,10 +274,11 @@ class Detector:
             defect_type=defect_type,
             defect_probs=defect_probs,
             regions=regions,
+            thresholds=explained,
         )
         return DetectorOutput(detection, words, image.size, amap, type_idx, thresholds)
 
-    def _regions(self, amap, type_idx, size, words):
+    def _regions(self, amap, type_idx, size, words, threshold):
         """Regions in image pixels, found on the map at a working resolution of at most
         ``max(S, REGION_WORK_PX)`` on the long side: the map is an upsampled ViT patch grid, so finer
         labelling would add cost (a full 12 MP frame) and no detail."""
@@ -255,7 +291,7 @@ class Detector:
         min_area = max(1, int(np.ceil(self.settings.region_min_area_px * sx * sy)))
         found = find_regions(
             work_map,
-            self.settings.region_threshold,
+            threshold,
             min_area=min_area,
             type_map=work_types,
             words=words,
@@ -263,11 +299,48 @@ class Detector:
         return found if (ww, wh) == (w, h) else scale_regions(found, sx, sy, w, h)
 
 
+def _image_score(out) -> torch.Tensor:
+    """[B] image scores with headroom: ``sigmoid(logit / SCORE_TEMPERATURE)`` of the model's
+    abnormal-minus-normal logit (see qc_stream.domain.thresholds); a detector without logits gives
+    its probability's logit, which is the same number."""
+    logits = getattr(out, "image_logits", None)
+    if logits is not None and logits.ndim == 2 and logits.shape[1] == 2:
+        logit = (logits[:, 1] - logits[:, 0]).float()
+    else:
+        p = out.image_score.float().clamp(1e-7, 1 - 1e-7)
+        logit = torch.log(p / (1 - p))
+    return torch.sigmoid(logit / SCORE_TEMPERATURE)
+
+
+def _map_with_headroom(anomaly_map: torch.Tensor) -> torch.Tensor:
+    """The anomaly map on the image score's scale: ``sigmoid(logit(p) / SCORE_TEMPERATURE)`` per
+    pixel. The model's per-pixel probabilities sit at ~1e-7 on good parts and ~0.4 on strong
+    defects; on this scale good parts sit at ~0.03 and strong defects at ~0.45, so one pixel
+    threshold per product has room on both sides (same ranking: pixel metrics are unchanged)."""
+    p = anomaly_map.float().clamp(1e-12, 1 - 1e-7)
+    return torch.sigmoid(torch.log(p / (1 - p)) / SCORE_TEMPERATURE)
+
+
 def _thresholds_for(
     product: str | None, settings: Settings, prompts: _Prompts
 ) -> tuple[float, float]:
+    t = explain_thresholds(product, settings, prompts)
+    return t.warn, t.reject
+
+
+def explain_thresholds(product: str | None, settings: Settings, prompts: _Prompts) -> Thresholds:
+    """Verdict and region thresholds for ``product`` with their sources (QC_THRESHOLDS >
+    calibrated for this version > global; QC_REGION_THRESHOLD > calibrated > built-in)."""
     default = (settings.warn_threshold, settings.reject_threshold)
-    return resolve_thresholds(product, settings.product_thresholds, prompts.thresholds, default)
+    (warn, reject), source = resolve_with_source(
+        product, settings.product_thresholds, prompts.thresholds, default, prompts.version
+    )
+    region, region_source = resolve_region_threshold(
+        product, settings.region_threshold, prompts.region_thresholds, prompts.version
+    )
+    return Thresholds(
+        warn=warn, reject=reject, source=source, region=region, region_source=region_source
+    )
 
 
 # ---------------------------------------------------------------------- prompt versions
@@ -281,7 +354,11 @@ def _load_prompts(version: str, backbone, models_dir: Path) -> _Prompts:
     loaded = load_prompt_version(version, backbone, models_dir=models_dir)
     vocab = Vocabulary.from_manifest(loaded.manifest.get("vocabulary") or {})
     return _Prompts(
-        loaded.version, loaded.model.eval(), vocab, version_thresholds(loaded.path, models_dir)
+        loaded.version,
+        loaded.model.eval(),
+        vocab,
+        version_thresholds(loaded.path, models_dir),
+        version_thresholds(loaded.path, models_dir, reader=read_region_thresholds),
     )
 
 

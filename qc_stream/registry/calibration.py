@@ -1,8 +1,15 @@
 """The calibration job: per-product verdict thresholds from good parts, for a prompt version.
 
-scores = normal_scores(detector, images, "wood")           # the detector's anomaly scores
+scores, maps = scores_and_maps(detector, images, "wood")   # the detector's scores and maps
 warn, reject = thresholds_from_normal_scores(scores)       # the rule: qc_stream.domain.thresholds
-write_thresholds(version_dir, {"wood": (warn, reject)}, meta)   # qc_stream.dapo.thresholds
+region = pixel_threshold_from_normal_maps(maps)            # regions: same rule, on pixels
+write_thresholds(version_dir, {"wood": (warn, reject)}, meta, region={"wood": region})
+
+Each product's row says how well its thresholds separate on a check set (fresh synthetic parts,
+half defective): good parts flagged (false alarms), defective parts flagged (caught) and rejected,
+and the overlap (defective parts scoring under warn). A product whose overlap exceeds the limit is
+flagged in the report and in thresholds.json's ``_meta.flagged``: its thresholds are written (both
+warn and reject stay reachable) but the detector cannot tell its good and defective parts apart.
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ from qc_stream.dapo.thresholds import METHOD, write_thresholds
 from qc_stream.domain.inspection import decide_verdict
 from qc_stream.domain.thresholds import (
     DEFAULT_MARGIN,
+    DEFAULT_MAX_OVERLAP,
     DEFAULT_QUANTILE,
+    pixel_threshold_from_normal_maps,
+    rate_at,
     thresholds_from_normal_scores,
 )
 from qc_stream.errors import InputError, QcError
@@ -38,13 +48,21 @@ def normal_scores(
     detector, images: Sequence, product: str | None, batch_size: int = 16
 ) -> np.ndarray:
     """The detector's image-level anomaly scores of ``images`` (PIL RGB) shown as ``product``."""
+    return scores_and_maps(detector, images, product, batch_size)[0]
+
+
+def scores_and_maps(
+    detector, images: Sequence, product: str | None, batch_size: int = 16
+) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Image scores and the anomaly maps (at the model's resolution) of ``images``."""
     scores: list[float] = []
+    maps: list[np.ndarray] = []
     for start in range(0, len(images), batch_size):
         chunk = list(images[start : start + batch_size])
-        scores += [
-            o.detection.anomaly_score for o in detector.detect(chunk, [product] * len(chunk))
-        ]
-    return np.asarray(scores, dtype=np.float64)
+        for o in detector.detect(chunk, [product] * len(chunk)):
+            scores.append(o.detection.anomaly_score)
+            maps.append(o.model_map)
+    return np.asarray(scores, dtype=np.float64), maps
 
 
 def flag_rate(scores: Sequence[float], thresholds: tuple[float, float]) -> float:
@@ -100,6 +118,12 @@ class ProductCalibration:
     recall: float = float("nan")
     global_false_alarm_rate: float = float("nan")
     global_recall: float = float("nan")
+    # Share of defective check parts at or above reject; share under warn (the overlap), and
+    # whether it exceeds the limit (the thresholds cannot separate this product).
+    reject_rate: float = float("nan")
+    overlap: float = float("nan")
+    flagged: bool = False
+    region_threshold: float | None = None  # pixel threshold of regions (None: not calibrated)
 
 
 def calibrate_product(
@@ -111,13 +135,19 @@ def calibrate_product(
     check_normal: Sequence[float] = (),
     check_defective: Sequence[float] = (),
     global_thresholds: tuple[float, float] = (0.5, 0.8),
+    normal_maps: Sequence[np.ndarray] = (),
+    max_overlap: float = DEFAULT_MAX_OVERLAP,
 ) -> ProductCalibration:
-    """Thresholds from ``scores`` (good parts), and flag rates on the check scores."""
+    """Thresholds from ``scores`` (good parts), flag rates and overlap on the check scores, and
+    the pixel threshold from ``normal_maps`` (good parts' anomaly maps) when given."""
     try:
         warn, reject = thresholds_from_normal_scores(scores, quantile, margin)
+        region = pixel_threshold_from_normal_maps(normal_maps) if len(normal_maps) else None
     except ValueError as e:
         raise QcError(f"{product}: {e}") from None
     a = np.asarray(scores, dtype=np.float64)
+    recall = flag_rate(check_defective, (warn, reject))
+    overlap = 1.0 - recall if len(check_defective) else float("nan")
     return ProductCalibration(
         product=product,
         n_normal=int(a.size),
@@ -128,9 +158,13 @@ def calibrate_product(
         check_normal=len(check_normal),
         check_defective=len(check_defective),
         false_alarm_rate=flag_rate(check_normal, (warn, reject)),
-        recall=flag_rate(check_defective, (warn, reject)),
+        recall=recall,
         global_false_alarm_rate=flag_rate(check_normal, global_thresholds),
         global_recall=flag_rate(check_defective, global_thresholds),
+        reject_rate=rate_at(check_defective, reject),
+        overlap=overlap,
+        flagged=bool(overlap > max_overlap),
+        region_threshold=region,
     )
 
 
@@ -154,6 +188,7 @@ def calibrate_version(
     margin: float | None = None,
     size: int = 256,
     write: bool = True,
+    max_overlap: float = DEFAULT_MAX_OVERLAP,
 ) -> tuple[str, list[ProductCalibration], Path | None]:
     """Calibrate ``version`` (default: the active one) and write its ``thresholds.json``.
 
@@ -200,7 +235,7 @@ def calibrate_version(
     default = (settings.warn_threshold, settings.reject_threshold)
     rows = []
     for product, images in normals.items():
-        scores = normal_scores(detector, images, product)
+        scores, maps = scores_and_maps(detector, images, product)
         check_n = check_d = np.array([])
         if check > 0 and images_dir is None:  # synthetic checks say nothing about real parts
             cn, cd = synthetic_images(product, check, seed=CHECK_SEED, size=size, defect_rate=0.5)
@@ -217,6 +252,8 @@ def calibrate_version(
                 check_normal=check_n,
                 check_defective=check_d,
                 global_thresholds=default,
+                normal_maps=maps,
+                max_overlap=max_overlap,
             )
         )
     path = None
@@ -229,9 +266,17 @@ def calibrate_version(
             if images_dir is not None
             else f"synthetic:{size}px:seed{CALIBRATION_SEED}",
             "n_normal": {r.product: r.n_normal for r in rows},
+            "overlap": {r.product: round(r.overlap, 4) for r in rows if not np.isnan(r.overlap)},
+            "flagged": [r.product for r in rows if r.flagged],
+            "max_overlap": max_overlap,
             "backbone_id": detector.backbone_id,
         }
-        path = write_thresholds(version_dir, {r.product: (r.warn, r.reject) for r in rows}, meta)
+        path = write_thresholds(
+            version_dir,
+            {r.product: (r.warn, r.reject) for r in rows},
+            meta,
+            region={r.product: r.region_threshold for r in rows if r.region_threshold is not None},
+        )
     return detector.prompt_version, rows, path
 
 

@@ -186,7 +186,7 @@ def infer_batch(
 ) -> BatchOutcome:
     """Stage 2 (the inference thread): one batched ``detect``, then the results."""
     out = BatchOutcome(dead=list(prepared.dead), decode_s=prepared.decode_s)
-    metas, images, valid = prepared.metas, prepared.images, prepared.frames
+    metas, images, valid = _refuse_unknown_products(prepared, detector, out)
     if not images:
         return out
     t1 = time.perf_counter()
@@ -224,6 +224,27 @@ def infer_batch(
         ):
             out.retained.append((result, image, output.anomaly_map))
     return out
+
+
+def _refuse_unknown_products(prepared: PreparedBatch, detector: Any, out: BatchOutcome):
+    """(metas, images, frames) of the frames whose product the detector's prompt version knows;
+    the others become dead letters with the detector's reason (a detector that cannot tell
+    accepts every product)."""
+    unknown = getattr(detector, "unknown_product", None)
+    if unknown is None:
+        return prepared.metas, prepared.images, prepared.frames
+    metas, images, frames = [], [], []
+    reasons: dict[str, str | None] = {}
+    for meta, image, frame in zip(prepared.metas, prepared.images, prepared.frames, strict=True):
+        if meta.product not in reasons:
+            reasons[meta.product] = unknown(meta.product)
+        if reasons[meta.product]:
+            out.dead.append(DeadLetter(frame, reasons[meta.product], "product"))
+            continue
+        metas.append(meta)
+        images.append(image)
+        frames.append(frame)
+    return metas, images, frames
 
 
 def _thresholds_of(

@@ -39,6 +39,14 @@ def test_eval_quick_writes_the_json_contract(tiny_modes, tmp_path):
     assert set(split["auxiliary_products"]).isdisjoint(split["held_out_products"])
     assert split["novel_types"] and split["seen_types"]
     assert set(report["goals"]) >= {"dapo_image_auroc", "novel_pixel_margin_over_best_baseline"}
+    # what the operator's regions are worth: the detector with the calibrated thresholds
+    regions = report["regions"]
+    assert set(regions["per_product"]) == set(split["held_out_products"])
+    assert regions["all"]["defective"] == 4 * len(split["held_out_products"])
+    for key in ("flagged", "regions_shown", "region_hit_rate", "region_iou"):
+        value = regions["all"][key]
+        assert value is None or 0.0 <= value <= 1.0
+    assert "top region on the defect" in result.stdout and "mean IoU" in result.stdout
 
 
 def test_eval_refuses_an_unknown_prompt_version(tiny_modes):

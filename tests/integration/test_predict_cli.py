@@ -25,7 +25,10 @@ CONTRACT_KEYS = {
     "regions",
     "model_version",
     "prompt_version",
+    "thresholds",
+    "candidate_words",
 }
+REGION_KEYS = {"defect_type", "area_px", "bbox", "score", "mean_score", "centroid", "outline"}
 
 
 @pytest.fixture
@@ -124,10 +127,17 @@ def test_predict_prints_contract_lines_and_per_file_errors(tmp_path, tiny_env):
         assert line["defect_type"] in PRODUCTS["pill"].defects
         w, h = Image.open(p).size
         assert line["regions"], "a region threshold of 0.01 must find some region"
+        t = line["thresholds"]
+        assert (t["warn"], t["source"]) == (0.0, "global")  # QC_WARN_THRESHOLD, no calibration
+        assert (t["region"], t["region_source"]) == (0.01, "setting")  # QC_REGION_THRESHOLD
+        assert line["candidate_words"] == list(PRODUCTS["pill"].defects)
         for r in line["regions"]:
-            assert set(r) == {"defect_type", "area_px", "bbox", "score"}
+            assert set(r) == REGION_KEYS
             x0, y0, x1, y1 = r["bbox"]
             assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            assert x0 <= r["centroid"][0] < x1 and y0 <= r["centroid"][1] < y1
+            assert all(x0 <= x < x1 and y0 <= y < y1 for x, y in r["outline"])
+            assert 0 < r["mean_score"] <= r["score"]
             assert 4 <= r["area_px"] <= (x1 - x0) * (y1 - y0)
             assert r["defect_type"] in PRODUCTS["pill"].defects
         overlay = Image.open(line["overlay"])
@@ -135,15 +145,54 @@ def test_predict_prints_contract_lines_and_per_file_errors(tmp_path, tiny_env):
     assert "UNTRAINED" in proc.stderr  # the loud warning
 
 
-def test_predict_all_good_exits_zero_and_unknown_product_uses_all_words(tmp_path, tiny_env):
+def test_predict_unknown_product_is_one_line_error_unless_generic(tmp_path, tiny_env):
     good, _, _ = _write_images(tmp_path)
-    proc = _run(["predict", str(good[0]), "--product", "no-such-product"], tiny_env)
+    proc = _run(["predict", str(good[0]), "--product", "banana"], tiny_env)
+    assert proc.returncode == 2 and proc.stdout == ""
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: unknown product 'banana'") and "QC_GENERIC_PRODUCTS" in last
+    assert "Traceback" not in proc.stderr
+
+    env = dict(tiny_env, QC_GENERIC_PRODUCTS="banana")
+    proc = _run(["predict", str(good[0]), "--product", "banana"], env)
     assert proc.returncode == 0, proc.stderr
     (line,) = [json.loads(x) for x in proc.stdout.splitlines()]
     from qc_stream.domain.catalog import DEFECT_TYPES
 
-    assert set(line["defect_probs"]) == set(DEFECT_TYPES)
+    assert set(line["defect_probs"]) == set(DEFECT_TYPES)  # the generic vocabulary
     assert "overlay" not in line
+
+
+def test_predict_folder_tree_and_glob_write_a_run_folder(tmp_path, tiny_env):
+    import csv
+
+    tree = tmp_path / "shots"
+    (tree / "line-a" / "deep").mkdir(parents=True)
+    rng = np.random.default_rng(1)
+    for rel in ("a.png", "line-a/b.jpg", "line-a/deep/c.png"):
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tree / rel)
+    (tree / "line-a" / "junk.png").write_bytes(b"not an image")
+    (tree / ".hidden.png").write_bytes(b"skipped")
+    run = tmp_path / "run"
+    proc = _run(["predict", str(tree), "-p", "pill", "--output", str(run)], tiny_env)
+    assert proc.returncode == 1, proc.stderr  # the junk file failed, the rest did not
+    rows = list(csv.DictReader((run / "results.csv").open()))
+    assert len(rows) == 4 and [r["image"] for r in rows] == sorted(r["image"] for r in rows)
+    errors = [r for r in rows if r["error"]]
+    assert len(errors) == 1 and errors[0]["image"].endswith("junk.png")
+    assert all(r["verdict"] and r["threshold_source"] == "global" for r in rows if not r["error"])
+    lines = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
+    assert lines == [json.loads(x) for x in proc.stdout.splitlines()]
+    overlays = sorted(p.name for p in (run / "overlays").iterdir())
+    assert overlays == ["a.overlay.png", "b.overlay.png", "c.overlay.png"]
+    assert "images/s" in proc.stderr.strip().splitlines()[-2]  # closing line before "1 of 4 failed"
+
+    proc = _run(["predict", str(tree / "**" / "*.png"), "-p", "pill"], tiny_env)
+    names = [Path(json.loads(x)["image"]).name for x in proc.stdout.splitlines()]
+    assert names == ["a.png", "c.png", "junk.png"]  # ** is recursive; hidden files never match
+    proc = _run(["predict", str(tmp_path / "nothing-*.png")], tiny_env)
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["error"] == "no file matches this pattern"
 
 
 def test_predict_bad_settings_is_one_line_error(tmp_path, tiny_env):

@@ -248,7 +248,8 @@ def test_calibrate_cli_synthetic_mode_reports_check_rates(models_dir, monkeypatc
     )
     assert res.exit_code == 0, res.output
     doc = json.loads((models_dir / "prompts" / "v-cli-synthetic" / THRESHOLDS_FILE).read_text())
-    assert doc["pill"] != [1.0, 1.0] and set(doc) == {"pill", "screw", "_meta"}  # recalibrated
+    assert doc["pill"] != [1.0, 1.0] and set(doc) == {"pill", "screw", "_region", "_meta"}
+    assert set(doc["_region"]) == {"pill", "screw"}  # pixel thresholds from the good maps
     assert doc["_meta"]["source"].startswith("synthetic:64px") and doc["_meta"]["n_normal"] == {
         "pill": 8,
         "screw": 8,
@@ -264,7 +265,8 @@ def test_calibrate_cli_synthetic_mode_reports_check_rates(models_dir, monkeypatc
     checks = {p: tuple(map(int, rows[p][-1].removeprefix("n=").split("+"))) for p in rows}
     assert sum(checks["pill"]) == sum(checks["screw"]) == 6  # --check 6 per product
     assert checks["all"] == tuple(map(sum, zip(checks["pill"], checks["screw"])))  # pooled
-    assert "%" in rows["all"][6] and "%" in rows["pill"][7]
+    assert "%" in rows["all"][7] and "%" in rows["pill"][8]  # false alarms, defects caught
+    assert "%" in rows["pill"][10]  # the overlap
 
 
 @pytest.mark.parametrize(
@@ -338,3 +340,33 @@ def test_a_zero_shot_refresh_keeps_the_parents_calibration_for_unchanged_product
     )
     det.swap_prompts("v-zs")  # calibrated itself: its own file only
     assert det.calibrated_thresholds == {"screw": (0.2, 0.4)}
+
+
+def test_results_explain_their_thresholds_and_unknown_products_are_dead_letters(models_dir):
+    """Every result says which thresholds decided and where they came from, and the product's
+    candidate words (also in the qc.results JSON); a product the version does not know is a dead
+    letter with the reason, unless QC_GENERIC_PRODUCTS lets it use the generic words."""
+    from qc_stream.inference.detector import Detector
+    from qc_stream.wire.codec import result_to_json
+
+    settings = _settings(models_dir)
+    frames = [_frame(0, "pill"), _frame(0, "screw"), _frame(0, "banana")]
+    out = inspect_batch(frames, Detector.from_settings(settings), settings)
+    by = {r.product: r for r in out.results}
+    assert set(by) == {"pill", "screw"}
+    pill, screw = by["pill"].thresholds, by["screw"].thresholds
+    assert (pill.warn, pill.reject, pill.source) == (1.0, 1.0, "calibrated:v-cal")
+    assert (screw.warn, screw.reject, screw.source) == (0.0, 0.999, "global")
+    assert pill.region_source == "global" and pill.region > 0
+    assert by["pill"].candidate_words == ["crack", "scratch", "dent"]
+    doc = json.loads(result_to_json(by["screw"]))
+    assert doc["thresholds"]["source"] == "global" and doc["candidate_words"]
+    (dead,) = out.dead
+    assert dead.stage == "product" and "unknown product 'banana'" in dead.reason
+    assert "QC_GENERIC_PRODUCTS" in dead.reason
+
+    generic = _settings(models_dir, generic_products="banana")
+    out = inspect_batch(frames, Detector.from_settings(generic), generic)
+    assert out.dead == [] and len(out.results) == 3
+    banana = next(r for r in out.results if r.product == "banana")
+    assert banana.candidate_words == ["crack", "scratch", "dent"]  # every word of the version

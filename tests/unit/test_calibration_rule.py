@@ -5,22 +5,28 @@ import json
 import numpy as np
 import pytest
 
-from qc_stream.dapo.thresholds import THRESHOLDS_FILE, read_thresholds, write_thresholds
-from qc_stream.domain.thresholds import resolve_thresholds, thresholds_from_normal_scores
+from qc_stream.dapo.thresholds import SCORE, THRESHOLDS_FILE, read_thresholds, write_thresholds
+from qc_stream.domain.thresholds import (
+    REJECT_CAP,
+    resolve_thresholds,
+    thresholds_from_normal_scores,
+)
 from qc_stream.registry.calibration import calibrate_product, flag_rate
 
 
-def test_warn_is_the_quantile_and_reject_the_max_plus_margin():
+def test_warn_is_the_quantile_and_reject_the_max_plus_margin_in_logits():
     scores = np.linspace(0.0, 0.5, 101)  # 0.000, 0.005, ..., 0.5
     warn, reject = thresholds_from_normal_scores(scores, quantile=0.9, margin=0.1)
     assert warn == pytest.approx(0.45)
-    assert reject == pytest.approx(0.6)
+    assert reject == pytest.approx(1 / (1 + np.exp(-0.1)))  # logit(0.5) + 0.1
     assert np.mean(scores >= warn) == pytest.approx(0.11, abs=0.01)  # ~1 - q of good parts warned
 
 
-def test_high_normal_scores_clip_to_one_and_keep_warn_below_reject():
-    warn, reject = thresholds_from_normal_scores([0.9] * 9 + [0.99], quantile=0.98, margin=0.05)
-    assert reject == 1.0 and 0.9 < warn <= reject
+def test_high_normal_scores_still_leave_reject_reachable_above_every_good_part():
+    scores = [0.9] * 9 + [0.99]
+    warn, reject = thresholds_from_normal_scores(scores, quantile=0.98, margin=0.25)
+    assert 0.9 < warn < reject < 1.0 and reject <= REJECT_CAP
+    assert reject > max(scores)  # no good part is rejected, and a higher score can be
 
 
 def test_identical_scores_and_margin_zero_give_warn_equal_reject():
@@ -58,14 +64,17 @@ def test_calibrate_product_reports_flag_rates_on_the_check_scores():
         "wood",
         np.linspace(0.5, 0.7, 50),
         0.98,
-        0.05,
+        0.2,
         check_normal=[0.55, 0.6, 0.72, 0.75],
         check_defective=[0.9, 0.71, 0.2, 0.8],
         global_thresholds=(0.5, 0.8),
     )
-    assert row.warn == pytest.approx(0.696, abs=1e-3) and row.reject == pytest.approx(0.75)
+    assert row.warn == pytest.approx(0.696, abs=1e-3)
+    assert row.reject == pytest.approx(1 / (1 + np.exp(-(np.log(0.7 / 0.3) + 0.2))))  # ~0.74
     assert row.false_alarm_rate == 0.5 and row.global_false_alarm_rate == 1.0
     assert row.recall == 0.75 and row.global_recall == 0.75
+    assert row.reject_rate == 0.5  # 0.9 and 0.8 reach reject
+    assert row.overlap == 0.25 and not row.flagged
     assert np.isnan(flag_rate([], (0.5, 0.8)))
 
 
@@ -82,8 +91,21 @@ def test_thresholds_file_round_trip_merges_products(tmp_path):
     assert read_thresholds(tmp_path) == {"pill": (0.4, 0.7), "wood": (0.6, 0.9)}
 
 
-@pytest.mark.parametrize("text", ["not json", '{"pill": [0.9, 0.1]}', '{"pill": 3}', "[1, 2]"])
-def test_a_broken_thresholds_file_is_ignored(tmp_path, text):
+META = ', "_meta": ' + json.dumps({"score": SCORE})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "not json",
+        '{"pill": [0.9, 0.1]' + META + "}",
+        '{"pill": 3' + META + "}",
+        "[1, 2]",
+        '{"pill": [0.4, 0.7]}',  # no score scale: calibrated on the old saturating score
+        '{"pill": [0.4, 0.7], "_meta": {"score": "probability"}}',
+    ],
+)
+def test_a_broken_or_stale_thresholds_file_is_ignored(tmp_path, text):
     (tmp_path / THRESHOLDS_FILE).write_text(text)
     assert read_thresholds(tmp_path) == {}
     assert read_thresholds(tmp_path / "missing") == {}

@@ -96,16 +96,72 @@ def test_overlay_draws_heat_and_boxes(tmp_path):
     assert Image.open(path).size == img.size
 
 
-def test_overlay_shows_a_faint_map_relative_to_its_peak():
-    img = Image.new("RGB", (64, 64), (128, 128, 128))
-    faint = np.zeros((64, 64), np.float32)
-    faint[10:20, 10:20] = 0.1  # a trained map's typical peak
-    arr = np.asarray(render_overlay(img, faint)).astype(int)
-    hot, cold = arr[15, 15], arr[50, 50]
-    assert hot[0] > hot[2] + 40 and cold[2] > cold[0] + 40  # the peak is drawn red, the rest blue
-    flat = np.full((64, 64), 0.01, np.float32)  # below the floor: not stretched to full heat
-    px = np.asarray(render_overlay(img, flat)).astype(int)[30, 30]
-    assert px[2] > px[0] + 40  # still cold
+def test_overlay_colours_are_on_an_absolute_scale_with_a_colour_bar():
+    from qc_stream.inference.overlay import HEAT_MAX
+
+    img = Image.new("RGB", (128, 128), (128, 128, 128))
+    strong = np.zeros((128, 128), np.float32)
+    strong[10:30, 10:30] = HEAT_MAX  # the top of the scale
+    strong[60:80, 10:30] = 0.1
+    faint = np.zeros((128, 128), np.float32)
+    faint[60:80, 10:30] = 0.1  # the same value on a frame whose peak it is
+    a = np.asarray(render_overlay(img, strong)).astype(int)
+    b = np.asarray(render_overlay(img, faint)).astype(int)
+    assert a[20, 20][0] > a[20, 20][2] + 40  # HEAT_MAX is drawn red
+    assert (a[70, 20] == b[70, 20]).all()  # 0.1 looks the same whatever the frame's peak
+    assert b[70, 20][2] > b[70, 20][0]  # and 0.1 is cold on the absolute scale
+    high, low = b[45, 124], b[105, 124]  # the colour bar on the right edge (labels at its ends)
+    assert high[0] > high[2] + 40 and low[2] > low[0] + 40  # red at the top, blue at the bottom
+
+
+def test_overlay_draws_region_outlines():
+    img = Image.new("RGB", (60, 40), (128, 128, 128))
+    amap, types = _map()
+    words = ["crack", "hole"]
+    regions = find_regions(amap, 0.5, type_map=types, words=words)
+    with_outline = np.asarray(render_overlay(img, amap, regions[:1])).astype(int)
+    no_outline = np.asarray(
+        render_overlay(img, amap, [regions[0].model_copy(update={"outline": []})])
+    ).astype(int)
+    assert not np.array_equal(with_outline, no_outline)
+
+
+def test_regions_carry_centroid_mean_and_outline():
+    amap, types = _map()
+    words = ["crack", "hole"]
+    a = find_regions(amap, 0.5, type_map=types, words=words)[0]
+    assert a.bbox == (10, 5, 20, 10)
+    assert a.centroid == pytest.approx((14.5, 7.0))
+    assert a.mean_score == pytest.approx((49 * 0.9 + 0.95) / 50, abs=1e-6)
+    assert a.score == pytest.approx(0.95)  # the peak
+    xs, ys = zip(*a.outline)
+    assert len(a.outline) >= 4 and min(xs) == 10 and max(xs) == 19 and min(ys) == 5 and max(ys) == 9
+
+
+def test_scaled_regions_scale_outline_and_centroid_inside_the_image():
+    amap, types = _map()
+    words = ["crack", "hole"]
+    a = find_regions(amap, 0.5, type_map=types, words=words)[0]
+    (big,) = scale_regions([a], sx=0.5, sy=0.5, width=120, height=80)
+    assert big.centroid == pytest.approx((29.5, 14.5))
+    x0, y0, x1, y1 = big.bbox
+    assert all(x0 <= x < x1 and y0 <= y < y1 for x, y in big.outline)
+
+
+def test_region_hit_and_iou_against_a_true_mask():
+    from qc_stream.evaluation.regions import frame_region_scores
+
+    amap, types = _map()
+    words = ["crack", "hole"]
+    regions = find_regions(amap, 0.5, type_map=types, words=words, min_area=4)
+    truth = np.zeros(amap.shape, np.uint8)
+    truth[5:10, 10:20] = 1  # exactly region A
+    hit, iou = frame_region_scores(regions, truth)
+    assert hit and 0.5 < iou < 1.0  # region B also counts in the union
+    elsewhere = np.zeros(amap.shape, np.uint8)
+    elsewhere[20:25, 50:55] = 1
+    assert frame_region_scores(regions, elsewhere) == (False, 0.0)
+    assert frame_region_scores([], truth) == (False, 0.0)
 
 
 def test_scale_regions_to_image_pixels():
