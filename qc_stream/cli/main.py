@@ -65,6 +65,7 @@ COMMAND_MODULES = [
     "train",
     "eval",
     "bench",
+    "review",
 ]
 
 for _name in COMMAND_MODULES:

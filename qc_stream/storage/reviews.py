@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import Engine, and_, delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from qc_stream.domain.defects import name_key
 from qc_stream.errors import InputError
@@ -162,7 +163,7 @@ class ReviewRepository:
         return out
 
     def detail(self, frame_id: str) -> FrameDetail | None:
-        with self.engine.connect() as conn:
+        with Session(self.engine) as conn:
             retained = conn.execute(
                 select(RetainedFrameRow).where(RetainedFrameRow.frame_id == frame_id)
             ).first()
@@ -232,7 +233,7 @@ class ReviewRepository:
             .join(RetainedFrameRow, RetainedFrameRow.frame_id == ReviewRow.frame_id)
             .order_by(ReviewRow.id)
         )
-        with self.engine.connect() as conn:
+        with Session(self.engine) as conn:
             return [(a, b) for a, b in conn.execute(stmt).all()]
 
     # --- proposals ---
@@ -253,7 +254,8 @@ class ReviewRepository:
                 .on_conflict_do_nothing(index_elements=["product", "name_key"])
             )
             conn.execute(stmt)
-            row = conn.execute(
+        with Session(self.engine) as session:
+            row = session.execute(
                 select(DefectProposalRow).where(
                     and_(DefectProposalRow.product == product, DefectProposalRow.name_key == key)
                 )
@@ -264,11 +266,11 @@ class ReviewRepository:
         stmt = select(DefectProposalRow).order_by(DefectProposalRow.id)
         if status:
             stmt = stmt.where(DefectProposalRow.status == status)
-        with self.engine.connect() as conn:
+        with Session(self.engine) as conn:
             return [r[0] for r in conn.execute(stmt).all()]
 
     def proposal(self, proposal_id: int) -> DefectProposalRow | None:
-        with self.engine.connect() as conn:
+        with Session(self.engine) as conn:
             row = conn.execute(
                 select(DefectProposalRow).where(DefectProposalRow.id == proposal_id)
             ).first()
@@ -289,7 +291,7 @@ class UserRepository:
         self.engine = engine
 
     def get(self, name: str) -> UserRow | None:
-        with self.engine.connect() as conn:
+        with Session(self.engine) as conn:
             row = conn.execute(select(UserRow).where(UserRow.name == name)).first()
         return row[0] if row else None
 
