@@ -28,7 +28,7 @@ from qc_stream.dapo.checkpoint import (
     version_sha256,
 )
 from qc_stream.domain.defects import merge_vocabulary
-from qc_stream.errors import QcError
+from qc_stream.errors import ConfigError, QcError
 from qc_stream.registry.events import EventPublisher
 from qc_stream.registry.wiring import make_cache, make_engine_for
 from qc_stream.storage.defect_types import DefectTypeRepository
@@ -138,6 +138,13 @@ class PromptVersions:
         """Make ``version`` active (rollback or promotion) and announce it."""
         self.sync_from_disk()
         manifest = read_manifest(version, self.models_dir)  # files must exist before the DB says so
+        made_for = (manifest.get("backbone") or {}).get("backbone_id")
+        running = self.backbone().backbone_id
+        if made_for != running:  # predict and every worker would fail to load it
+            raise ConfigError(
+                f"prompt version {version} was made for backbone {made_for}, not the running "
+                f"{running} (QC_BACKBONE={self.settings.backbone}); nothing changed"
+            )
         self.versions.activate(version)
         set_active_version(version, self.models_dir)
         if self.cache is not None:

@@ -137,3 +137,21 @@ def test_retire_refresh_drops_the_word_and_unknown_version_is_refused(setup):
     with pytest.raises(QcError, match="not found"):
         versions.activate("no-such-version")
     assert versions.active_name() == second.version
+
+
+def test_activating_a_version_of_another_backbone_is_refused_and_changes_nothing(setup):
+    """A version made for qc-clip-tiny-cpu, while the registry runs qc-test-tiny: activating it
+    would leave predict and every worker unable to load the active version."""
+    import shutil
+
+    from qc_stream.dapo.checkpoint import active_version
+    from qc_stream.errors import ConfigError
+
+    settings, _, versions, seed = setup
+    other = "dapo-qc-clip-tiny-cpu-v1"
+    shutil.copytree(DEFAULT_MODELS_DIR / "prompts" / other, settings.models_dir / "prompts" / other)
+    with pytest.raises(ConfigError, match="made for backbone qc-clip-tiny-cpu@") as e:
+        versions.activate(other)
+    assert e.value.exit_code == 2 and "nothing changed" in str(e.value)
+    assert versions.active_name() == seed and active_version(settings.models_dir) == seed
+    assert not {r.prompt_version: r for r in versions.list()}[other].active
