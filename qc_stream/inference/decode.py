@@ -143,8 +143,14 @@ def preprocess_batch(
         resized = [resize_rgb(im, size) for im in images]
     else:
         resized = list(_resize_pool().map(lambda im: resize_rgb(im, size), images))
-    batch = np.stack(resized)  # [B, S, S, 3] uint8
-    t = torch.from_numpy(batch).to(device, non_blocking=True).permute(0, 3, 1, 2)
+    if torch.device(device).type == "cuda":
+        # Pinned host memory: the copy to the GPU is then truly asynchronous (a pageable one makes
+        # the CPU wait), so a pipeline can prepare the next batch while this one is copied.
+        host = torch.empty((len(resized), size, size, 3), dtype=torch.uint8, pin_memory=True)
+        np.stack(resized, out=host.numpy())
+    else:
+        host = torch.from_numpy(np.stack(resized))  # [B, S, S, 3] uint8
+    t = host.to(device, non_blocking=True).permute(0, 3, 1, 2)
     t = t.to(dtype or torch.float32).div_(255.0)
     m = torch.tensor(mean, device=device, dtype=t.dtype).view(1, 3, 1, 1)
     s = torch.tensor(std, device=device, dtype=t.dtype).view(1, 3, 1, 1)

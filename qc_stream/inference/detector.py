@@ -85,6 +85,28 @@ class DetectorOutput:
         return _resize(self.model_type_map, self.size, nearest=True)
 
 
+@dataclass(frozen=True, eq=False)
+class ModelInput:
+    """A batch after ``Detector.prepare``: on the device, with the prompt version it will use."""
+
+    prompts: _Prompts
+    x: torch.Tensor  # [B, 3, S, S] normalised, on the device
+    candidates: torch.Tensor  # [B, T] bool on the device
+    host_candidates: np.ndarray  # the same on the host
+    sizes: list[tuple[int, int]]  # (width, height) of each image
+    products: list[str | None]
+
+
+@dataclass(frozen=True, eq=False)
+class ModelOutput:
+    """A batch after ``Detector.forward``: host copies of (score [B], map [B, S, S], type index
+    [B, S, S], image type probabilities [B, T]), complete once ``done`` (a CUDA event) is."""
+
+    batch: ModelInput
+    host: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    done: object = None
+
+
 def _resize(a: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
 
     if a.shape == (size[1], size[0]):
@@ -210,39 +232,73 @@ class Detector:
             raise ValueError(f"{len(images)} images but {len(products)} products")
         if not images:
             return []
+        return self.finish(self.forward(self.prepare(images, products)))
+
+    # ``detect`` in three stages, so that a pipeline (qc_stream.inference.pipeline) can run them on
+    # different batches at once: prepare (CPU: resize, copy to the device), forward (the device:
+    # the model and the reductions the results need), finish (CPU: region labelling, results).
+    def prepare(
+        self, images: Sequence[Image.Image], products: Sequence[str | None], x=None
+    ) -> ModelInput:
+        """The batch's input tensor on the device (``x`` when the caller made it, e.g. decoded on
+        the GPU) and its candidate types, with one snapshot of the prompt version."""
         with self._lock:
             prompts = self._prompts
-        words = list(prompts.vocab.words)
+        words = prompts.vocab.words
         allowed = [set(prompts.vocab.words_for(p)) for p in products]
-        candidates = torch.tensor(
-            [[w in a for w in words] for a in allowed], dtype=torch.bool, device=self._device
+        candidates = torch.tensor([[w in a for w in words] for a in allowed], dtype=torch.bool)
+        return ModelInput(
+            prompts=prompts,
+            x=self._input(images) if x is None else x,
+            candidates=candidates.to(self._device, non_blocking=True),
+            host_candidates=candidates.numpy(),
+            sizes=[im.size for im in images],
+            products=list(products),
         )
 
-        x = self._input(images)
+    def forward(self, batch: ModelInput) -> ModelOutput:
+        """The model and its reductions on the device; the host copies are started (pinned,
+        non-blocking on CUDA) and waited for in ``finish``."""
+        candidates = batch.candidates
         with torch.inference_mode(), autocast(self._device, self.settings.precision):
-            out = prompts.model(x, words, candidates)
-        score = _image_score(out)
-        amap = _map_with_headroom(out.anomaly_map)  # [B, S, S]
-        # Non-candidates get -1 so a pixel where every type has probability 0 still names a candidate.
-        type_probs = out.type_map_probs.float().masked_fill(~candidates[:, :, None, None], -1.0)
-        type_idx = type_probs.argmax(dim=1).to(torch.int16)  # [B, S, S]
-        # The model's per-image type distribution (anomalous-region evidence blended with the CLS one).
-        image_types = out.image_type_probs.float().masked_fill(~candidates, 0.0)
+            out = batch.prompts.model(batch.x, list(batch.prompts.vocab.words), candidates)
+        with torch.inference_mode():
+            score = _image_score(out)
+            amap = _map_with_headroom(out.anomaly_map)  # [B, S, S]
+            # Non-candidates get -1 so a pixel where every type has probability 0 still names a
+            # candidate.
+            type_probs = out.type_map_probs.float().masked_fill(~candidates[:, :, None, None], -1.0)
+            type_idx = type_probs.argmax(dim=1).to(torch.int16)  # [B, S, S]
+            # The model's per-image type distribution (anomalous-region evidence blended with the
+            # CLS one).
+            image_types = out.image_type_probs.float().masked_fill(~candidates, 0.0)
+            host = tuple(
+                t.to("cpu", non_blocking=True) for t in (score, amap, type_idx, image_types)
+            )
+        done = None
+        if self._device.type == "cuda":
+            done = torch.cuda.Event()
+            done.record()
+        return ModelOutput(batch, host, done)
 
-        score, amap, type_idx = score.cpu().numpy(), amap.cpu().numpy(), type_idx.cpu().numpy()
-        image_types, cand = image_types.cpu().numpy(), candidates.cpu().numpy()
+    def finish(self, result: ModelOutput) -> list[DetectorOutput]:
+        """Wait for the host copies, then label regions and build one output per image."""
+        if result.done is not None:
+            result.done.synchronize()
+        score, amap, type_idx, image_types = (t.numpy() for t in result.host)
+        batch = result.batch
         return [
             self._postprocess(
-                images[i],
-                products[i],
+                batch.sizes[i],
+                batch.products[i],
                 float(score[i]),
                 amap[i],
                 type_idx[i],
                 image_types[i],
-                cand[i],
-                prompts,
+                batch.host_candidates[i],
+                batch.prompts,
             )
-            for i in range(len(images))
+            for i in range(len(batch.sizes))
         ]
 
     def encode_images(self, images: Sequence[Image.Image]):
@@ -256,7 +312,7 @@ class Detector:
         bb = self.backbone
         return preprocess_batch(images, bb.image_size, bb.mean, bb.std, device=self._device)
 
-    def _postprocess(self, image, product, score, amap, type_idx, image_types, candidates, prompts):
+    def _postprocess(self, size, product, score, amap, type_idx, image_types, candidates, prompts):
         words = prompts.vocab.words
         total = float(image_types.sum())
         probs = image_types / total if total > 0 else candidates / max(int(candidates.sum()), 1)
@@ -266,7 +322,7 @@ class Detector:
         cut = region_cut(float(amap.max()), explained.region, flagged=score >= thresholds[0])
         if score >= thresholds[0]:
             defect_type = words[int(np.argmax(probs))]
-            regions = self._regions(amap, type_idx, image.size, words, cut) if cut else []
+            regions = self._regions(amap, type_idx, size, words, cut) if cut else []
         else:  # judged normal: no defect to name, no region to report
             defect_type, regions = None, []
         detection = Detection(
@@ -276,7 +332,7 @@ class Detector:
             regions=regions,
             thresholds=explained,
         )
-        return DetectorOutput(detection, words, image.size, amap, type_idx, thresholds)
+        return DetectorOutput(detection, words, size, amap, type_idx, thresholds)
 
     def _regions(self, amap, type_idx, size, words, threshold):
         """Regions in image pixels, found on the map at a working resolution of at most
