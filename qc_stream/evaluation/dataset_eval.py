@@ -212,7 +212,8 @@ def run_dataset_eval(
 ) -> dict:
     """Evaluate ``methods`` on ``data`` with ``backbone``; the report ``qc-stream eval --dataset`` writes."""
     from qc_stream.dapo import HandcraftedBaseline, HandcraftedConfig, active_version
-    from qc_stream.dapo.checkpoint import load_prompt_version
+    from qc_stream.dapo.checkpoint import load_prompt_version, read_manifest
+    from qc_stream.errors import QcError
     from qc_stream.evaluation.benchmark import find_version
 
     started = time.perf_counter()
@@ -233,13 +234,24 @@ def run_dataset_eval(
         wanted = prompt_version if method == "dapo" else agnostic_version
         if wanted is None and method == "dapo":
             active = active_version(models_dir)
-            wanted = active if active else None
-        version = load_prompt_version(
-            wanted or find_version(models_dir, method, backbone), backbone, models_dir
-        )
+            made_for = read_manifest(active, models_dir)["backbone"] if active else {}
+            if made_for.get("weights_sha256") == backbone.weights_sha256:
+                wanted = active  # else: the newest DAPO version made for this backbone
+        if wanted is None:
+            try:
+                wanted = find_version(models_dir, method, backbone)
+            except QcError:
+                hint = (
+                    f"train one: qc-stream train --dataset PATH --backbone {backbone.name}"
+                    if method == "dapo"
+                    else "give --agnostic VERSION or leave agnostic out of --methods"
+                )
+                raise QcError(
+                    f"no {method} prompt version for backbone {backbone.backbone_id} under "
+                    f"{models_dir}/prompts; {hint}"
+                ) from None
+        version = load_prompt_version(wanted, backbone, models_dir)
         if version.model.method != method:
-            from qc_stream.errors import QcError
-
             raise QcError(
                 f"prompt version {version.version!r} is a {version.model.method} version, not {method}"
             )
