@@ -25,8 +25,19 @@ def register(app: typer.Typer) -> None:
             envvar="QC_BATCH_SIZE",
             help="Micro-batch size, as the worker's QC_BATCH_SIZE (default 16).",
         ),
-        size: int = typer.Option(
-            256, "--size", min=32, max=2048, help="Side of the synthetic JPEG frames."
+        frame_size: str = typer.Option(
+            "256",
+            "--frame-size",
+            help="Synthetic camera frames: N (square) or WxH, e.g. 256, 1280x1024, 2448x2048 "
+            "(JPEG quality 90).",
+        ),
+        workers: int = typer.Option(
+            1,
+            "--workers",
+            min=1,
+            max=64,
+            help="Also run N worker processes in one consumer group (partitions >= N) and report "
+            "the speed-up over one.",
         ),
     ) -> None:
         """Throughput of the image encoder alone, the bare model and broker -> worker -> database, in one run.
@@ -36,7 +47,7 @@ def register(app: typer.Typer) -> None:
         """
         import json
 
-        from qc_stream.devtools.bench import run_bench
+        from qc_stream.devtools.bench import parse_frame_size, run_bench
         from qc_stream.settings import load_settings
 
         settings = load_settings()
@@ -44,7 +55,8 @@ def register(app: typer.Typer) -> None:
             settings,
             frames=frames,
             batch=batch_size or settings.batch_size,
-            size=size,
+            frame_size=parse_frame_size(frame_size),
+            workers=workers,
             json_path=json_path,
             echo=lambda m: typer.echo(m, err=True),
         )

@@ -24,6 +24,9 @@ import time
 import uuid
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 from qc_stream.errors import QcError
 from qc_stream.settings import Settings
 
@@ -31,13 +34,60 @@ WARMUP_BATCHES = 2
 PRODUCTS = ("pill", "screw", "wood", "tile")
 
 
-def _frames(n: int, size: int, seed: int):
-    from qc_stream.synth.source import synthetic
+# JPEG quality of the frames: what line cameras are usually set to.
+CAMERA_JPEG_QUALITY = 90
+# Sensor noise (grey levels, 1 sigma) added after scaling a rendering up to a camera's frame size:
+# an upscaled rendering is smoother than a sensor's picture, so its JPEG would be smaller and
+# quicker to decode than a real frame of that size.
+SENSOR_NOISE = 3.0
+# Side at which frames larger than it are rendered before being scaled to the frame size.
+RENDER_MAX_SIDE = 512
 
+
+def parse_frame_size(text: str) -> tuple[int, int]:
+    """``"256"`` -> (256, 256); ``"1280x1024"`` -> (1280, 1024) (width x height)."""
+    parts = text.lower().split("x")
+    try:
+        if len(parts) == 1:
+            w = h = int(parts[0])
+        elif len(parts) == 2:
+            w, h = int(parts[0]), int(parts[1])
+        else:
+            raise ValueError
+    except ValueError:
+        raise QcError(
+            f"--frame-size must be N or WxH (e.g. 256, 1280x1024), not {text!r}"
+        ) from None
+    if not (32 <= w <= 8192 and 32 <= h <= 8192):
+        raise QcError(f"--frame-size sides must be 32..8192 px, not {w}x{h}")
+    return w, h
+
+
+def _frames(n: int, size: int | tuple[int, int], seed: int):
+    """``n`` (product, SourceFrame) JPEGs of ``size`` (side, or (width, height)) over PRODUCTS.
+
+    Square frames up to RENDER_MAX_SIDE are rendered at their size; larger or non-square ones are
+    rendered at min(short side, RENDER_MAX_SIDE), scaled to the frame size, given sensor noise and
+    encoded at CAMERA_JPEG_QUALITY, as a camera would send them."""
+    from qc_stream.producers.sources import SourceFrame, encode_jpeg
+    from qc_stream.synth import frames as render
+
+    w, h = (size, size) if isinstance(size, int) else size
+    side = min(w, h, RENDER_MAX_SIDE)
+    rng = np.random.default_rng(seed)
     per = -(-n // len(PRODUCTS))
     out = []
     for i, p in enumerate(PRODUCTS):
-        out += [(p, f) for f in synthetic(p, count=per, defect_rate=0.3, seed=seed + i, size=size)]
+        for k, sample in enumerate(render(p, seed=seed + i, size=side, defect_rate=0.3)):
+            if k >= per:
+                break
+            image = sample.image
+            if (w, h) != (side, side):
+                image = cv2.resize(image, (w, h), interpolation=cv2.INTER_CUBIC)
+                noise = rng.normal(0.0, SENSOR_NOISE, image.shape).astype(np.float32)
+                image = np.clip(image + noise, 0, 255).astype(np.uint8)
+            data = encode_jpeg(image, quality=CAMERA_JPEG_QUALITY)
+            out.append((p, SourceFrame(data, "image/jpeg", p, sample.defect_type)))
     return out[:n]
 
 
@@ -128,7 +178,10 @@ def measure(
     workdir: Path,
     latency_frames: int,
     echo,
+    workers: int = 1,
 ) -> dict:
+    """Rounds of encoder / bare / end to end with ``workers`` worker processes in one consumer group
+    (partitions: at least ``workers``), then the latency run."""
     from sqlalchemy import select
 
     from qc_stream.devtools.broker import EmbeddedBroker
@@ -153,7 +206,8 @@ def measure(
     expected = repo.count()
     run = uuid.uuid4().hex[:6]
     with EmbeddedBroker(log_path=workdir / "broker.log") as broker:
-        ensure_topics(broker.bootstrap, settings.topic_partitions)
+        partitions = max(settings.topic_partitions, workers)
+        ensure_topics(broker.bootstrap, partitions)
         producer = FrameProducer(settings.model_copy(update={"kafka_bootstrap": broker.bootstrap}))
 
         def send(items, tag):
@@ -161,7 +215,7 @@ def measure(
                 run_camera(
                     producer,
                     [SourceFrame(f.data, f.content_type, product)],
-                    camera_id=f"{run}-{tag}-cam-{i % 4}",
+                    camera_id=f"{run}-{tag}-cam-{i % CAMERAS}",
                     line_id="bench",
                     product=product,
                 )
@@ -178,29 +232,42 @@ def measure(
                     .all()
                 )
 
-        env = worker_env(
-            broker.bootstrap,
-            db_url,
-            redis_url=None,
-            QC_BATCH_SIZE=batch,
-            QC_HEALTH_PORT="-1",
-            QC_APP_ID=f"qc-bench-{run}",
-            QC_MODELS_DIR=str(settings.models_dir),
-        )
-        worker = WorkerProcess(env, workdir / "worker.log")
+        ports = [_free_port() for _ in range(workers)]
+        procs = [
+            WorkerProcess(
+                worker_env(
+                    broker.bootstrap,
+                    db_url,
+                    redis_url=None,
+                    QC_BATCH_SIZE=batch,
+                    QC_HEALTH_PORT=str(port),
+                    QC_TOPIC_PARTITIONS=str(partitions),
+                    QC_APP_ID=f"qc-bench-{run}",
+                    QC_MODELS_DIR=str(settings.models_dir),
+                ),
+                workdir / f"worker-{run}-{k}.log",
+            )
+            for k, port in enumerate(ports)
+        ]
         try:
-            warm = frames[: WARMUP_BATCHES * batch]
+            _wait_ready(procs, ports, timeout_s=300.0)
+            # Enough warm-up frames that every worker gets batches on its partitions.
+            warm = (frames * workers)[: WARMUP_BATCHES * batch * workers]
             send(warm, "warm")
             expected += len(warm)
-            wait_for_rows(repo, expected, 300 + len(warm) * 2.0, workers=[worker])
+            wait_for_rows(repo, expected, 300 + len(warm) * 2.0, workers=procs)
+            cpu_s = wall_s = 0.0
             enc_frames = enc_s = bare_frames = bare_s = e2e_frames = e2e_s = 0.0
             rounds = []
             for r, (a, b) in enumerate(_rounds(len(frames), batch)):
                 n_x, t_x = bare.measure_encoder(a, b)
                 n_b, t_b = bare.measure(a, b)
+                cpu0, wall0 = _cpu_seconds(procs), time.monotonic()
                 send(frames[a:b], f"r{r}")
                 expected += b - a
-                wait_for_rows(repo, expected, 120 + (b - a) * 2.0, workers=[worker], poll_s=0.1)
+                wait_for_rows(repo, expected, 120 + (b - a) * 2.0, workers=procs, poll_s=0.1)
+                cpu_s += _cpu_seconds(procs) - cpu0
+                wall_s += time.monotonic() - wall0
                 n_e, t_e = _steady(stamps_of(f"r{r}"))
                 enc_frames, enc_s = enc_frames + n_x, enc_s + t_x
                 bare_frames, bare_s, e2e_frames, e2e_s = (
@@ -232,7 +299,7 @@ def measure(
                     time.sleep(due - time.monotonic())
                 send(lat_items[i : i + batch], "lat")
             expected += len(lat_items)
-            wait_for_rows(repo, expected, 120 + len(lat_items) * 2.0, workers=[worker])
+            wait_for_rows(repo, expected, 120 + len(lat_items) * 2.0, workers=procs)
             with repo.engine.connect() as c:
                 lat = list(
                     c.execute(
@@ -245,7 +312,8 @@ def measure(
                 )
         finally:
             producer.close()
-            worker.stop()
+            for w in procs:
+                w.stop()
     return {
         "encoder_fps": enc_frames / enc_s,
         "bare_fps": bare_frames / bare_s,
@@ -256,7 +324,68 @@ def measure(
         "latency_frames": len(lat),
         "latency_pace_fps": pace,
         "database": db_url.split(":", 1)[0],
+        "workers": workers,
+        "partitions": partitions,
+        # CPU seconds of the worker processes per second of the end-to-end rounds (1.0 = one core).
+        "worker_cpu_cores": cpu_s / wall_s if wall_s > 0 else None,
     }
+
+
+# Camera ids the frames are spread over (the record key): enough that every partition gets frames.
+CAMERAS = 16
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(procs, ports, timeout_s: float) -> None:
+    """Until every worker's /readyz answers 200 (model loaded, partitions assigned), then once more
+    after a pause: a worker joining later moves partitions, and all must hold theirs."""
+    import urllib.error
+    import urllib.request
+
+    def ready(port: int) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    deadline = time.monotonic() + timeout_s
+    for attempt in range(2):
+        while not all(ready(p) for p in ports):
+            if time.monotonic() > deadline:
+                tail = "\n".join(w.log_tail() for w in procs)
+                raise QcError(f"workers not ready after {timeout_s:.0f} s; logs:\n{tail}")
+            if not all(w.alive for w in procs):
+                tail = "\n".join(w.log_tail() for w in procs)
+                raise QcError(f"a worker exited before it was ready; logs:\n{tail}")
+            time.sleep(0.5)
+        if attempt == 0 and len(procs) > 1:
+            time.sleep(3.0)
+
+
+def _cpu_seconds(procs) -> float:
+    """User + system CPU seconds of the worker processes so far (Linux /proc; 0 elsewhere)."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    total = 0.0
+    for w in procs:
+        try:
+            fields = Path(f"/proc/{w.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the ")" of the command name: field 14 (utime) and 15 (stime) are at 11 and 12.
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def _round(x, digits: int):
+    return None if x is None else round(x, digits)
 
 
 def _steady(stamps) -> tuple[int, float]:
@@ -300,7 +429,8 @@ def run_bench(
     *,
     frames: int,
     batch: int,
-    size: int = 256,
+    frame_size: tuple[int, int] = (256, 256),
+    workers: int = 1,
     json_path: Path | None = None,
     echo=print,
 ) -> dict:
@@ -309,7 +439,8 @@ def run_bench(
             settings,
             frames=frames,
             batch=batch,
-            size=size,
+            frame_size=frame_size,
+            workers=workers,
             json_path=json_path,
             echo=echo,
             workdir=Path(tmp),
@@ -321,7 +452,8 @@ def _run_bench(
     *,
     frames: int,
     batch: int,
-    size: int,
+    frame_size: tuple[int, int],
+    workers: int,
     json_path: Path | None,
     echo,
     workdir: Path,
@@ -339,8 +471,11 @@ def _run_bench(
             "note: the active prompt version was made for another backbone; "
             f"benchmarking {settings.backbone} with untrained prompts (same cost)"
         )
-    echo(f"generating {frames} synthetic frames ({size}x{size} JPEG)...")
-    items = _frames(frames, size, seed=11)
+    size_text = f"{frame_size[0]}x{frame_size[1]}"
+    echo(
+        f"generating {frames} synthetic frames ({size_text} JPEG, quality {CAMERA_JPEG_QUALITY})..."
+    )
+    items = _frames(frames, frame_size, seed=11)
     echo(f"loading the model here (bare) and a worker (end to end), batch {batch}...")
     bare = BareModel(settings, items, batch)
     info = bare.info
@@ -355,6 +490,19 @@ def _run_bench(
             latency_frames=min(len(items), max(2 * batch, 64)),
             echo=echo,
         )
+        scaled = None
+        if workers > 1:
+            echo(f"again with {workers} workers in one consumer group...")
+            scaled = measure(
+                settings,
+                items,
+                bare,
+                batch,
+                workdir,
+                latency_frames=min(len(items), max(2 * batch, 64)),
+                echo=echo,
+                workers=workers,
+            )
     finally:
         bare.close()
     report = {
@@ -367,9 +515,12 @@ def _run_bench(
         "device": info["device"],
         "backbone": info["backbone"],
         "batch": batch,
+        "frame_size": size_text,
+        "worker_cpu_cores": _round(m["worker_cpu_cores"], 2),
         "detail": {
             "frames": frames,
-            "frame_size": size,
+            "frame_bytes_mean": round(sum(len(f.data) for _, f in items) / len(items)),
+            "jpeg_quality": CAMERA_JPEG_QUALITY,
             "prompt_version": info["prompt_version"],
             "image_size": settings.image_size,
             "precision": settings.precision,
@@ -378,13 +529,35 @@ def _run_bench(
             "latency_frames": m["latency_frames"],
             "latency_pace_fps": round(m["latency_pace_fps"], 1),
             "warmup_batches": WARMUP_BATCHES,
+            "partitions": m["partitions"],
         },
     }
+    if scaled is not None:
+        # Same frames, a fresh broker and consumer group of ``workers`` processes; bare figures of
+        # that run's rounds beside it, so the speed-up is read against the same time window.
+        report["scaling"] = {
+            "workers": workers,
+            "partitions": scaled["partitions"],
+            "e2e_fps": round(scaled["e2e_fps"], 2),
+            "e2e_fps_one_worker": report["e2e_fps"],
+            "speedup": round(scaled["e2e_fps"] / m["e2e_fps"], 3),
+            "bare_fps": round(scaled["bare_fps"], 2),
+            "worker_cpu_cores": _round(scaled["worker_cpu_cores"], 2),
+            "p50_ms": round(scaled["p50_ms"], 1),
+            "p99_ms": round(scaled["p99_ms"], 1),
+        }
     echo(
         f"image encoder {report['encoder_fps']:.1f} frames/s, bare model {report['bare_fps']:.1f} "
         f"frames/s, end to end {report['e2e_fps']:.1f} frames/s = {report['ratio']:.2f} x bare; "
-        f"latency p50 {report['p50_ms']:.0f} ms, p99 {report['p99_ms']:.0f} ms"
+        f"latency p50 {report['p50_ms']:.0f} ms, p99 {report['p99_ms']:.0f} ms; "
+        f"worker CPU {report['worker_cpu_cores']} cores"
     )
+    if scaled is not None:
+        sc = report["scaling"]
+        echo(
+            f"{workers} workers: end to end {sc['e2e_fps']:.1f} frames/s = {sc['speedup']:.2f} x one "
+            f"worker ({sc['partitions']} partitions, {sc['worker_cpu_cores']} cores)"
+        )
     if json_path:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2) + "\n")

@@ -50,7 +50,19 @@ def test_demo_runs_the_whole_pipeline_and_summarises(tmp_path):
 
 def test_bench_reports_bare_and_end_to_end_in_one_json(tmp_path):
     path = tmp_path / "bench.json"
-    r = cli("bench", "--frames", "40", "--batch-size", "8", "--size", "128", "--json", str(path))
+    r = cli(
+        "bench",
+        "--frames",
+        "40",
+        "--batch-size",
+        "8",
+        "--frame-size",
+        "160x128",
+        "--workers",
+        "2",
+        "--json",
+        str(path),
+    )
     assert r.returncode == 0, r.stdout + r.stderr
     report = json.loads(path.read_text())
     assert {
@@ -73,3 +85,12 @@ def test_bench_reports_bare_and_end_to_end_in_one_json(tmp_path):
     assert 0 < report["p50_ms"] <= report["p99_ms"]
     assert report["backbone"].startswith("qc-test-tiny@") and report["device"].startswith("cpu")
     assert json.loads(r.stdout.strip().splitlines()[-1]) == report
+    # realistic frames: the asked size, and the worker's CPU use over the end-to-end rounds
+    assert report["frame_size"] == "160x128" and report["worker_cpu_cores"] > 0
+    # --workers 2: a second run with two workers in one group, against the one-worker figure
+    scaling = report["scaling"]
+    assert scaling["workers"] == 2 and scaling["partitions"] >= 2
+    assert scaling["e2e_fps"] > 0 and scaling["e2e_fps_one_worker"] == report["e2e_fps"]
+    assert abs(scaling["speedup"] - scaling["e2e_fps"] / report["e2e_fps"]) < 0.01
+    bad = cli("bench", "--frame-size", "wide")
+    assert bad.returncode == 2 and "--frame-size must be" in bad.stderr

@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from qc_stream.devtools.bench import _prompts_fit, _steady, _untrained_models_dir
+from qc_stream.devtools.bench import (
+    _cpu_seconds,
+    _frames,
+    _prompts_fit,
+    _steady,
+    _untrained_models_dir,
+    parse_frame_size,
+)
 from qc_stream.errors import QcError
 from qc_stream.settings import DEFAULT_MODELS_DIR, load_settings
 
@@ -42,3 +49,53 @@ def test_bench_uses_untrained_prompts_when_the_active_version_is_for_another_bac
     work.mkdir()
     root = _untrained_models_dir(other, work)
     assert (root / "backbones" / "qc-test-tiny").is_dir() and not (root / "prompts").exists()
+
+
+def test_frame_size_is_a_side_or_width_by_height():
+    assert parse_frame_size("256") == (256, 256)
+    assert parse_frame_size("1280x1024") == (1280, 1024)
+    assert parse_frame_size("2448X2048") == (2448, 2048)
+    for bad in ("", "big", "1280x", "1x2x3", "16", "100000x20"):
+        with pytest.raises(QcError, match="--frame-size"):
+            parse_frame_size(bad)
+
+
+def test_frames_are_camera_jpegs_of_the_asked_size():
+    import io
+
+    from PIL import Image
+
+    frames = _frames(6, (320, 200), seed=3)
+    assert len(frames) == 6 and {p for p, _ in frames} <= {"pill", "screw", "wood", "tile"}
+    for product, f in frames:
+        img = Image.open(io.BytesIO(f.data))
+        assert img.format == "JPEG" and img.size == (320, 200) and f.product == product
+    square = _frames(2, 64, seed=3)
+    assert Image.open(io.BytesIO(square[0][1].data)).size == (64, 64)
+
+
+def test_worker_cpu_seconds_come_from_the_process_itself():
+    import subprocess
+    import sys
+
+    class Proc:  # the one attribute of WorkerProcess that _cpu_seconds reads
+        def __init__(self, popen):
+            self.proc = popen
+
+    busy = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import time\nt=time.process_time()\nwhile time.process_time()-t<0.5: pass\nimport sys; sys.stdin.read()",
+        ],
+        stdin=subprocess.PIPE,
+    )
+    try:
+        import time
+
+        deadline = time.monotonic() + 30
+        while _cpu_seconds([Proc(busy)]) < 0.45 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _cpu_seconds([Proc(busy)]) >= 0.45
+    finally:
+        busy.communicate(b"")
