@@ -58,6 +58,20 @@ ProductThresholds = Annotated[dict[str, ThresholdPair], WrapValidator(_json_obje
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 
 
+def database_identity(url: str) -> str:
+    """10 hex digits naming a database: its URL without the password (a SQLite path made
+    absolute), hashed. Two deployments on one Redis get different Redis key prefixes from it."""
+    import hashlib
+    import os
+    import re
+
+    ident = re.sub(r"://([^:/@]*):[^@]*@", r"://\1@", url)
+    head, sep, path = ident.partition(":///")
+    if head.startswith("sqlite") and sep and path and not path.startswith(":memory:"):
+        ident = f"{head}:///{os.path.abspath(path)}"
+    return hashlib.sha256(ident.encode()).hexdigest()[:10]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="QC_", extra="ignore", frozen=True)
 
@@ -65,7 +79,9 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = "127.0.0.1:9092"
     database_url: str = "sqlite:///qc-stream.db"
     redis_url: str | None = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = "qc:"
+    # Key prefix in Redis; unset: "qc:<10 hex of the database's identity>:" so deployments (and
+    # test databases) sharing one Redis never read each other's keys (see cache_prefix).
+    redis_prefix: str | None = None
     cache_ttl_s: int = Field(60, ge=1, le=86_400)
     # `qc-stream db prune`: frames (inspections, frame ids) are kept this many full UTC days
     # besides today, the per-minute roll-ups behind the dashboards this many.
@@ -291,6 +307,13 @@ class Settings(BaseSettings):
             )
 
     # --- derived ---
+    @property
+    def cache_prefix(self) -> str:
+        """``QC_REDIS_PREFIX``, else one derived from the database identity (``database_identity``)."""
+        if self.redis_prefix:
+            return self.redis_prefix
+        return f"qc:{database_identity(self.database_url)}:"
+
     @property
     def product_thresholds(self) -> dict[str, tuple[float, float]]:
         return self.thresholds

@@ -107,7 +107,23 @@ class PromptVersions:
             row = self.versions.active()
             return row.prompt_version if row else None
 
-        return self.cache.get_or_load(ACTIVE_CACHE_KEY, load) if self.cache is not None else load()
+        if self.cache is None:
+            return load()
+        cached = self.cache.get_or_load(ACTIVE_CACHE_KEY, load)
+        if cached is None or self._is_known(cached):
+            return cached
+        # A cached name this database or models folder does not have (another deployment's
+        # key, or a version removed since): the source of truth decides, and the cache follows.
+        log.warning("ignoring cached active prompt version %s: not in this database/models", cached)
+        self.cache.invalidate(ACTIVE_CACHE_KEY)
+        return self.cache.get_or_load(ACTIVE_CACHE_KEY, load)
+
+    def _is_known(self, version: str) -> bool:
+        """``version`` has a row in this database and its files in this models folder."""
+        return (
+            self.versions.get(version) is not None
+            and (prompts_dir(self.models_dir) / version / "manifest.json").is_file()
+        )
 
     def sync_from_disk(self) -> None:
         """Record versions found under models/prompts/ but missing from the DB (e.g. shipped ones).

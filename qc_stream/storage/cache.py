@@ -79,7 +79,7 @@ class Cache:
 
     @classmethod
     def from_settings(cls, settings) -> Cache:
-        return cls(settings.redis_url, settings.redis_prefix, settings.cache_ttl_s)
+        return cls(settings.redis_url, settings.cache_prefix, settings.cache_ttl_s)
 
     # --- availability ---
     @property

@@ -29,7 +29,7 @@ def build_runtime(settings: Settings):
     if settings.redis_url:
         from qc_stream.storage.cache import Cache
 
-        live = live_updater(Cache(settings.redis_url, settings.redis_prefix, settings.cache_ttl_s))
+        live = live_updater(Cache(settings.redis_url, settings.cache_prefix, settings.cache_ttl_s))
     retention = None
     if settings.frame_store_dir is not None:
         from qc_stream.storage.frame_store import FrameStore
