@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -87,6 +88,14 @@ def _insert_for(conn: Connection):
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert
+
+
+def _pipeline(conn: Connection):
+    """psycopg's pipeline mode on Postgres (statements sent without waiting for each result);
+    nothing on SQLite, which has no round trips."""
+    if conn.dialect.name == "postgresql":
+        return conn.connection.driver_connection.pipeline()
+    return nullcontext()
 
 
 def _row(result: InspectionResult) -> dict:
@@ -176,9 +185,9 @@ class InspectionRepository:
             self._ensure_partitions(batch)
         with write_transaction(self.engine) as conn:
             insert = _insert_for(conn)
-            # One statement per table, executed with a list of rows: compiled once (SQLAlchemy's
-            # cache) and sent as one multi-row VALUES ("insertmanyvalues", which needs RETURNING;
-            # the returned keys are ignored), so a batch costs one round trip per table.
+            # One statement per table, executed with a list of rows, so each is compiled once
+            # (SQLAlchemy's cache). The guard's RETURNING needs its own round trip; on Postgres
+            # everything after it goes in one psycopg pipeline: one round trip for seven tables.
             guard = (
                 insert(FrameIdRow)
                 .on_conflict_do_nothing(index_elements=["frame_id", "captured_at"])
@@ -189,15 +198,15 @@ class InspectionRepository:
             fresh = [r for r in batch if r.frame_id in new_ids]
             if not fresh:
                 return 0
-            conn.execute(
-                insert(InspectionRow).returning(InspectionRow.id), [_row(r) for r in fresh]
-            )
-            for table, floor in ((DefectCountRow, bucket_of), (DefectHourRow, hour_of)):
-                self._bump_counts(conn, insert, fresh, table, floor)
-            for table, floor in ((CameraMinuteRow, bucket_of), (CameraHourRow, hour_of)):
-                self._bump_cameras(conn, insert, fresh, table, floor)
-            for table, floor in ((PromptMinuteRow, bucket_of), (PromptHourRow, hour_of)):
-                self._bump_prompts(conn, insert, fresh, table, floor)
+            with _pipeline(conn):
+                # inline(): no RETURNING of the new id, which a pipeline cannot wait for.
+                conn.execute(insert(InspectionRow).inline(), [_row(r) for r in fresh])
+                for table, floor in ((DefectCountRow, bucket_of), (DefectHourRow, hour_of)):
+                    self._bump_counts(conn, insert, fresh, table, floor)
+                for table, floor in ((CameraMinuteRow, bucket_of), (CameraHourRow, hour_of)):
+                    self._bump_cameras(conn, insert, fresh, table, floor)
+                for table, floor in ((PromptMinuteRow, bucket_of), (PromptHourRow, hour_of)):
+                    self._bump_prompts(conn, insert, fresh, table, floor)
             return len(fresh)
 
     @staticmethod
@@ -225,12 +234,12 @@ class InspectionRepository:
         rows = [acc[k] for k in sorted(acc)]
         t = table.__table__
         added = ["frames", "ok", "warn", "reject", "latency_sum_ms", *LATENCY_COLUMNS]
-        stmt = insert(table)
+        stmt = insert(table).inline()
         stmt = stmt.on_conflict_do_update(
             index_elements=["bucket_start", "line_id", "product", "camera_id"],
             set_={c: t.c[c] + stmt.excluded[c] for c in added},
         )
-        conn.execute(stmt.returning(table.__table__.c.bucket_start), rows)
+        conn.execute(stmt, rows)
 
     @staticmethod
     def _bump_prompts(
@@ -265,7 +274,7 @@ class InspectionRepository:
             if conn.dialect.name == "postgresql"
             else (func.min, func.max)
         )
-        stmt = insert(table)
+        stmt = insert(table).inline()
         stmt = stmt.on_conflict_do_update(
             index_elements=list(PROMPT_KEY),
             set_={
@@ -274,7 +283,7 @@ class InspectionRepository:
                 "last_seen": greatest(t.last_seen, stmt.excluded.last_seen),
             },
         )
-        conn.execute(stmt.returning(table.__table__.c.bucket_start), rows)
+        conn.execute(stmt, rows)
 
     @staticmethod
     def _bump_counts(conn: Connection, insert, fresh: list[InspectionResult], table, floor) -> None:
@@ -300,7 +309,7 @@ class InspectionRepository:
             for k in sorted(frames)
         ]
         t = table.__table__.c
-        stmt = insert(table)
+        stmt = insert(table).inline()
         stmt = stmt.on_conflict_do_update(
             index_elements=["bucket_start", "line_id", "product", "defect_type"],
             set_={
@@ -309,7 +318,7 @@ class InspectionRepository:
                 "reject": t.reject + stmt.excluded.reject,
             },
         )
-        conn.execute(stmt.returning(table.__table__.c.bucket_start), rows)
+        conn.execute(stmt, rows)
 
     # --- reads ---
     def get(self, frame_id: str) -> InspectionResult | None:
