@@ -163,6 +163,8 @@ class FrameProducer:
         self.check_size(data, what)
         self._wait_until(lambda: self._has_room(len(data)), "room in the backlog")
         with self._lock:
+            if not self._unacked:  # nothing was owed until now: the stall/give-up clocks start here
+                self.last_progress = time.monotonic()
             self._unacked[meta.frame_id] = _Unacked(data, meta, what)
             self._unacked_bytes += len(data)
         self.sent += 1
@@ -226,7 +228,7 @@ class FrameProducer:
             and time.monotonic() - max(self.last_progress, self._last_recovery) > self.stall_s
         ):
             with self._lock:
-                self._broken = f"no acknowledgement for {self.stall_s:.0f} s"
+                self._broken = f"no acknowledgement for {self.stall_s:g} s"
         if self._broken:
             self._recover()
 

@@ -205,6 +205,23 @@ def test_camera_gives_up_with_a_clear_error_when_the_broker_never_returns(own_br
     producer.close(timeout_s=0)
 
 
+def test_an_idle_camera_is_not_mistaken_for_a_stalled_one(own_broker):
+    """The stall and give-up clocks run only while frames are owed: a slow line is not a dead broker."""
+    import time
+
+    ensure_topics(own_broker.bootstrap, 1)
+    producer = FrameProducer(
+        load_settings(kafka_bootstrap=own_broker.bootstrap, producer_give_up_s=1)
+    )
+    producer.stall_s = 0.5
+    for frame in synthetic("pill", count=2, defect_rate=0.0, seed=2, size=64):
+        time.sleep(1.2)  # idle longer than both clocks
+        producer.send(frame.data, _meta("cam-i"))
+        producer.flush()
+    producer.close()
+    assert producer.acked == 2 and producer.recoveries == 0
+
+
 def _meta(camera_id: str):
     from qc_stream.producers.camera import new_frame_id
     from qc_stream.producers.producer import frame_meta
