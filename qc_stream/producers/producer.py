@@ -105,7 +105,8 @@ class FrameProducer:
     original frame id, so delivery is at-least-once and the worker's de-duplication makes it
     exactly-once in the database. The unacknowledged backlog is bounded
     (``QC_PRODUCER_BUFFER_FRAMES`` / ``QC_PRODUCER_BUFFER_BYTES``): when it is full, ``send`` waits.
-    Only ``QC_PRODUCER_GIVE_UP_S`` without a single acknowledgement ends in a ``QcError``.
+    Only ``QC_PRODUCER_GIVE_UP_S`` without a single acknowledgement while frames are owed ends in
+    a ``QcError``.
     """
 
     # A backlog with no acknowledgement for this long means the client is stuck: replace it.
@@ -270,6 +271,7 @@ class FrameProducer:
                     self.settings.topic_partitions,
                     replication_factor=self.settings.topic_replication_factor,
                     timeout_s=max(1.0, min(10.0, left)),
+                    client_kwargs=kafka_python_kwargs(self.settings),
                 )
             except QcError as e:
                 log.info("topics not checked after reconnecting: %s", e)
