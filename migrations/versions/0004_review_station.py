@@ -29,6 +29,7 @@ def upgrade() -> None:
         sa.Column("path", sa.String(512), nullable=False),
         sa.Column("overlay_path", sa.String(512), nullable=True),
         sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+        sa.Column("thresholds", sa.JSON(), nullable=True),
         sa.PrimaryKeyConstraint("frame_id", name="pk_retained_frames"),
     )
     op.create_index("ix_retained_frames_stored_at", "retained_frames", ["stored_at"])

@@ -265,7 +265,7 @@ def create_app(
                 "user": user,
                 "d": detail,
                 "i": detail.inspection,
-                "thresholds": getattr(detail.inspection, "thresholds", None),
+                "thresholds": detail.retained.thresholds,
                 "types": types,
                 "verdicts": VERDICTS,
                 "form_token": forms.issue(frame_id, user.name),

@@ -56,6 +56,7 @@ class StoredFrame:
     path: str  # relative to the store root
     overlay_path: str | None
     size_bytes: int
+    thresholds: dict | None = None  # what decided the verdict, kept with the frame for reviewers
 
 
 @dataclass(frozen=True)

@@ -280,6 +280,8 @@ class RetainedFrameRow(Base):
     path: Mapped[str] = mapped_column(String(512), nullable=False)
     overlay_path: Mapped[str | None] = mapped_column(String(512))
     size_bytes: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    # The thresholds that decided the verdict ({warn, reject, source, ...}), shown to reviewers.
+    thresholds: Mapped[dict | None] = mapped_column(JSON)
 
 
 class ReviewRow(Base):

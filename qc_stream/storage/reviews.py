@@ -81,6 +81,7 @@ class ReviewRepository:
                 "path": f.path,
                 "overlay_path": f.overlay_path,
                 "size_bytes": f.size_bytes,
+                "thresholds": f.thresholds,
             }
             for f in sorted(frames, key=lambda f: f.frame_id)
         ]

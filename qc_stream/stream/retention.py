@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from qc_stream.domain.inspection import InspectionResult
@@ -61,9 +61,11 @@ class FrameRetention:
                 save_overlay(path, image, amap, result.regions, caption)
 
             try:
-                kept.append(
-                    self.store.put(result.frame_id, result.captured_at, data[0], data[1], draw)
-                )
+                stored = self.store.put(result.frame_id, result.captured_at, data[0], data[1], draw)
+                thresholds = getattr(result, "thresholds", None)
+                if thresholds is not None:
+                    stored = replace(stored, thresholds=thresholds.model_dump(mode="json"))
+                kept.append(stored)
                 metrics.FRAMES_RETAINED.labels(verdict=result.verdict.value).inc()
             except Exception as e:  # the store is an aid to review: never stop the line for it
                 metrics.FRAME_STORE_FAILURES.inc()

@@ -126,6 +126,8 @@ def test_confirm_override_verdict_override_type_append_rows(station):
     login(c, "olga")
     r = decide(c, "f-3", action="confirm")
     assert r.status_code == 303 and r.headers["location"] == "/frames/f-2"  # next unreviewed
+    page = c.get("/frames/f-2").text
+    assert "warn 0.5, reject 0.8 (global)" in page and "v-test" in page
     assert decide(c, "f-2", action="verdict", verdict="ok").status_code == 303
     assert decide(c, "f-1", action="type", defect_type="stain").status_code == 303
     rows = {r.frame_id: r for r in station.rows()}

@@ -94,6 +94,7 @@ def test_worker_keeps_flagged_and_sampled_frames_with_overlays(
         assert Image.open(frame).size[0] > 0  # the bytes as the camera sent them
         assert row.overlay_path and Image.open(store / row.overlay_path).format == "PNG"
         assert row.size_bytes >= frame.stat().st_size
+        assert row.thresholds["source"] and 0 <= row.thresholds["warn"] <= row.thresholds["reject"]
 
 
 def test_missing_frame_store_does_not_stop_inspection(tmp_path, own_broker, pg_url, unique_app_id):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from PIL import Image
@@ -48,12 +49,15 @@ def keep_frames(engine, store: FrameStore, specs, data: bytes | None = None) -> 
         )
     InspectionRepository(engine).record_many(results)
     stored = [
-        store.put(
-            r.frame_id,
-            r.captured_at,
-            data or png(),
-            "image/png",
-            lambda p: Image.new("RGB", (32, 32), (200, 0, 0)).save(p, format="PNG"),
+        replace(
+            store.put(
+                r.frame_id,
+                r.captured_at,
+                data or png(),
+                "image/png",
+                lambda p: Image.new("RGB", (32, 32), (200, 0, 0)).save(p, format="PNG"),
+            ),
+            thresholds={"warn": 0.5, "reject": 0.8, "source": "global"},
         )
         for r in results
     ]
