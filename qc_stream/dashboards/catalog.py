@@ -229,4 +229,67 @@ THROUGHPUT = Dashboard(
     ),
 )
 
-DASHBOARDS: tuple[Dashboard, ...] = (DEFECT_TRENDS, ROOT_CAUSES, CAMERAS, MODELS, THROUGHPUT)
+REVIEWS = Dashboard(
+    uid="qc-reviews",
+    title="qc-stream / Operator reviews",
+    description="How often reviewers agree with the model (its field precision), overrides over "
+    "time, the review queue, and defect counts as the model gave them vs as reviewed.",
+    variables=(LINE, PRODUCT),
+    annotations=(VERSION_CREATED,),
+    time_from="now-7d",
+    panels=(
+        Panel(
+            key="review_queue",
+            title="Review queue",
+            type="stat",
+            sql=q.REVIEW_QUEUE,
+            description="Kept frames nobody has reviewed yet, and how old the oldest is (minutes).",
+            width=24,
+            height=4,
+            min_interval=None,
+            options={
+                "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+                "textMode": "value_and_name",
+            },
+        ),
+        Panel(
+            key="review_agreement",
+            title="Agreement per product / line / prompt version",
+            type="table",
+            sql=q.REVIEW_AGREEMENT,
+            description="Reviewed frames whose current decision keeps the model's verdict and type.",
+            width=24,
+            min_interval=None,
+        ),
+        Panel(
+            key="review_overrides",
+            title="Overrides over time",
+            type="timeseries",
+            sql=q.REVIEW_OVERRIDES_OVER_TIME,
+            format="time_series",
+            description="Decisions that changed the verdict or type, and confirmations.",
+            unit="short",
+            width=24,
+            custom=_STACKED_BARS,
+        ),
+        Panel(
+            key="reviewed_defect_counts",
+            title="Defect counts: model vs reviewed",
+            type="table",
+            sql=q.REVIEWED_DEFECT_COUNTS,
+            description="Per defect type on reviewed frames: as the model counted them (raw) and "
+            "after review.",
+            width=24,
+            min_interval=None,
+        ),
+    ),
+)
+
+DASHBOARDS: tuple[Dashboard, ...] = (
+    DEFECT_TRENDS,
+    ROOT_CAUSES,
+    CAMERAS,
+    MODELS,
+    THROUGHPUT,
+    REVIEWS,
+)

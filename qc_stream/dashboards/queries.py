@@ -248,3 +248,55 @@ SELECT COALESCE(SUM(frames), 0) AS frames,
        qc_latency_quantile({LATENCY_COUNTS}, 0.5) AS p50_ms,
        qc_latency_quantile({LATENCY_COUNTS}, 0.95) AS p95_ms
 FROM {_cameras(False)} AS r"""
+
+# --- review station (reviews, retained_frames) ------------------------------------------------------
+
+# A frame's current decision is its newest reviews row; the model's verdict/type are copied on it.
+_CURRENT_REVIEWS = """\
+SELECT DISTINCT ON (frame_id) *
+  FROM reviews
+  WHERE $__timeFilter(reviewed_at) AND line_id IN ($line) AND product IN ($product)
+  ORDER BY frame_id, id DESC"""
+
+REVIEW_AGREEMENT = f"""\
+SELECT product, line_id, prompt_version,
+       COUNT(*) AS reviewed,
+       COUNT(*) FILTER (WHERE agrees) AS agreed,
+       ROUND(100.0 * COUNT(*) FILTER (WHERE agrees) / COUNT(*), 2) AS agreement_pct
+FROM ({_CURRENT_REVIEWS}) AS cur
+GROUP BY product, line_id, prompt_version
+ORDER BY product, line_id, prompt_version"""
+
+REVIEW_OVERRIDES_OVER_TIME = """\
+SELECT $__timeGroupAlias(reviewed_at, $__interval),
+       COUNT(*) FILTER (WHERE NOT agrees) AS overrides,
+       COUNT(*) FILTER (WHERE agrees) AS confirmations
+FROM reviews
+WHERE $__timeFilter(reviewed_at) AND line_id IN ($line) AND product IN ($product)
+GROUP BY 1
+ORDER BY 1"""
+
+REVIEW_QUEUE = """\
+SELECT COUNT(*) AS queue_size,
+       COALESCE(ROUND(CAST(EXTRACT(EPOCH FROM now() - MIN(r.captured_at)) / 60 AS numeric), 1), 0)
+         AS oldest_minutes
+FROM retained_frames AS r
+JOIN inspections AS i ON i.frame_id = r.frame_id
+WHERE i.line_id IN ($line) AND i.product IN ($product)
+  AND NOT EXISTS (SELECT 1 FROM reviews AS v WHERE v.frame_id = r.frame_id)"""
+
+REVIEWED_DEFECT_COUNTS = f"""\
+SELECT product, defect_type, SUM(raw) AS raw, SUM(reviewed) AS reviewed
+FROM (
+  SELECT product, original_type AS defect_type, 1 AS raw, 0 AS reviewed
+    FROM ({_CURRENT_REVIEWS}) AS a WHERE original_verdict <> 'ok' AND original_type IS NOT NULL
+  UNION ALL
+  SELECT product, defect_type, 0, 1
+    FROM ({_CURRENT_REVIEWS}) AS b WHERE verdict <> 'ok' AND defect_type IS NOT NULL
+) AS counts
+GROUP BY product, defect_type
+ORDER BY product, defect_type"""
+
+REVIEW_QUERIES = frozenset(
+    {REVIEW_AGREEMENT, REVIEW_OVERRIDES_OVER_TIME, REVIEW_QUEUE, REVIEWED_DEFECT_COUNTS}
+)

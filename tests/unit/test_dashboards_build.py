@@ -29,7 +29,7 @@ def _queries(dashboard: dict) -> list[str]:
     )
 
 
-def test_six_dashboards_with_stable_unique_uids():
+def test_seven_dashboards_with_stable_unique_uids():
     uids = [d["uid"] for d in build_all()]
     assert uids == [
         "qc-defect-trends",
@@ -37,6 +37,7 @@ def test_six_dashboards_with_stable_unique_uids():
         "qc-cameras",
         "qc-models",
         "qc-throughput",
+        "qc-reviews",
         "qc-workers",
     ]
     assert [dump(d) for d in build_all()] == [dump(d) for d in build_all()]  # deterministic
