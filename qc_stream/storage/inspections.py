@@ -17,14 +17,15 @@ writing, once per day per process; see ``qc_stream.storage.partitions``.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
-from contextlib import nullcontext
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 
 from qc_stream.domain.inspection import InspectionResult, Verdict
 from qc_stream.storage import partitions
@@ -90,12 +91,22 @@ def _insert_for(conn: Connection):
     return insert
 
 
-def _pipeline(conn: Connection):
+@contextmanager
+def _pipeline(conn: Connection) -> Iterator[None]:
     """psycopg's pipeline mode on Postgres (statements sent without waiting for each result);
-    nothing on SQLite, which has no round trips."""
-    if conn.dialect.name == "postgresql":
-        return conn.connection.driver_connection.pipeline()
-    return nullcontext()
+    nothing on SQLite, which has no round trips. A server error that surfaces only when the
+    pipeline syncs is raised as SQLAlchemy's ``DBAPIError``, like any other, so deadlocks are
+    retried and the rest become ``StorageError``."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    import psycopg
+
+    try:
+        with conn.connection.driver_connection.pipeline():
+            yield
+    except psycopg.Error as e:
+        raise DBAPIError.instance(None, None, e, psycopg.Error) from e
 
 
 def _row(result: InspectionResult) -> dict:
