@@ -109,9 +109,11 @@ def register(app: typer.Typer) -> None:
         ),
         url: str | None = _url_option(),
     ) -> None:
-        """Drop frames older than QC_RETENTION_DAYS (whole day partitions on Postgres) and roll-ups
-        older than QC_ROLLUP_RETENTION_DAYS; prints the plan first. Creates the coming days'
-        partitions too."""
+        """Retention: drop old frames and roll-ups, printing the plan first.
+
+        Frames older than QC_RETENTION_DAYS go as whole day partitions on Postgres, roll-up rows
+        older than QC_ROLLUP_RETENTION_DAYS are deleted; the coming days' partitions are created.
+        """
         from qc_stream.settings import load_settings
         from qc_stream.storage.db import make_engine, storage_errors
         from qc_stream.storage.partitions import execute_prune, plan_prune
