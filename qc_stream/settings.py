@@ -20,9 +20,11 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from qc_stream.errors import ConfigError
+from qc_stream.paths import default_models_dir, seed_models_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_MODELS_DIR = REPO_ROOT / "models"
+# The checkout's models/, or (installed wheel) a per-user folder seeded from the shipped assets.
+DEFAULT_MODELS_DIR = default_models_dir()
 # The shipped default backbone: pretrained in 57 minutes on 2 CPU cores (its MODEL_CARD.md says how).
 # `qc-clip-tiny` beside it is the earlier 5-minute GPU run, kept with the prompt versions made for it.
 DEFAULT_BACKBONE = "qc-clip-tiny-cpu"
@@ -358,6 +360,9 @@ def _describe(err: ValidationError) -> str:
 def load_settings(**overrides) -> Settings:
     """Read and validate settings; raise ``ConfigError`` with a readable message."""
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as e:
         raise ConfigError(_describe(e)) from None
+    if settings.models_dir == DEFAULT_MODELS_DIR:
+        seed_models_dir(settings.models_dir)  # no-op in a checkout; first use of a wheel install
+    return settings

@@ -1,7 +1,8 @@
 """Schema migrations through Alembic: ``upgrade(url)`` / ``downgrade(url, revision)`` / ``current(url)``.
 
-The revisions live in ``migrations/`` at the repository root, found relative to this package (or
-``QC_MIGRATIONS_DIR``), so ``qc-stream db upgrade`` works from any working directory.
+The revisions live in ``migrations/`` at the repository root, found relative to this package, or
+in an installed wheel's data files (``<prefix>/share/qc-stream/migrations``), or at
+``QC_MIGRATIONS_DIR``; so ``qc-stream db upgrade`` works from any working directory.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
 
 def migrations_dir() -> Path:
+    """``QC_MIGRATIONS_DIR``, else the checkout's migrations/, else the installed wheel's copy."""
+    from qc_stream.paths import shipped_migrations_dir
+
     override = os.environ.get("QC_MIGRATIONS_DIR")
-    path = Path(override) if override else PACKAGE_ROOT / "migrations"
+    path = Path(override) if override else shipped_migrations_dir()
     if not (path / "env.py").is_file():
         raise StorageError(f"Alembic migrations not found at {path} (set QC_MIGRATIONS_DIR)")
     return path
