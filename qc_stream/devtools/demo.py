@@ -2,12 +2,14 @@
 
 Everything embedded: tansu on a free port, SQLite under the output folder unless QC_DATABASE_URL,
 Redis only when reachable. The worker is the real one (``python -m qc_stream.stream.worker``),
-writing overlay PNGs of rejected frames to ``OUT/overlays``.
+writing overlay PNGs of rejected frames to ``OUT/overlays`` and keeping frames for review in
+``OUT/frames``; the summary ends with how to log in to ``qc-stream review``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import threading
 import time
@@ -68,14 +70,18 @@ def run_demo(settings: Settings, plan: DemoPlan) -> dict:
     overlays.mkdir(parents=True, exist_ok=True)
     for old in overlays.glob("*.png"):  # our own output of an earlier run
         old.unlink()
+    frames_dir = out / "frames"  # frames kept for the review station
 
-    if "QC_DATABASE_URL" in os.environ:
+    own_db = "QC_DATABASE_URL" not in os.environ
+    if not own_db:
         db_url = settings.database_url
     else:
         db_file = out / "demo.db"
         for suffix in ("", "-wal", "-shm"):
             Path(str(db_file) + suffix).unlink(missing_ok=True)
         db_url = f"sqlite:///{db_file}"
+        shutil.rmtree(frames_dir, ignore_errors=True)  # kept for the database just removed
+    frames_dir.mkdir(exist_ok=True)
     upgrade(db_url)
     repo = InspectionRepository(make_engine(db_url))
     redis_url = settings.redis_url if redis_reachable(settings.redis_url) else None
@@ -102,6 +108,7 @@ def run_demo(settings: Settings, plan: DemoPlan) -> dict:
             redis_url=redis_url,
             redis_prefix=redis_prefix,
             QC_OVERLAY_DIR=str(overlays),
+            QC_FRAME_STORE_DIR=str(frames_dir),
             QC_HEALTH_PORT="-1",
         )
         worker = WorkerProcess(env, out / "worker.log")
@@ -153,7 +160,46 @@ def run_demo(settings: Settings, plan: DemoPlan) -> dict:
     summary["first_result_s"] = first_s
     summary["overlays"] = sorted(str(p) for p in overlays.glob("*.png"))
     print_summary(summary, out)
+    for line in review_instructions(db_url, frames_dir, own_db):
+        _echo(line)
     return summary
+
+
+DEMO_REVIEWER = "demo"
+
+
+def review_instructions(db_url: str, frames_dir: Path, own_db: bool) -> list[str]:
+    """How to open the review station on the demo's frames. On the demo's own SQLite database a
+    ``demo`` engineer account is created with a fresh random password (for this demo database
+    only); on a database given by QC_DATABASE_URL no account is made, the user adds one."""
+    import secrets
+    import shlex
+
+    from qc_stream.storage.db import make_engine, safe_url
+
+    env = f"QC_DATABASE_URL={shlex.quote(db_url)} QC_FRAME_STORE_DIR={shlex.quote(str(frames_dir))}"
+    lines = [
+        "",
+        "review station: correct the verdicts of the kept frames in a browser:",
+        f"  {env} qc-stream review --port 8090",
+        "  then open http://127.0.0.1:8090/login",
+    ]
+    if not own_db:
+        lines.append(
+            f"  add an account first on {safe_url(db_url)}: "
+            f"{env} qc-stream review user add NAME --role engineer"
+        )
+        return lines
+    from qc_stream.review.passwords import hash_password
+    from qc_stream.storage.reviews import UserRepository
+
+    password = secrets.token_urlsafe(9)
+    UserRepository(make_engine(db_url)).add(DEMO_REVIEWER, hash_password(password), "engineer")
+    lines.append(
+        f"  user {DEMO_REVIEWER!r}, password {password!r} (made for this demo database only; "
+        "do not use it anywhere else)"
+    )
+    return lines
 
 
 def _follow(repo, plan: DemoPlan, worker, t_worker: float, errors: list[str]) -> float | None:
