@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     prompt_version: str | None = None  # None: the active version
     device: Literal["auto", "cpu", "cuda"] = "auto"
     precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    # Pipelined inference (qc_stream.inference.pipeline): each batch goes through the detector in
+    # this many sub-batches whose CPU stages (resize, region labelling) overlap the model's forward;
+    # 0: off, one sequential pass per batch.
+    pipeline_chunks: int = Field(0, ge=0, le=64)
+    # torch.compile of the image tower (each new batch shape compiles first: a slow first batch).
+    compile: bool = False
     # Defect regions: connected pixels whose anomaly value reaches this, of at least this many pixels
     # (pixels of the original image).
     # Unset: each product's threshold calibrated for the prompt version (else 0.05); set: an override.

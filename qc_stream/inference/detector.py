@@ -121,6 +121,7 @@ class Detector:
         self._prompts = prompts
         self._lock = threading.Lock()  # guards the swap of ``_prompts``; a batch takes one snapshot
         self._device = backbone.device
+        self._pipelined = None
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -219,7 +220,11 @@ class Detector:
             self._prompts = prompts
 
     def _warm(self, prompts: _Prompts) -> None:
-        """Encode the vocabulary now (cached per version) so the first batch costs no text forward."""
+        """Encode the vocabulary now (cached per version) so the first batch costs no text forward;
+        with QC_COMPILE, compile the version's image tower (compiled on its first batch)."""
+        visual = getattr(prompts.model, "visual", None)
+        if self.settings.compile and isinstance(visual, torch.nn.Module):
+            visual.compile(dynamic=False)
         with torch.inference_mode(), autocast(self._device, self.settings.precision):
             prompts.model.text_features(list(prompts.vocab.words))
 
@@ -232,7 +237,17 @@ class Detector:
             raise ValueError(f"{len(images)} images but {len(products)} products")
         if not images:
             return []
+        if self.settings.pipeline_chunks > 1 and len(images) > 1:
+            return self._pipeline().detect(images, products)
         return self.finish(self.forward(self.prepare(images, products)))
+
+    def _pipeline(self):
+        """The PipelinedDetector over this detector (QC_PIPELINE_CHUNKS), made on first use."""
+        if self._pipelined is None:
+            from qc_stream.inference.pipeline import PipelinedDetector
+
+            self._pipelined = PipelinedDetector(self, chunks=self.settings.pipeline_chunks)
+        return self._pipelined
 
     # ``detect`` in three stages, so that a pipeline (qc_stream.inference.pipeline) can run them on
     # different batches at once: prepare (CPU: resize, copy to the device), forward (the device:

@@ -99,3 +99,43 @@ def test_one_batch_in_chunks_gives_the_sequential_results(detector):
     for a, b in zip(got, whole, strict=True):
         assert a.detection.anomaly_score == pytest.approx(b.detection.anomaly_score, abs=1e-5)
         np.testing.assert_allclose(a.model_map, b.model_map, atol=1e-5)
+
+
+def test_qc_pipeline_chunks_sends_the_detectors_own_detect_through_the_pipeline(detector):
+    from qc_stream.inference.detector import Detector
+    from qc_stream.inference.pipeline import PipelinedDetector
+
+    images, products = _batches()[2]
+    piped = Detector(
+        detector.backbone,
+        detector._prompts,
+        detector.settings.model_copy(update={"pipeline_chunks": 2}),
+    )
+    got = piped.detect(images, products)
+    assert isinstance(piped._pipelined, PipelinedDetector) and piped._pipelined.chunks == 2
+    want = detector.detect(images[:4], products[:4]) + detector.detect(images[4:], products[4:])
+    for a, b in zip(got, want, strict=True):
+        _same(a, b)
+    piped._pipelined.close()
+
+
+def test_qc_compile_compiles_the_image_tower_and_keeps_the_results(detector):
+    import shutil as sh
+
+    import torch
+
+    if not (sh.which("cc") or sh.which("gcc") or sh.which("clang")):
+        pytest.skip("torch.compile on the CPU needs a C compiler; none on this machine")
+    from qc_stream.inference.detector import Detector
+
+    settings = detector.settings.model_copy(update={"compile": True})
+    compiled = Detector.from_settings(settings)  # same seeded untrained prompts as the fixture
+    visual = compiled._prompts.model.visual
+    assert visual._compiled_call_impl is not None  # nn.Module.compile() took effect
+    images, products = _batches()[0]
+    torch._dynamo.reset()
+    got = compiled.detect(images, products)
+    want = detector.detect(images, products)
+    for a, b in zip(got, want, strict=True):
+        assert a.detection.anomaly_score == pytest.approx(b.detection.anomaly_score, abs=1e-4)
+        np.testing.assert_allclose(a.model_map, b.model_map, atol=1e-4)
