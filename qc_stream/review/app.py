@@ -351,6 +351,35 @@ def create_app(
             raise Refused(400, "Choose a registered defect type or propose a new one.")
         return chosen
 
+    @app.get("/export.zip")
+    def export_zip(request: Request):
+        """Engineers: the reviewed frames as a zip in the `retrain --examples` layout."""
+        user = current_user(request)
+        if not user.engineer:
+            raise Refused(403, "Only engineers export reviewed frames.")
+        import shutil
+        import tempfile
+
+        from starlette.background import BackgroundTask
+
+        from qc_stream.review.export import export_reviewed
+        from qc_stream.storage.defect_types import DefectTypeRepository
+
+        work = Path(tempfile.mkdtemp(prefix="qc-review-export-"))
+        try:
+            export_reviewed(reviews, DefectTypeRepository(engine).list(), store, work / "examples")
+            (work / "examples").mkdir(exist_ok=True)
+            archive = shutil.make_archive(str(work / "reviewed"), "zip", work / "examples")
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
+        return FileResponse(
+            archive,
+            media_type="application/zip",
+            filename="reviewed-examples.zip",
+            background=BackgroundTask(shutil.rmtree, work, True),
+        )
+
     @app.get("/proposals")
     def proposals(request: Request):
         user = current_user(request)

@@ -345,6 +345,26 @@ def test_export_writes_the_retrain_examples_layout(station, tmp_path):
     ]
 
 
+def test_engineers_download_the_export_as_a_zip(station):
+    import io
+    import zipfile
+
+    c = station.client()
+    login(c, "olga")
+    decide(c, "f-3", action="confirm")
+    decide(c, "f-2", action="verdict", verdict="ok")
+    assert c.get("/export.zip").status_code == 403
+    e = station.client()
+    login(e, "emil")
+    r = e.get("/export.zip")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
+    names = zipfile.ZipFile(io.BytesIO(r.content)).namelist()
+    assert sorted(n.split("/")[:2] for n in names if n.endswith(".png")) == [
+        ["pill", "crack"],
+        ["pill", "good"],
+    ]
+
+
 def test_security_headers_and_no_api_docs(station):
     c = station.client()
     r = c.get("/login")
