@@ -23,9 +23,12 @@ on others. Calibration looks at the scores of known-good parts of one product:
 per pixel; raw per-pixel probabilities of good parts are ~1e-7, so a fixed 0.5 found nothing).
 A region is the pixels whose map value reaches the product's pixel threshold:
 a high quantile of the good parts' map values (default 0.999 of every pixel), never below
-``REGION_FLOOR``. On a flagged frame whose map peaks below that threshold, the pixels within
-``RELATIVE_REGION`` of the peak form the region, so a flagged frame with any peak shows where the
-model looked.
+``REGION_FLOOR``, and at least ``RELATIVE_REGION`` of the frame's peak: the maps are coarse and
+blurred, so the product threshold alone draws regions several times the defect's size (mean IoU
+with the true masks 0.10 at the threshold alone, 0.21-0.25 with a cut at 0.7-0.8 of the peak, on
+40 flagged held-out frames). On a flagged frame whose map peaks below the product threshold but
+above the floor the same share of the peak still gives a region, so a flagged frame with any peak
+shows where the model looked.
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ DEFAULT_PIXEL_QUANTILE = 0.999
 # this floor a map has no peak worth a region.
 REGION_FLOOR = 0.02
 DEFAULT_REGION_THRESHOLD = 0.05  # no calibration and no QC_REGION_THRESHOLD
-RELATIVE_REGION = 0.5  # fallback region on a flagged frame: pixels >= this share of the peak
+RELATIVE_REGION = 0.75  # region pixels reach at least this share of the frame's peak
 
 
 def score_from_logit(logit: float) -> float:
@@ -107,10 +110,11 @@ def pixel_threshold_from_normal_maps(
 
 def region_cut(peak: float, threshold: float, flagged: bool) -> float | None:
     """The map value region pixels must reach on a frame whose map peaks at ``peak``: the
-    product's ``threshold``, or on a flagged frame whose peak is under it but above the floor,
-    ``RELATIVE_REGION * peak``; None when the frame gets no region."""
+    product's ``threshold`` and ``RELATIVE_REGION * peak``, whichever is higher; on a flagged frame
+    whose peak is under the threshold but above the floor, ``RELATIVE_REGION * peak`` (at least
+    the floor); None when the frame gets no region."""
     if peak >= threshold:
-        return threshold
+        return max(threshold, RELATIVE_REGION * peak)
     if flagged and peak >= REGION_FLOOR:
         return max(REGION_FLOOR, RELATIVE_REGION * peak)
     return None

@@ -72,7 +72,8 @@ def test_pixel_threshold_is_a_high_quantile_of_good_maps_with_a_floor():
 
 
 def test_region_cut_gives_every_flagged_frame_with_a_peak_a_region():
-    assert region_cut(0.4, 0.05, flagged=True) == 0.05  # a peak above the threshold
+    assert region_cut(0.4, 0.05, flagged=True) == pytest.approx(RELATIVE_REGION * 0.4)
+    assert region_cut(0.06, 0.05, flagged=True) == 0.05  # the product threshold when higher
     assert region_cut(0.04, 0.05, flagged=True) == pytest.approx(
         max(REGION_FLOOR, RELATIVE_REGION * 0.04)
     )  # under it: the pixels near the peak
