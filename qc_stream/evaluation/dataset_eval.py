@@ -20,7 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from qc_stream.dapo import HandcraftedBaseline, HandcraftedConfig, active_version
+from qc_stream.dapo.checkpoint import load_prompt_version, read_manifest
 from qc_stream.datasets import Dataset, DatasetItem, load_image, load_mask
+from qc_stream.errors import QcError
+from qc_stream.evaluation.benchmark import find_version
 from qc_stream.evaluation.metrics import (
     PixelCounts,
     PixelTypeCounts,
@@ -211,11 +215,6 @@ def run_dataset_eval(
     log: Callable[[str], None] | None = None,
 ) -> dict:
     """Evaluate ``methods`` on ``data`` with ``backbone``; the report ``qc-stream eval --dataset`` writes."""
-    from qc_stream.dapo import HandcraftedBaseline, HandcraftedConfig, active_version
-    from qc_stream.dapo.checkpoint import load_prompt_version, read_manifest
-    from qc_stream.errors import QcError
-    from qc_stream.evaluation.benchmark import find_version
-
     started = time.perf_counter()
     detectors: dict[str, Callable[[str], object]] = {}
     versions: dict[str, str] = {}

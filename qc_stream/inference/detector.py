@@ -35,6 +35,7 @@ from qc_stream.domain.thresholds import (
 from qc_stream.domain.vocabulary import Vocabulary
 from qc_stream.errors import ConfigError
 from qc_stream.inference.decode import preprocess_batch
+from qc_stream.inference.pipeline import PipelinedDetector
 from qc_stream.inference.regions import find_regions, scale_regions
 from qc_stream.settings import Settings
 
@@ -244,8 +245,6 @@ class Detector:
     def _pipeline(self):
         """The PipelinedDetector over this detector (QC_PIPELINE_CHUNKS), made on first use."""
         if self._pipelined is None:
-            from qc_stream.inference.pipeline import PipelinedDetector
-
             self._pipelined = PipelinedDetector(self, chunks=self.settings.pipeline_chunks)
         return self._pipelined
 

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
-from qc_stream.inference.detector import Detector, DetectorOutput
+if TYPE_CHECKING:  # annotations only: detector.py imports this module at module level
+    from qc_stream.inference.detector import Detector, DetectorOutput
 
 
 class PipelinedDetector:
