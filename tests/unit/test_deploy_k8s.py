@@ -450,6 +450,7 @@ def test_worker_uses_gpu_graceful_stop_and_static_membership():
 SECRET_SAMPLES = {
     "QC_DATABASE_URL": "postgresql+psycopg://qc@db/qc",
     "QC_REDIS_URL": "redis://redis:6379/0",
+    "QC_REVIEW_SECRET": "a-random-session-key",
 }
 
 
