@@ -3,7 +3,8 @@ chromium + chromium-driver, driven by Selenium with the driver path given, so Se
 downloads nothing) against `qc-stream review` on a queue made by a real worker (embedded broker,
 Postgres, the tiny backbone). An operator logs in, works three frames with the keyboard (confirm,
 override the verdict, override the type); the test checks the reviews rows, the review
-dashboard's SQL and the export folder, saves a screenshot of the queue as docs/review-queue.png
+dashboard's SQL and the export folder, saves a screenshot of the queue as a test artifact
+(out/test-artifacts/review-queue.png, or $QC_TEST_ARTIFACTS; docs/review-queue.png is a copy)
 and prints the time per review action (keypress -> the next frame's page loaded)."""
 
 from __future__ import annotations
@@ -42,7 +43,13 @@ from tests.support.servers import free_port, port_accepts
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "review-queue.png"
+# A test artifact, not a tracked file: the committed docs/review-queue.png is a copy of one run.
+ARTIFACTS = Path(
+    os.environ.get(
+        "QC_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "out" / "test-artifacts"
+    )
+)
+SCREENSHOT = ARTIFACTS / "review-queue.png"
 QC_STREAM = Path(sys.executable).with_name("qc-stream")
 
 
@@ -143,7 +150,7 @@ def test_operator_works_three_frames_from_a_real_worker(
         b.find_element(By.ID, "login").click()
         wait_for(lambda: b.find_elements(By.ID, "queue-size"), 10, "the queue")
         assert b.find_element(By.ID, "queue-size").text == "3"
-        SCREENSHOT.parent.mkdir(exist_ok=True)
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
         b.save_screenshot(str(SCREENSHOT))
 
         body = b.find_element(By.TAG_NAME, "body")
