@@ -90,15 +90,44 @@ def gaussian_blur(maps: torch.Tensor, sigma: float) -> torch.Tensor:
     """Separable Gaussian blur of [B, H, W] maps (reflect padding)."""
     if sigma <= 0:
         return maps
+    h, w = maps.shape[-2:]
     radius = max(1, int(math.ceil(3 * sigma)))
-    radius = min(radius, maps.shape[-1] - 1, maps.shape[-2] - 1)
-    xs = torch.arange(-radius, radius + 1, device=maps.device, dtype=maps.dtype)
-    kernel = torch.exp(-(xs**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    x = maps.unsqueeze(1)
-    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
-    return x.squeeze(1)
+    radius = min(radius, w - 1, h - 1)
+    # Two matrix products with the 1-D kernel (and the reflect padding) folded into banded [n, n]
+    # matrices: the same separable convolution, ~10x faster on the CPU than oneDNN's convolution of
+    # one-channel maps (which was most of DAPO's forward on the tiny backbone).
+    rows = _blur_matrix(h, radius, float(sigma), maps.device, maps.dtype)
+    cols = _blur_matrix(w, radius, float(sigma), maps.device, maps.dtype)
+    return torch.matmul(rows.t(), torch.matmul(maps, cols))
+
+
+_BLUR_MATRICES: OrderedDict = OrderedDict()
+_BLUR_LOCK = threading.Lock()
+
+
+def _blur_matrix(n: int, radius: int, sigma: float, device, dtype) -> torch.Tensor:
+    """[n, n] M with (x @ M)[j] = sum_t k[t] x[reflect(j + t - radius)], k the normalised Gaussian
+    of ``sigma`` over -radius..radius (blurs the last axis; M^T @ x blurs the one before). Not
+    symmetric near the edges, where the reflected taps land. Cached per shape, device and dtype."""
+    key = (n, radius, sigma, str(device), dtype)
+    with _BLUR_LOCK:
+        m = _BLUR_MATRICES.get(key)
+    if m is None:
+        xs = torch.arange(-radius, radius + 1, dtype=torch.float64)
+        kernel = torch.exp(-(xs**2) / (2 * sigma**2))
+        kernel = kernel / kernel.sum()
+        j = torch.arange(n).view(-1, 1)  # output position
+        i = j + torch.arange(-radius, radius + 1).view(1, -1)  # input position before reflection
+        i = torch.where(i < 0, -i, i)
+        i = torch.where(i >= n, 2 * (n - 1) - i, i)
+        m = torch.zeros(n, n, dtype=torch.float64)
+        m.index_put_((i.reshape(-1), j.expand_as(i).reshape(-1)), kernel.repeat(n), accumulate=True)
+        m = m.to(device=device, dtype=dtype)
+        with _BLUR_LOCK:
+            _BLUR_MATRICES[key] = m
+            while len(_BLUR_MATRICES) > 16:
+                _BLUR_MATRICES.popitem(last=False)
+    return m
 
 
 def check_words(words: Sequence[str] | None) -> list[str]:
