@@ -139,6 +139,9 @@ class InspectionRow(Base):
     defect_type: Mapped[str | None] = mapped_column(String(64))
     defect_probs: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     regions: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    # {warn, reject, source, region, region_source} and the product's words (0005; NULL before).
+    thresholds: Mapped[dict | None] = mapped_column(JSON)
+    candidate_words: Mapped[list | None] = mapped_column(JSON)
     model_version: Mapped[str] = mapped_column(String(256), nullable=False)
     prompt_version: Mapped[str] = mapped_column(String(64), nullable=False)
     latency_ms: Mapped[float] = mapped_column(Float, nullable=False)

@@ -88,6 +88,8 @@ def test_region_fields_travel_through_qc_results_into_the_database(detection, db
     finally:
         engine.dispose()
     assert stored.regions == result.regions  # bbox, area, centroid, outline, type, peak and mean
+    assert stored.thresholds == result.thresholds  # the verdict explains itself in the table too
+    assert stored.thresholds.source == "setting" and stored.candidate_words == wire.candidate_words
     r = stored.regions[0]
     assert r.outline and r.centroid and r.mean_score is not None
     assert np.isfinite(r.score)
