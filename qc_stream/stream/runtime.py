@@ -75,6 +75,9 @@ class WorkerRuntime:
     # prompt version name -> its model_versions row (None: not registered); qc.model-updates
     # swaps only to registered versions whose files match the recorded sha256.
     registered_version: Callable[[str], Any] | None = None
+    # The model_versions row marked active (None: none); the worker starts on it when
+    # QC_PROMPT_VERSION is unset: the database, not the ACTIVE file, says which version is active.
+    active_version_row: Callable[[], Any] | None = None
     # The frame store for review (qc_stream.stream.retention.FrameRetention), None: off.
     retention: Any = None
 

@@ -52,6 +52,7 @@ def build_runtime(settings: Settings):
         # Connection errors are waited out (batch held); anything else ends the worker.
         is_store_outage=is_connection_error,
         registered_version=ModelVersionRepository(engine).get,
+        active_version_row=ModelVersionRepository(engine).active,
         retention=retention,
     )
 
@@ -66,13 +67,44 @@ def load_detector(rt) -> None:
     from qc_stream.inference.detector import Detector
     from qc_stream.observability import metrics
 
-    rt.detector = Detector.from_settings(rt.settings)
+    settings = rt.settings
+    if settings.prompt_version is None:
+        version = database_active_version(rt)
+        if version is not None:
+            settings = settings.model_copy(update={"prompt_version": version})
+    rt.detector = Detector.from_settings(settings)
     metrics.PROMPT_VERSION.labels(prompt_version=rt.detector.prompt_version).set(1)
     log.warning(
         "detector ready: backbone %s, prompt version %s",
         rt.detector.model_version,
         rt.detector.prompt_version,
     )
+
+
+def database_active_version(rt) -> str | None:
+    """The active version by the database (the source of truth where one is configured), if this
+    worker may run it (registered, files matching the recorded sha256); else None: the models
+    folder's ACTIVE file decides, with a warning when the database named another version."""
+    from qc_stream.stream.service import PromptRefused, vet_prompt_version
+
+    if rt.active_version_row is None:
+        return None
+    try:
+        row = rt.active_version_row()
+    except Exception as e:  # no schema yet, database down: the worker still starts
+        log.warning("cannot read the active prompt version from the database (%s); using ACTIVE", e)
+        return None
+    if row is None:
+        return None
+    try:
+        vet_prompt_version(row.prompt_version, rt.settings.models_dir, rt.registered_version)
+    except PromptRefused as e:
+        log.warning("database's active prompt version refused (%s); using the ACTIVE file", e)
+        return None
+    except Exception as e:
+        log.warning("cannot check prompt version %s (%s); using ACTIVE", row.prompt_version, e)
+        return None
+    return row.prompt_version
 
 
 def build_worker_app(settings: Settings, rt, update_offsets: dict[int, int], health=None):

@@ -370,3 +370,44 @@ def test_results_explain_their_thresholds_and_unknown_products_are_dead_letters(
     assert out.dead == [] and len(out.results) == 3
     banana = next(r for r in out.results if r.product == "banana")
     assert banana.candidate_words == ["crack", "scratch", "dent"]  # every word of the version
+
+
+def test_a_worker_starts_on_the_databases_active_version_not_the_active_file(models_dir, tmp_path):
+    """The database is the source of truth: its active row wins over the models folder's ACTIVE
+    file when the two disagree (a rollback made from another machine); a database active version
+    whose files do not match its recorded sha256 is refused and ACTIVE is used."""
+    from sqlalchemy import text
+
+    from qc_stream.dapo.checkpoint import active_version, set_active_version
+    from qc_stream.registry.versions import PromptVersions
+    from qc_stream.storage import migrate
+    from qc_stream.storage.db import make_engine
+    from qc_stream.storage.defect_types import DefectTypeRepository
+    from qc_stream.storage.model_versions import ModelVersionRepository
+    from qc_stream.stream.worker import build_runtime, load_detector
+
+    url = f"sqlite:///{tmp_path / 'qc.db'}"
+    migrate.upgrade(url)
+    settings = _settings(models_dir, database_url=url)
+    engine = make_engine(url)
+    try:
+        versions = PromptVersions(
+            settings, defects=DefectTypeRepository(engine), versions=ModelVersionRepository(engine)
+        )
+        versions.activate("v-strict")
+        set_active_version("v-cal", models_dir)  # the file says otherwise
+        rt = build_runtime(settings)
+        load_detector(rt)
+        assert rt.detector.prompt_version == "v-strict"
+
+        with engine.begin() as conn:  # its files no longer match the digest registered
+            conn.execute(
+                text("UPDATE model_versions SET sha256 = :d WHERE prompt_version = 'v-strict'"),
+                {"d": "0" * 64},
+            )
+        load_detector(rt)
+        assert rt.detector.prompt_version == "v-cal"  # refused: the ACTIVE file decides
+    finally:
+        set_active_version("v-cal", models_dir)
+        engine.dispose()
+    assert active_version(models_dir) == "v-cal"
