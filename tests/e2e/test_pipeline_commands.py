@@ -92,5 +92,7 @@ def test_bench_reports_bare_and_end_to_end_in_one_json(tmp_path):
     assert scaling["workers"] == 2 and scaling["partitions"] >= 2
     assert scaling["e2e_fps"] > 0 and scaling["e2e_fps_one_worker"] == report["e2e_fps"]
     assert abs(scaling["speedup"] - scaling["e2e_fps"] / report["e2e_fps"]) < 0.01
+    per_bare = (scaling["e2e_fps"] / scaling["bare_fps"]) / (report["e2e_fps"] / report["bare_fps"])
+    assert abs(scaling["speedup_vs_bare"] - per_bare) < 0.01
     bad = cli("bench", "--frame-size", "wide")
     assert bad.returncode == 2 and "--frame-size must be" in bad.stderr
