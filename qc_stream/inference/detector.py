@@ -435,7 +435,9 @@ def _load_prompts(version: str, backbone, models_dir: Path) -> _Prompts:
 def _untrained(backbone) -> _Prompts:
     log.warning(
         "NO PROMPT VERSION: no QC_PROMPT_VERSION and no models/prompts/ACTIVE; running an UNTRAINED DAPO "
-        "model (random prompts): scores and defect types are meaningless until a version is trained"
+        "model (random prompts): scores and defect types are meaningless until a version is trained "
+        "(`QC_BACKBONE=%s qc-stream train --dataset PATH --activate`)",
+        backbone.name,
     )
 
     vocab = Vocabulary.catalog_default()
