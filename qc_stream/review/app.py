@@ -3,8 +3,9 @@
 Pages: ``/login``; ``/`` the queue of unreviewed kept frames, newest first, with filters;
 ``/frames/{frame_id}`` one frame with its overlay, score, type, regions, thresholds and prompt
 version, and the decision forms; ``/proposals`` (engineers) proposed defect types to accept or
-reject. Every POST needs a logged-in session and its CSRF token; decisions also need a one-time
-form token (replays are refused). Everything shown goes through Jinja's autoescaping.
+reject; ``/versions`` (engineers) prompt versions to activate. Every POST needs a logged-in session
+and its CSRF token; decisions and activations also need a one-time form token (replays are
+refused). Everything shown goes through Jinja's autoescaping.
 """
 
 from __future__ import annotations
@@ -75,10 +76,13 @@ def create_app(
     *,
     engine=None,
     registry_factory=None,
+    versions_factory=None,
 ) -> FastAPI:
     """The app; ``engine`` defaults to ``QC_DATABASE_URL``; ``registry_factory()`` gives the
     ``DefectRegistry`` an accepted proposal is added to (default: from settings, publishing on
-    qc.defect-types)."""
+    qc.defect-types); ``versions_factory()`` the ``PromptVersions`` that lists and activates
+    prompt versions (default: from settings, as `qc-stream models`, announcing on
+    qc.model-updates)."""
     from qc_stream.storage.db import make_engine
 
     engine = engine or make_engine(settings.database_url)
@@ -98,6 +102,13 @@ def create_app(
         from qc_stream.registry.service import DefectRegistry
 
         return DefectRegistry.from_settings(settings)
+
+    def prompt_versions():
+        if versions_factory is not None:
+            return versions_factory()
+        from qc_stream.registry.versions import PromptVersions
+
+        return PromptVersions.from_settings(settings)
 
     app = FastAPI(title="qc-stream review", docs_url=None, redoc_url=None, openapi_url=None)
     app.add_middleware(
@@ -411,6 +422,56 @@ def create_app(
             row.id, "accepted" if decision == "accept" else "rejected", user.name
         )
         return RedirectResponse("/proposals", status_code=303)
+
+    def versions_page(request: Request, user: User, *, notice=None, error=None, status=200):
+        try:
+            with prompt_versions() as versions:
+                rows = versions.list()
+        except QcError as e:  # e.g. the database is down: say so on the page
+            rows, error, status = [], f"Cannot list prompt versions: {e}", 503
+        tokens = {
+            r.prompt_version: forms.issue(f"version:{r.prompt_version}", user.name) for r in rows
+        }
+        context = {"user": user, "rows": rows, "tokens": tokens, "notice": notice, "error": error}
+        return page(request, "versions.html", context, status=status)
+
+    @app.get("/versions")
+    def versions(request: Request):
+        user = current_user(request)
+        if not user.engineer:
+            raise Refused(403, "Only engineers activate prompt versions.")
+        return versions_page(request, user, notice=request.session.pop("notice", None))
+
+    @app.post("/versions/activate")
+    async def activate_version(request: Request):
+        """As `qc-stream models activate VERSION`: the same PromptVersions.activate (which refuses
+        a version made for another backbone, changing nothing) and the same announcement."""
+        user = current_user(request)
+        data = await form_of(request)
+        if not user.engineer:
+            raise Refused(403, "Only engineers activate prompt versions.")
+        from starlette.concurrency import run_in_threadpool
+
+        # Loading the backbone and waiting for the broker block: off the event loop.
+        return await run_in_threadpool(activate_now, request, user, data)
+
+    def activate_now(request: Request, user: User, data: dict[str, str]):
+        version = data.get("version", "")[:200]
+        with prompt_versions() as versions:
+            if version not in {r.prompt_version for r in versions.list()}:
+                raise Refused(404, f"No prompt version {version}.")
+            why = forms.consume(data.get("form_token", ""), f"version:{version}", user.name)
+            if why:
+                raise Refused(409, f"Not activated: {why}.")
+            try:
+                outcome = versions.activate(version)
+            except QcError as e:
+                log.warning("prompt version %s not activated by %s: %s", version, user.name, e)
+                error = f"Not activated: {e}"
+                return versions_page(request, user, error=error, status=409)
+        log.info("%s activated prompt version %s: %s", user.name, version, outcome.message)
+        request.session["notice"] = outcome.message
+        return RedirectResponse("/versions", status_code=303)
 
     return app
 
