@@ -23,6 +23,8 @@ import pytest
 
 from qc_stream.dashboards.build import build_all, write_dashboards
 from qc_stream.dashboards.push import GrafanaPusher, datasource_payload
+from qc_stream.dashboards.workers import PROMETHEUS_UID
+from qc_stream.dashboards.workers import UID as WORKERS_UID
 from qc_stream.errors import ConfigError, QcError
 
 GOOD = "good-token"
@@ -195,9 +197,11 @@ def test_first_push_creates_folder_datasource_and_every_dashboard(grafana):
     assert {uid: d["dashboard"] for uid, d in state.dashboards.items()} == {
         d["uid"]: d for d in built
     }
-    # every panel points at the datasource the push created
+    # every SQL panel points at the datasource the push created; the workers dashboard reads the
+    # Prometheus datasource, which Grafana provisioning creates (the push does not)
     for d in built:
-        assert {p["datasource"]["uid"] for p in d["panels"]} == {"qc-stream-pg"}
+        expected = PROMETHEUS_UID if d["uid"] == WORKERS_UID else "qc-stream-pg"
+        assert {p["datasource"]["uid"] for p in d["panels"]} == {expected}, d["uid"]
 
 
 def test_second_push_updates_in_place_without_duplicates(grafana):

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from qc_stream.devtools.broker import free_port
+from qc_stream.devtools.broker import EmbeddedBroker, free_port
 from qc_stream.devtools.local import models_dir_without_prompts
 
 QC = str(Path(sys.executable).parent / "qc-stream")
@@ -59,10 +59,18 @@ def wait_for(check, deadline_s: float, what: str, proc: subprocess.Popen):
 
 
 @pytest.fixture
-def worker_env(broker, unique_app_id, sqlite_url, tmp_path):
+def own_broker():
+    """A broker of its own: the test counts every frame the worker processes, and frames other
+    tests left in the session broker's qc.frames would be read by a new consumer group too."""
+    with EmbeddedBroker() as b:
+        yield b
+
+
+@pytest.fixture
+def worker_env(own_broker, unique_app_id, sqlite_url, tmp_path):
     env = {
         **os.environ,
-        "QC_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "QC_KAFKA_BOOTSTRAP": own_broker.bootstrap,
         "QC_DATABASE_URL": sqlite_url,
         "QC_REDIS_URL": "off",
         "QC_BACKBONE": "qc-test-tiny",
