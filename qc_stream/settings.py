@@ -160,6 +160,11 @@ class Settings(BaseSettings):
     broker_session_timeout_s: float | None = Field(None, gt=0)
     broker_heartbeat_interval_s: float | None = Field(None, gt=0)
     broker_rebalance_timeout_s: float | None = Field(None, gt=0)
+    # How often Kafka clients refresh topic metadata even without errors. A worker (the group leader)
+    # notices a topic's new partition count only then, and rejoins to take the new partitions:
+    # short on the embedded broker, whose restart recreates the topics (auto-created ones with its
+    # default of 4 partitions); Kafka's 300 s otherwise. None: by QC_BROKER_PROFILE.
+    broker_metadata_max_age_s: float | None = Field(None, gt=0, le=86_400)
     # /healthz, /readyz, /metrics of a worker; 0 picks a free port, -1 disables.
     health_port: int = Field(8000, ge=-1, le=65535)
     # /healthz answers 503 when the worker's event loop or inference thread made no heartbeat for
@@ -333,6 +338,13 @@ class Settings(BaseSettings):
 
     def thresholds_for(self, product: str) -> tuple[float, float]:
         return self.product_thresholds.get(product, (self.warn_threshold, self.reject_threshold))
+
+    @property
+    def metadata_max_age_s(self) -> float:
+        """Seconds between forced metadata refreshes (QC_BROKER_METADATA_MAX_AGE_S, else by profile)."""
+        if self.broker_metadata_max_age_s is not None:
+            return self.broker_metadata_max_age_s
+        return 3.0 if self.broker_profile == "embedded" else 300.0
 
     @property
     def group_timeouts(self) -> tuple[float, float, float]:

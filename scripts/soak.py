@@ -13,7 +13,8 @@ Usage (from the repository root)::
     .venv/bin/python scripts/soak.py --list
 
 Options: ``--minutes M`` (default 10; a round in progress is finished), ``--only a,b`` (default
-all: poison, forged-update, postgres, broker, redis, worker-kill), ``--frames N`` per scenario
+all of tests/chaos: poison, forged-update, postgres, broker, redis, worker-kill; soak-only:
+broker-mid-batch), ``--frames N`` per scenario
 (default 100), ``--outage S`` seconds for the Postgres/broker outages (default 10 / 3),
 ``--keep DIR`` keeps each run's logs under DIR (default: a temporary folder, removed).
 Exit status 1 when any run broke an invariant.
@@ -38,6 +39,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 from qc_stream.devtools.local import models_dir_without_prompts  # noqa: E402
 from tests.support import chaos  # noqa: E402
 
+# The chaos tier's scenarios (the default) and the soak-only ones.
+KNOWN = {**chaos.SCENARIOS, **chaos.SOAK_ONLY}
+
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -49,9 +53,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()] or list(chaos.SCENARIOS)
-    unknown = [n for n in names if n not in chaos.SCENARIOS]
+    unknown = [n for n in names if n not in KNOWN]
     if unknown:
-        ap.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(chaos.SCENARIOS)}")
+        ap.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(KNOWN)}")
     if args.minutes <= 0 or args.frames < 4:
         ap.error("--minutes must be > 0 and --frames at least 4")
     args.names = names
@@ -59,7 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def run_one(name: str, args, workdir: Path):
-    scenario = chaos.SCENARIOS[name]
+    scenario = KNOWN[name]
     kwargs = {"n": args.frames}
     if args.outage is not None and "outage_s" in inspect.signature(scenario).parameters:
         kwargs["outage_s"] = args.outage
@@ -73,7 +77,7 @@ def run_one(name: str, args, workdir: Path):
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.list:
-        for name, fn in chaos.SCENARIOS.items():
+        for name, fn in KNOWN.items():
             summary = " ".join((fn.__doc__ or "").split()).split(": ")[0].split(". ")[0]
             print(f"{name:14} {summary}")
         return 0

@@ -34,6 +34,10 @@ def build_app(settings: Settings, *, broker: str | None = None) -> faust.App:
         broker_session_timeout=session,
         broker_heartbeat_interval=heartbeat,
         broker_rebalance_timeout=rebalance,
+        # A topic recreated with another partition count (the embedded broker after a restart) is
+        # noticed at the next refresh: the leader rejoins and the new partitions get consumed.
+        consumer_metadata_max_age_ms=int(settings.metadata_max_age_s * 1000),
+        producer_metadata_max_age_ms=int(settings.metadata_max_age_s * 1000),
         # Static membership (QC_GROUP_INSTANCE_ID, the pod name): a quick restart keeps its partitions.
         consumer_group_instance_id=settings.group_instance_id,
         # A frame of max_frame_bytes plus record overhead must pass both ways.

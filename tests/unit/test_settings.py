@@ -66,3 +66,18 @@ def test_products_are_a_comma_list_and_empty_means_any(monkeypatch):
     monkeypatch.setenv("QC_PRODUCTS", "")
     assert load_settings().allowed_products is None
     assert load_settings(products="gear").allowed_products == frozenset({"gear"})
+
+
+def test_metadata_refresh_is_short_on_the_embedded_broker_and_reaches_faust(monkeypatch):
+    # A restarted embedded broker recreates qc.frames with another partition count; the worker
+    # takes the new partitions only at a metadata refresh (tests/support/chaos.py, mid-batch).
+    from qc_stream.stream.app import build_app
+
+    monkeypatch.setenv("QC_BROKER_PROFILE", "embedded")
+    assert load_settings().metadata_max_age_s <= 5
+    monkeypatch.setenv("QC_BROKER_PROFILE", "production")
+    assert load_settings().metadata_max_age_s == 300
+    monkeypatch.setenv("QC_BROKER_METADATA_MAX_AGE_S", "7.5")
+    app = build_app(load_settings(), broker="kafka://127.0.0.1:9")  # never contacted
+    assert app.conf.consumer_metadata_max_age_ms == 7500
+    assert app.conf.producer_metadata_max_age_ms == 7500
