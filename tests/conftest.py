@@ -131,5 +131,32 @@ def broker():
 
 
 @pytest.fixture
+def own_broker(request):
+    """A broker of this test's own (memory storage): a test that counts what a worker reads sees
+    nothing other tests left in the session broker's topics. A module that sets
+    ``OWN_BROKER_PARTITIONS = N`` gets the qc.* topics created with N partitions."""
+    from qc_stream.devtools.broker import EmbeddedBroker
+    from qc_stream.wire.topics import ensure_topics
+
+    partitions = getattr(request.module, "OWN_BROKER_PARTITIONS", None)
+    with EmbeddedBroker() as b:
+        if partitions:
+            ensure_topics(b.bootstrap, partitions)
+        yield b
+
+
+@pytest.fixture
+def untrained_models(tmp_path_factory, monkeypatch):
+    """QC_MODELS_DIR with the shipped backbones and no prompt version: workers on the tiny random
+    backbone run seeded untrained prompts (the shipped prompts belong to another backbone).
+    Modules use it with ``pytestmark = pytest.mark.usefixtures("untrained_models")``."""
+    from qc_stream.devtools.local import models_dir_without_prompts
+
+    monkeypatch.setenv(
+        "QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models")))
+    )
+
+
+@pytest.fixture
 def unique_app_id() -> str:
     return f"qc-test-{uuid.uuid4().hex[:8]}"

@@ -10,17 +10,10 @@ import sys
 import pytest
 from sqlalchemy import create_engine, text
 
-from qc_stream.devtools.local import models_dir_without_prompts
-
 TINY = {"QC_BACKBONE": "qc-test-tiny", "QC_DEVICE": "cpu", "QC_REDIS_URL": "off"}
 
 
-@pytest.fixture(autouse=True)
-def untrained_models(tmp_path_factory, monkeypatch):
-    """The tiny random backbone with untrained prompts (the shipped prompts belong to another backbone)."""
-    monkeypatch.setenv(
-        "QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models")))
-    )
+pytestmark = pytest.mark.usefixtures("untrained_models")
 
 
 def cli(*args, env=None, timeout=300):

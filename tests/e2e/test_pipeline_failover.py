@@ -17,7 +17,6 @@ from sqlalchemy import func, select
 from qc_stream.devtools.broker import EmbeddedBroker, free_port
 from qc_stream.devtools.local import (
     WorkerProcess,
-    models_dir_without_prompts,
     read_topic,
     wait_for_rows,
     worker_env,
@@ -36,12 +35,7 @@ from qc_stream.wire.topics import FRAMES, RESULTS, ensure_topics
 N_CAMERAS, PER_CAMERA = 8, 30
 
 
-@pytest.fixture(autouse=True)
-def untrained_models(tmp_path_factory, monkeypatch):
-    """The tiny random backbone with untrained prompts (the shipped prompts belong to another backbone)."""
-    monkeypatch.setenv(
-        "QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models")))
-    )
+pytestmark = pytest.mark.usefixtures("untrained_models")
 
 
 N = N_CAMERAS * PER_CAMERA

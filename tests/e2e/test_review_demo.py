@@ -13,7 +13,6 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
-from qc_stream.devtools.local import models_dir_without_prompts
 from qc_stream.review.app import create_app
 from qc_stream.settings import load_settings
 from tests.support.review import FORM_TOKEN, csrf_of
@@ -21,11 +20,7 @@ from tests.support.review import FORM_TOKEN, csrf_of
 TINY = {"QC_BACKBONE": "qc-test-tiny", "QC_DEVICE": "cpu", "QC_REDIS_URL": "off"}
 
 
-@pytest.fixture(autouse=True)
-def untrained_models(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv(
-        "QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models")))
-    )
+pytestmark = pytest.mark.usefixtures("untrained_models")
 
 
 def test_demo_prints_a_login_that_works_on_the_review_station(tmp_path):

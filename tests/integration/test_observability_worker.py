@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from qc_stream.devtools.broker import EmbeddedBroker, free_port
+from qc_stream.devtools.broker import free_port
 from qc_stream.devtools.local import models_dir_without_prompts
 
 QC = str(Path(sys.executable).parent / "qc-stream")
@@ -56,14 +56,6 @@ def wait_for(check, deadline_s: float, what: str, proc: subprocess.Popen):
             return
         time.sleep(0.5)
     pytest.fail(f"no {what} within {deadline_s:.0f}s")
-
-
-@pytest.fixture
-def own_broker():
-    """A broker of its own: the test counts every frame the worker processes, and frames other
-    tests left in the session broker's qc.frames would be read by a new consumer group too."""
-    with EmbeddedBroker() as b:
-        yield b
 
 
 @pytest.fixture

@@ -10,10 +10,8 @@ import pytest
 from PIL import Image
 from sqlalchemy import select
 
-from qc_stream.devtools.broker import EmbeddedBroker
 from qc_stream.devtools.local import (
     WorkerProcess,
-    models_dir_without_prompts,
     wait_for_rows,
     worker_env,
 )
@@ -26,23 +24,15 @@ from qc_stream.storage.inspections import InspectionRepository
 from qc_stream.storage.migrate import upgrade
 from qc_stream.storage.orm import InspectionRow, RetainedFrameRow
 from qc_stream.synth.source import synthetic
-from qc_stream.wire.topics import ensure_topics
 
 TINY = {"QC_BACKBONE": "qc-test-tiny", "QC_BATCH_SIZE": "8"}
 
 
-@pytest.fixture(autouse=True)
-def untrained_models(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv(
-        "QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models")))
-    )
+pytestmark = pytest.mark.usefixtures("untrained_models")
 
 
-@pytest.fixture
-def own_broker():
-    with EmbeddedBroker() as b:
-        ensure_topics(b.bootstrap, 4)
-        yield b
+# own_broker (tests/conftest.py) creates the topics with this many partitions.
+OWN_BROKER_PARTITIONS = 4
 
 
 def send(bootstrap: str, n: int) -> None:

@@ -17,7 +17,7 @@ import pytest
 from kafka import KafkaConsumer
 from PIL import Image
 
-from qc_stream.devtools.broker import EmbeddedBroker, free_port
+from qc_stream.devtools.broker import free_port
 from qc_stream.errors import QcError
 from qc_stream.producers.camera import run_camera
 from qc_stream.producers.producer import FrameProducer
@@ -25,12 +25,6 @@ from qc_stream.settings import load_settings
 from qc_stream.synth.source import synthetic
 from qc_stream.wire.codec import headers_to_meta
 from qc_stream.wire.topics import FRAMES, ensure_topics
-
-
-@pytest.fixture
-def own_broker():
-    with EmbeddedBroker() as b:
-        yield b
 
 
 def read_frames(bootstrap: str, expected: int, timeout_ms: int = 8000):

@@ -16,10 +16,8 @@ from kafka import KafkaProducer
 from PIL import Image
 from sqlalchemy import func, select
 
-from qc_stream.devtools.broker import EmbeddedBroker
 from qc_stream.devtools.local import (
     WorkerProcess,
-    models_dir_without_prompts,
     read_topic,
     wait_for_rows,
     worker_env,
@@ -35,24 +33,16 @@ from qc_stream.storage.migrate import upgrade
 from qc_stream.storage.orm import DefectCountRow, InspectionRow
 from qc_stream.synth.source import synthetic
 from qc_stream.wire.codec import header_value, result_from_json
-from qc_stream.wire.topics import DEADLETTER, FRAMES, RESULTS, ensure_topics
+from qc_stream.wire.topics import DEADLETTER, FRAMES, RESULTS
 
 TINY = {"QC_BACKBONE": "qc-test-tiny", "QC_BATCH_SIZE": "8"}
 
 
-@pytest.fixture(autouse=True)
-def untrained_models(tmp_path_factory, monkeypatch):
-    """The tiny random backbone with untrained prompts (the shipped prompts belong to another backbone)."""
-    monkeypatch.setenv(
-        "QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models")))
-    )
+pytestmark = pytest.mark.usefixtures("untrained_models")
 
 
-@pytest.fixture
-def own_broker():
-    with EmbeddedBroker() as b:
-        ensure_topics(b.bootstrap, 4)
-        yield b
+# own_broker (tests/conftest.py) creates the topics with this many partitions.
+OWN_BROKER_PARTITIONS = 4
 
 
 @pytest.fixture

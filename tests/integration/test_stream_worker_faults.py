@@ -16,10 +16,9 @@ import pytest
 from kafka import KafkaProducer
 from sqlalchemy import func, select
 
-from qc_stream.devtools.broker import EmbeddedBroker, free_port
+from qc_stream.devtools.broker import free_port
 from qc_stream.devtools.local import (
     WorkerProcess,
-    models_dir_without_prompts,
     read_topic,
     wait_for_rows,
     worker_env,
@@ -33,24 +32,17 @@ from qc_stream.storage.migrate import upgrade
 from qc_stream.storage.orm import DefectCountRow, InspectionRow
 from qc_stream.synth.source import synthetic
 from qc_stream.wire.codec import header_value, result_from_json
-from qc_stream.wire.topics import DEADLETTER, FRAMES, RESULTS, ensure_topics
+from qc_stream.wire.topics import DEADLETTER, FRAMES, RESULTS
 from tests.support.servers import private_postgres
 
 TINY = {"QC_BACKBONE": "qc-test-tiny", "QC_BATCH_SIZE": "8"}
 
 
-@pytest.fixture(autouse=True)
-def untrained_models(tmp_path_factory, monkeypatch):
-    monkeypatch.setenv(
-        "QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models")))
-    )
+pytestmark = pytest.mark.usefixtures("untrained_models")
 
 
-@pytest.fixture
-def own_broker():
-    with EmbeddedBroker() as b:
-        ensure_topics(b.bootstrap, 2)
-        yield b
+# own_broker (tests/conftest.py) creates the topics with this many partitions.
+OWN_BROKER_PARTITIONS = 2
 
 
 def probe(port: int, path: str) -> tuple[int, str]:

@@ -58,7 +58,9 @@ def test_folder_masks_beside_the_images_are_read(tmp_path):
         mask.rename(dest)
     data = read_dataset(root, "folder")
     holes = [i for i in data.items if i.defect_type == "hole"]
-    assert holes and all(i.mask_path is not None and i.mask_path.parent.name == "masks" for i in holes)
+    assert holes and all(
+        i.mask_path is not None and i.mask_path.parent.name == "masks" for i in holes
+    )
 
 
 def _first_defect(root, pattern):
