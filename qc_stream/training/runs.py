@@ -17,8 +17,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from qc_stream.dapo.backbone import resolve_device
-from qc_stream.dapo.model import PromptDetector, check_words
+from qc_stream.dapo.model import PromptDetector
 from qc_stream.errors import QcError
 from qc_stream.training.train import (
     TrainConfig,
@@ -26,7 +25,7 @@ from qc_stream.training.train import (
     _loader,
     _stages,
     batch_loss,
-    dataset_words,
+    prepare_training,
 )
 
 RUN_FILE = "run.json"
@@ -81,16 +80,7 @@ def train_run(
     ``resume``: a checkpoint from ``load_checkpoint``; its epochs are skipped. The progress bar counts
     the steps of every remaining epoch (so its ETA is the run's), with the running loss.
     """
-    if len(dataset) == 0:
-        raise QcError("training dataset is empty")
-    groups = model.param_groups()
-    if not any(groups.values()):
-        raise QcError(f"the {model.method} method has nothing to train")
-    words = check_words(config.words or dataset_words(dataset))
-    model.vocabulary = list(dict.fromkeys(model.vocabulary + words))
-    device = resolve_device(config.device) if config.device else model.device
-    model.to(device)
-    torch.manual_seed(config.seed)
+    groups, words, device = prepare_training(model, dataset, config)
     plan = epoch_plan(schedule, config)
     history = TrainHistory(schedule=schedule, words=words)
     start = 0

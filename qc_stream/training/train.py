@@ -237,6 +237,25 @@ def _stages(schedule: str, config: TrainConfig) -> list[tuple[str, tuple[str, ..
     return out
 
 
+def prepare_training(
+    model: PromptDetector, dataset: Sequence, config: TrainConfig
+) -> tuple[dict, list[str], torch.device]:
+    """What every training run does first: refuse an empty dataset or a model with nothing to
+    train, extend the model's vocabulary with the training words, move it to the device, seed.
+    Returns the model's parameter groups, the training words and the device."""
+    if len(dataset) == 0:
+        raise QcError("training dataset is empty")
+    groups = model.param_groups()
+    if not any(groups.values()):
+        raise QcError(f"the {model.method} method has nothing to train")
+    words = check_words(config.words or dataset_words(dataset))
+    model.vocabulary = list(dict.fromkeys(model.vocabulary + words))
+    device = resolve_device(config.device) if config.device else model.device
+    model.to(device)
+    torch.manual_seed(config.seed)
+    return groups, words, device
+
+
 def train(
     model: PromptDetector,
     dataset: Sequence,
@@ -249,16 +268,7 @@ def train(
     The model's ``vocabulary`` is extended with the training words. The model is left in eval mode.
     """
     config = config or TrainConfig()
-    if len(dataset) == 0:
-        raise QcError("training dataset is empty")
-    groups = model.param_groups()
-    if not any(groups.values()):
-        raise QcError(f"the {model.method} method has nothing to train")
-    words = check_words(config.words or dataset_words(dataset))
-    model.vocabulary = list(dict.fromkeys(model.vocabulary + words))
-    device = resolve_device(config.device) if config.device else model.device
-    model.to(device)
-    torch.manual_seed(config.seed)
+    groups, words, device = prepare_training(model, dataset, config)
     loader = _loader(model, dataset, words, config, shuffle=True)
     history = TrainHistory(schedule=schedule, words=words)
     all_params = model.trainable_parameters()
