@@ -1,11 +1,14 @@
 """Where the shipped assets are, and where a user's models folder lives.
 
-A source checkout keeps them at the repository root (``models/``, ``migrations/``). An installed
-wheel carries the default backbone, its active prompt version and the Alembic migrations as data
-files under ``<prefix>/share/qc-stream/`` (see ``[tool.setuptools.data-files]`` in
-pyproject.toml); there, the models folder defaults to a per-user data directory
-(``$XDG_DATA_HOME/qc-stream/models``, else ``~/.local/share/qc-stream/models``) seeded once from
-the shipped copy, so nothing is ever written into the install tree.
+The shipped assets are the repository's ``models/`` and ``migrations/`` in a source checkout; an
+installed wheel carries the default backbone, its active prompt version and the Alembic
+migrations as data files under ``<prefix>/share/qc-stream/`` (see ``[tool.setuptools.data-files]``
+in pyproject.toml). Both are read-only: the models folder the commands write into (``defects add
+--refresh``, ``models activate``, ``train``, ``retrain``) defaults to a per-user data directory
+(``$XDG_DATA_HOME/qc-stream/models``, else ``~/.local/share/qc-stream/models``), in a checkout too,
+so nothing is ever written into the source or install tree. It is seeded with the shipped prompt
+versions and ACTIVE; backbones are not copied (weights are read-only and large): a backbone missing
+from a models folder is read from the shipped one (``qc_stream.dapo.backbone``).
 
 Standard library only: imported by ``qc_stream.settings`` on the CLI start-up path.
 """
@@ -40,8 +43,8 @@ def user_models_dir() -> Path:
 
 
 def default_models_dir() -> Path:
-    """``QC_MODELS_DIR``'s default: the checkout's models/ (developers), else the per-user folder."""
-    return REPO_ROOT / "models" if is_checkout() else user_models_dir()
+    """``QC_MODELS_DIR``'s default: the per-user folder, in a checkout as in an install."""
+    return user_models_dir()
 
 
 def shipped_migrations_dir() -> Path:
@@ -49,24 +52,39 @@ def shipped_migrations_dir() -> Path:
 
 
 def seed_models_dir(target: Path) -> None:
-    """Copy the shipped backbones and prompt versions into ``target`` where they are missing
-    (first use of a per-user folder; a newer install adds its new versions, never overwrites).
-    The ACTIVE file is copied only when ``target`` has none: after that it is the user's."""
+    """Copy the shipped prompt versions into ``target`` where they are missing (first use of a
+    per-user folder; a newer install or checkout adds its new versions, never overwrites). The
+    ACTIVE file is copied only when ``target`` has none: after that it is the user's. Backbones
+    stay in the shipped folder. Safe when several processes seed at once."""
     source = shipped_models_dir()
-    if source.resolve() == Path(target).resolve() or not source.is_dir():
+    target = Path(target)
+    if not source.is_dir() or source.resolve() == target.resolve():
         return
-    for kind in ("backbones", "prompts"):
-        if not (source / kind).is_dir():
-            continue
-        for item in (source / kind).iterdir():
-            dest = Path(target) / kind / item.name
+    if (source / "prompts").is_dir():
+        for item in (source / "prompts").iterdir():
+            dest = target / "prompts" / item.name
             if item.is_dir() and not dest.exists():
                 dest.parent.mkdir(parents=True, exist_ok=True)
-                tmp = dest.with_name(f".{item.name}.seeding")
+                tmp = dest.with_name(f".{item.name}.seeding-{os.getpid()}")
                 shutil.rmtree(tmp, ignore_errors=True)
                 shutil.copytree(item, tmp)
-                os.replace(tmp, dest)  # a half-copied version never looks complete
-                log.info("models folder %s: seeded %s/%s from %s", target, kind, item.name, source)
+                try:
+                    os.replace(tmp, dest)  # a half-copied version never looks complete
+                except OSError:  # another process seeded it first
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    if not dest.is_dir():
+                        raise
+                    continue
+                log.info("models folder %s: seeded prompts/%s from %s", target, item.name, source)
     active = source / "prompts" / "ACTIVE"
-    if active.is_file() and not (Path(target) / "prompts" / "ACTIVE").exists():
-        shutil.copyfile(active, Path(target) / "prompts" / "ACTIVE")
+    dest = target / "prompts" / "ACTIVE"
+    if active.is_file() and not dest.exists():
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".ACTIVE.seeding-{os.getpid()}")
+        shutil.copyfile(active, tmp)
+        try:
+            os.link(tmp, dest)  # only when still missing: never replaces the user's choice
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()

@@ -20,11 +20,13 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from qc_stream.errors import ConfigError
-from qc_stream.paths import default_models_dir, seed_models_dir
+from qc_stream.paths import default_models_dir, seed_models_dir, shipped_models_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-# The checkout's models/, or (installed wheel) a per-user folder seeded from the shipped assets.
+# QC_MODELS_DIR's default: a per-user folder seeded from the shipped assets (never the source tree).
 DEFAULT_MODELS_DIR = default_models_dir()
+# The read-only assets that came with the code: the checkout's models/ or the wheel's copy.
+SHIPPED_MODELS_DIR = shipped_models_dir()
 # The shipped default backbone: pretrained in 57 minutes on 2 CPU cores (its MODEL_CARD.md says how).
 # `qc-clip-tiny` beside it is the earlier 5-minute GPU run, kept with the prompt versions made for it.
 DEFAULT_BACKBONE = "qc-clip-tiny-cpu"
@@ -107,6 +109,10 @@ class Settings(BaseSettings):
     pipeline_chunks: int = Field(0, ge=0, le=64)
     # torch.compile of the image tower (each new batch shape compiles first: a slow first batch).
     compile: bool = False
+    # JPEG decode and resize on the model's device (qc_stream.inference.device_decode) in the
+    # worker and `predict`: auto = on when the model runs on CUDA; frames the device cannot decode
+    # (PNG, 16-bit, CMYK, progressive, EXIF) take the CPU path either way.
+    device_decode: Literal["auto", "on", "off"] = "auto"
     # Defect regions: connected pixels whose anomaly value reaches this, of at least this many pixels
     # (pixels of the original image).
     # Unset: each product's threshold calibrated for the prompt version (else 0.05); set: an override.
@@ -382,5 +388,5 @@ def load_settings(**overrides) -> Settings:
     except ValidationError as e:
         raise ConfigError(_describe(e)) from None
     if settings.models_dir == DEFAULT_MODELS_DIR:
-        seed_models_dir(settings.models_dir)  # no-op in a checkout; first use of a wheel install
+        seed_models_dir(settings.models_dir)  # adds shipped versions the user folder lacks
     return settings

@@ -84,6 +84,7 @@ def main(argv=None) -> int:
     base = Path(args.keep or tempfile.mkdtemp(prefix="qc-soak-"))
     base.mkdir(parents=True, exist_ok=True)
     os.environ["QC_MODELS_DIR"] = str(models_dir_without_prompts(base / "models"))
+    os.environ["QC_PROMPT_VERSION"] = "untrained"  # the tiny test backbone has no prompt version
     rows: list[tuple[str, chaos.ChaosRow]] = []
     failures: list[str] = []
     deadline = time.monotonic() + args.minutes * 60

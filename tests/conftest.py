@@ -8,6 +8,8 @@ reachable there is replaced by a throwaway one for the session (tests/support/se
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 
 import pytest
@@ -20,6 +22,13 @@ from tests.support.session_servers import (
     postgres_for_session,
     redis_for_session,
 )
+
+# Before qc_stream is imported (its default models folder is read at import; nothing above imports
+# it): the default models folder, $XDG_DATA_HOME/qc-stream/models, is a session temp folder, so no
+# test (nor a worker or CLI it starts) writes into ~/.local/share or the repository's models/.
+_DATA_HOME = tempfile.mkdtemp(prefix="qc-test-data-")
+os.environ["XDG_DATA_HOME"] = _DATA_HOME
+os.environ.pop("QC_MODELS_DIR", None)
 
 # Final values are set in pytest_sessionstart (a throwaway server's URL when the given one is down).
 PG_ADMIN_URL = os.environ.get("QC_TEST_PG_ADMIN_URL", DEFAULT_PG_ADMIN_URL)
@@ -57,6 +66,7 @@ def pytest_report_header(config) -> list[str]:
 def pytest_unconfigure(config) -> None:
     while _SESSION_SERVERS:
         _SESSION_SERVERS.pop().close()
+    shutil.rmtree(_DATA_HOME, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -147,14 +157,16 @@ def own_broker(request):
 
 @pytest.fixture
 def untrained_models(tmp_path_factory, monkeypatch):
-    """QC_MODELS_DIR with the shipped backbones and no prompt version: workers on the tiny random
-    backbone run seeded untrained prompts (the shipped prompts belong to another backbone).
+    """QC_MODELS_DIR with the shipped backbones and no prompt version, and the explicit
+    QC_PROMPT_VERSION=untrained: workers on the tiny random backbone run seeded untrained prompts
+    (the shipped prompts belong to another backbone; without the opt-in they would stop).
     Modules use it with ``pytestmark = pytest.mark.usefixtures("untrained_models")``."""
     from qc_stream.devtools.local import models_dir_without_prompts
 
     monkeypatch.setenv(
         "QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models")))
     )
+    monkeypatch.setenv("QC_PROMPT_VERSION", "untrained")
 
 
 @pytest.fixture

@@ -125,7 +125,10 @@ def run_predict(
     from qc_stream.domain.inspection import decide_verdict
     from qc_stream.errors import InputError, QcError
     from qc_stream.inference.decode import decode_image
+    from qc_stream.inference.device_decode import defer_decode, device_decode_on
 
+    # QC_DEVICE_DECODE: JPEGs the model's device decodes stay encoded until the batch.
+    decode = defer_decode if device_decode_on(settings) else decode_image
     out = out or sys.stdout
     images = list(images)
     if output_dir is not None:
@@ -161,7 +164,7 @@ def run_predict(
                 try:
                     if isinstance(path, str):
                         raise InputError("no file matches this pattern")
-                    decoded.append((path, decode_image(_read(path))))
+                    decoded.append((path, decode(_read(path))))
                 except InputError as e:
                     decoded.append((path, str(e)))
             good = [(p, im) for p, im in decoded if not isinstance(im, str)]
@@ -229,6 +232,8 @@ def result_line(image: str, det, verdict: str, detector) -> dict:
         "candidate_words": list(det.defect_probs),
         "model_version": detector.model_version,
         "prompt_version": detector.prompt_version,
+        # what chose it: QC_PROMPT_VERSION, the database's active version, or the ACTIVE file
+        "prompt_version_source": detector.prompt_source,
     }
 
 
@@ -245,12 +250,27 @@ def _region(g) -> dict:
 
 
 def _load_detector(settings, bar):
-    """The detector, saying on stderr what is happening (loading takes seconds)."""
+    """The detector, saying on stderr what is happening (loading takes seconds) and which source
+    chose the prompt version (the same rule as the workers: qc_stream.stream.prompt_source)."""
     from qc_stream.inference.detector import Detector
+    from qc_stream.stream.prompt_source import choose_prompt_version
 
+    choice = choose_prompt_version(settings)
+    if choice.note:
+        _say(bar, f"warning: {choice.note}")
     if bar is not None:
         bar.note(f"loading {settings.backbone} and the prompt version...")
-    return Detector.from_settings(settings)
+    detector = Detector.from_settings(settings, version=choice.version, source=choice.source)
+    if bar is not None:
+        bar.note(f"prompt version {detector.prompt_version} (from the {choice.source})")
+    return detector
+
+
+def _say(bar, text: str) -> None:
+    if bar is not None:
+        bar.note(text)
+    else:
+        typer.echo(text, err=True)
 
 
 class _Progress:

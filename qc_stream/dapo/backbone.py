@@ -2,7 +2,8 @@
 
 ``load_backbone`` resolves a name to an open_clip model, offline:
 
-- a folder ``<models_dir>/backbones/<name>/`` (or a path to such a folder) holding
+- a folder ``<models_dir>/backbones/<name>/``, else the shipped ``backbones/<name>/`` (or a path to
+  such a folder) holding
   ``open_clip_config.json`` in open_clip's local-dir format (``{"model_cfg": ..., "preprocess_cfg": ...}``)
   and optionally ``weights.safetensors``;
 - or an open_clip architecture name (``ViT-L-14-336-quickgelu``).
@@ -32,7 +33,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from qc_stream.errors import ConfigError, QcError
-from qc_stream.settings import DEFAULT_MODELS_DIR
+from qc_stream.settings import DEFAULT_MODELS_DIR, SHIPPED_MODELS_DIR
 
 # open_clip stays a function-local import (load_backbone and its weight loaders): importing it
 # doubles this module's import time (2-3 s more on 2 cores), and readers of saved prompt versions
@@ -285,7 +286,12 @@ def weights_in_folder(folder: Path) -> Path:
 
 
 def _resolve_folder(name: str, models_dir: Path) -> Path | None:
-    candidates = [models_dir / "backbones" / name, Path(name)]
+    # The shipped backbones are read in place: a models folder need not hold copies of them.
+    candidates = [
+        models_dir / "backbones" / name,
+        SHIPPED_MODELS_DIR / "backbones" / name,
+        Path(name),
+    ]
     for c in candidates:
         if (c / CONFIG_FILE).is_file():
             return c

@@ -178,10 +178,17 @@ def check_backbone(manifest: dict, backbone: Backbone) -> None:
             f"prompt version {manifest.get('version')!r} was made for backbone {want.get('backbone_id')} "
             f"({want.get('name')}, pretrained={want.get('pretrained')}), but the loaded backbone is "
             f"{backbone.backbone_id}; load that backbone, choose a prompt version made for this one, or "
-            f"train one: qc-stream train --dataset PATH --backbone {backbone.name}"
-            + (f" --pretrained {backbone.weights_path}" if backbone.weights_path else "")
-            + (f" --image-size {backbone.image_size}" if backbone.image_size else "")
+            f"train one: {train_command(backbone)}"
         )
+
+
+def train_command(backbone: Backbone) -> str:
+    """The ``qc-stream train`` line that makes a prompt version for exactly ``backbone``."""
+    return (
+        f"qc-stream train --dataset PATH --backbone {backbone.name}"
+        + (f" --pretrained {backbone.weights_path}" if backbone.weights_path else "")
+        + (f" --image-size {backbone.image_size}" if backbone.image_size else "")
+    )
 
 
 def load_prompt_version(

@@ -267,6 +267,7 @@ def measure(
                     QC_TOPIC_PARTITIONS=str(partitions),
                     QC_APP_ID=f"qc-bench-{run}",
                     QC_MODELS_DIR=str(settings.models_dir),
+                    QC_PROMPT_VERSION=settings.prompt_version,  # the bare model's
                 ),
                 workdir / f"worker-{run}-{k}.log",
             )
@@ -428,29 +429,32 @@ def _steady(stamps) -> tuple[int, float]:
     return sum(n for _, n in per_batch[1:]), (per_batch[-1][0] - per_batch[0][0]).total_seconds()
 
 
-def _prompts_fit(settings: Settings) -> bool:
-    """Whether the active prompt version can load on the benchmarked backbone."""
-    if settings.prompt_version:
-        return True  # asked for explicitly: let a mismatch fail loudly
-    from qc_stream.dapo.checkpoint import active_version, read_manifest, resolve_version_path
+def bench_prompts(settings: Settings) -> tuple[Settings, str | None]:
+    """``settings`` pinned to the prompt version the bare model and the workers both run: the one
+    a worker would start on (``qc_stream.stream.prompt_source``), or QC_PROMPT_VERSION=untrained
+    (random prompts cost exactly what trained ones cost: same modules, same shapes) when there is
+    none or it was made for another backbone; with a note saying so."""
+    from qc_stream.dapo.checkpoint import read_manifest, resolve_version_path
+    from qc_stream.inference.detector import UNTRAINED
+    from qc_stream.stream.prompt_source import FROM_SETTING, choose_prompt_version
 
-    version = active_version(settings.models_dir)
-    if not version:
-        return True
-    try:
-        manifest = read_manifest(resolve_version_path(version, settings.models_dir))
-    except Exception:
-        return False
-    # Same architecture name: load it (other weights then fail loudly with the checkpoint's message).
-    return manifest.get("backbone", {}).get("name") == settings.backbone
-
-
-def _untrained_models_dir(settings: Settings, workdir: Path) -> Path:
-    """The same backbones and no prompt versions: untrained prompts cost exactly what trained ones
-    cost (same modules, same shapes)."""
-    from qc_stream.devtools.local import models_dir_without_prompts
-
-    return models_dir_without_prompts(workdir / "models", Path(settings.models_dir))
+    choice = choose_prompt_version(settings)
+    if choice.source == FROM_SETTING:
+        return settings, None  # asked for explicitly: let a mismatch fail loudly
+    why = "there is no prompt version"
+    if choice.version:
+        try:
+            manifest = read_manifest(resolve_version_path(choice.version, settings.models_dir))
+        except Exception:
+            manifest = {}
+        # Same architecture name: load it (other weights then fail with the checkpoint's message).
+        if manifest.get("backbone", {}).get("name") == settings.backbone:
+            return settings.model_copy(update={"prompt_version": choice.version}), None
+        why = f"the active prompt version ({choice.source}) was made for another backbone"
+    return (
+        settings.model_copy(update={"prompt_version": UNTRAINED}),
+        f"note: {why}; benchmarking {settings.backbone} with untrained prompts (same cost)",
+    )
 
 
 def run_bench(
@@ -492,14 +496,9 @@ def _run_bench(
             f"--frames must be at least {3 * batch} for --batch-size {batch} (three batches per round)"
         )
     settings = settings.model_copy(update={"batch_size": batch})
-    if not _prompts_fit(settings):
-        settings = settings.model_copy(
-            update={"models_dir": _untrained_models_dir(settings, workdir)}
-        )
-        echo(
-            "note: the active prompt version was made for another backbone; "
-            f"benchmarking {settings.backbone} with untrained prompts (same cost)"
-        )
+    settings, note = bench_prompts(settings)
+    if note:
+        echo(note)
     size_text = f"{frame_size[0]}x{frame_size[1]}"
     echo(
         f"generating {frames} synthetic frames ({size_text} JPEG, quality {CAMERA_JPEG_QUALITY})..."

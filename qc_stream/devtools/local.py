@@ -179,14 +179,14 @@ def read_topic_to_end(bootstrap: str, topic: str) -> list:
 
 
 def models_dir_without_prompts(target: Path, source: Path | None = None) -> Path:
-    """A models folder with the same backbones (linked) and no prompt versions: detectors built on
-    it run untrained prompts, whatever backbone. For tests and the benchmark (same cost as trained)."""
-    from qc_stream.settings import DEFAULT_MODELS_DIR
+    """A models folder with the same backbones (linked) and no prompt versions. For tests and the
+    benchmark: detectors on it need ``QC_PROMPT_VERSION=untrained`` (random prompts, same cost as
+    trained ones); a backbone missing from ``source`` is read from the shipped folder."""
+    from qc_stream.settings import SHIPPED_MODELS_DIR
 
     target.mkdir(parents=True, exist_ok=True)
     link = target / "backbones"
-    if not link.exists():
-        link.symlink_to(
-            Path(source or DEFAULT_MODELS_DIR).resolve() / "backbones", target_is_directory=True
-        )
+    backbones = Path(source or SHIPPED_MODELS_DIR).resolve() / "backbones"
+    if not link.exists() and backbones.is_dir():
+        link.symlink_to(backbones, target_is_directory=True)
     return target

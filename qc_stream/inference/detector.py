@@ -9,6 +9,7 @@ calibrated verdict thresholds (``thresholds.json``, see ``qc_stream.dapo.thresho
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -22,7 +23,7 @@ import torch
 from PIL import Image
 
 from qc_stream.dapo.backbone import autocast, bf16_is_native, load_backbone, resolve_device
-from qc_stream.dapo.checkpoint import active_version, load_prompt_version
+from qc_stream.dapo.checkpoint import active_version, load_prompt_version, train_command
 from qc_stream.dapo.model import DapoModel
 from qc_stream.dapo.thresholds import read_region_thresholds, version_thresholds
 from qc_stream.domain.inspection import Detection, Thresholds
@@ -35,12 +36,16 @@ from qc_stream.domain.thresholds import (
 from qc_stream.domain.vocabulary import Vocabulary
 from qc_stream.errors import ConfigError
 from qc_stream.inference.decode import preprocess_batch
+from qc_stream.inference.device_decode import EncodedFrame, preprocess_frames
+from qc_stream.inference.device_maps import overlay_maps, resize_map, resize_types
 from qc_stream.inference.pipeline import PipelinedDetector
 from qc_stream.inference.regions import find_regions, scale_regions
 from qc_stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
+# QC_PROMPT_VERSION=untrained: seeded random prompts, the explicit opt-in for tests and smoke runs
+# (without a prompt version a detector refuses to start).
 UNTRAINED = "untrained"
 # Long side (px) of the map on which regions are labelled, when the image is larger (see _regions).
 REGION_WORK_PX = 512
@@ -69,8 +74,9 @@ class DetectorOutput:
     detection: Detection
     words: tuple[str, ...]
     size: tuple[int, int]  # (width, height) of the image
-    model_map: np.ndarray  # [S, S] float32 anomaly map as the model produced it
-    model_type_map: np.ndarray  # [S, S] int16 index into ``words``
+    # [s, s] float32 anomaly map as the model produced it, s = min(S, OVERLAY_MAP_PX) (device_maps)
+    model_map: np.ndarray
+    model_type_map: np.ndarray  # [s, s] int16 index into ``words``
     # (warn, reject) that applied to this image (same prompt version as the scores); see thresholds_for.
     # ``detection.thresholds`` says where they came from.
     thresholds: tuple[float, float] | None = None
@@ -100,11 +106,14 @@ class ModelInput:
 
 @dataclass(frozen=True, eq=False)
 class ModelOutput:
-    """A batch after ``Detector.forward``: host copies of (score [B], map [B, S, S], type index
-    [B, S, S], image type probabilities [B, T]), complete once ``done`` (a CUDA event) is."""
+    """A batch after ``Detector.forward``: host copies of what every result needs (score [B], map
+    peak [B], image type probabilities [B, T], map and type index at ``OVERLAY_MAP_PX`` at most),
+    complete once ``done`` (a CUDA event) is; the full maps stay on the device for the regions."""
 
     batch: ModelInput
-    host: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+    host: tuple[torch.Tensor, ...]
+    amap: torch.Tensor  # [B, S, S] anomaly map (with headroom) on the device
+    type_idx: torch.Tensor  # [B, S, S] int16 type index on the device
     done: object = None
 
 
@@ -116,19 +125,29 @@ def _resize(a: np.ndarray, size: tuple[int, int], nearest: bool) -> np.ndarray:
 
 
 class Detector:
-    def __init__(self, backbone, prompts: _Prompts, settings: Settings):
+    def __init__(
+        self, backbone, prompts: _Prompts, settings: Settings, prompt_source: str | None = None
+    ):
         self.backbone = backbone
         self.settings = settings
         self._prompts = prompts
+        # What chose the prompt version it started on: "QC_PROMPT_VERSION", "database" or
+        # "ACTIVE file" (see qc_stream.stream.prompt_source); "swap" after swap_prompts.
+        self.prompt_source = prompt_source
         self._lock = threading.Lock()  # guards the swap of ``_prompts``; a batch takes one snapshot
         self._device = backbone.device
         self._pipelined = None
+        self._side_stream = None  # CUDA stream of finish's region maps (see _finish_stream)
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_settings(cls, settings: Settings) -> Detector:
-        """Backbone from ``QC_BACKBONE``/``QC_PRETRAINED``/``QC_IMAGE_SIZE`` on ``QC_DEVICE``; prompts from
-        ``QC_PROMPT_VERSION`` or ``models/prompts/ACTIVE`` (an untrained model, with a warning, if none)."""
+    def from_settings(
+        cls, settings: Settings, *, version: str | None = None, source: str | None = None
+    ) -> Detector:
+        """Backbone from ``QC_BACKBONE``/``QC_PRETRAINED``/``QC_IMAGE_SIZE`` on ``QC_DEVICE``; prompt
+        version ``version`` chosen by ``source`` (``qc_stream.stream.prompt_source``), else
+        ``QC_PROMPT_VERSION``, else the models folder's ACTIVE file. ``untrained`` runs seeded random
+        prompts; no version at all is a ``ConfigError`` naming the ``qc-stream train`` command."""
         device = resolve_device(settings.device)
         if settings.precision == "fp16" and device.type == "cpu":
             raise ConfigError("QC_PRECISION=fp16 needs a CUDA device; use fp32 or bf16 on the CPU")
@@ -144,13 +163,16 @@ class Detector:
             models_dir=settings.models_dir,
             device=device,
         )
-        version = settings.prompt_version or _active_version(settings.models_dir)
-        prompts = (
-            _load_prompts(version, backbone, settings.models_dir)
-            if version
-            else _untrained(backbone)
-        )
-        detector = cls(backbone, prompts, settings)
+        if version is None:
+            version = settings.prompt_version or _active_version(settings.models_dir)
+            source = "QC_PROMPT_VERSION" if settings.prompt_version else "ACTIVE file"
+        if version == UNTRAINED:
+            prompts = _untrained(backbone)
+        elif version:
+            prompts = _load_prompts(version, backbone, settings.models_dir)
+        else:
+            raise ConfigError(_no_prompt_version(backbone, settings.models_dir))
+        detector = cls(backbone, prompts, settings, source)
         detector._warm(prompts)
         return detector
 
@@ -219,6 +241,7 @@ class Detector:
         self._warm(prompts)
         with self._lock:
             self._prompts = prompts
+            self.prompt_source = "swap"
 
     def _warm(self, prompts: _Prompts) -> None:
         """Encode the vocabulary now (cached per version) so the first batch costs no text forward;
@@ -271,8 +294,8 @@ class Detector:
         )
 
     def forward(self, batch: ModelInput) -> ModelOutput:
-        """The model and its reductions on the device; the host copies are started (pinned,
-        non-blocking on CUDA) and waited for in ``finish``."""
+        """The model and its reductions on the device; the host copies of the small results are
+        started (pinned, non-blocking on CUDA) and waited for in ``finish``."""
         candidates = batch.candidates
         with torch.inference_mode(), autocast(self._device, self.settings.precision):
             out = batch.prompts.model(batch.x, list(batch.prompts.vocab.words), candidates)
@@ -286,34 +309,44 @@ class Detector:
             # The model's per-image type distribution (anomalous-region evidence blended with the
             # CLS one).
             image_types = out.image_type_probs.float().masked_fill(~candidates, 0.0)
+            peak = amap.amax(dim=(1, 2))
+            small_map, small_types = overlay_maps(amap, type_idx)
             host = tuple(
-                t.to("cpu", non_blocking=True) for t in (score, amap, type_idx, image_types)
+                t.to("cpu", non_blocking=True)
+                for t in (score, peak, image_types, small_map, small_types)
             )
         done = None
         if self._device.type == "cuda":
             done = torch.cuda.Event()
             done.record()
-        return ModelOutput(batch, host, done)
+        return ModelOutput(batch, host, amap, type_idx, done)
 
     def finish(self, result: ModelOutput) -> list[DetectorOutput]:
-        """Wait for the host copies, then label regions and build one output per image."""
+        """Wait for the host copies, then build one output per image; the frames that get regions
+        have their maps resized on the device and copied back, and labelled here."""
         if result.done is not None:
             result.done.synchronize()
-        score, amap, type_idx, image_types = (t.numpy() for t in result.host)
+        score, peak, image_types, small_map, small_types = (t.numpy() for t in result.host)
         batch = result.batch
-        return [
-            self._postprocess(
-                batch.sizes[i],
-                batch.products[i],
-                float(score[i]),
-                amap[i],
-                type_idx[i],
-                image_types[i],
-                batch.host_candidates[i],
-                batch.prompts,
+        outputs = []
+        for i in range(len(batch.sizes)):
+            explained = explain_thresholds(batch.products[i], self.settings, batch.prompts)
+            flagged = float(score[i]) >= explained.warn
+            cut = region_cut(float(peak[i]), explained.region, flagged=flagged)
+            regions = self._regions(result, i, cut) if flagged and cut else []
+            outputs.append(
+                self._output(
+                    batch,
+                    i,
+                    float(score[i]),
+                    image_types[i],
+                    explained,
+                    regions,
+                    small_map[i],
+                    small_types[i],
+                )
             )
-            for i in range(len(batch.sizes))
-        ]
+        return outputs
 
     def encode_images(self, images: Sequence[Image.Image]):
         """The backbone's image embeddings alone, with ``detect``'s preprocessing and precision: the
@@ -322,23 +355,23 @@ class Detector:
         with torch.inference_mode(), autocast(self._device, self.settings.precision):
             return self.backbone.model.encode_image(x)
 
-    def _input(self, images: Sequence[Image.Image]):
+    def _input(self, images: Sequence[Image.Image | EncodedFrame]):
+        """The normalised batch on the device: frames left encoded (QC_DEVICE_DECODE) are decoded
+        and resized there, pictures resized on the CPU threads."""
         bb = self.backbone
+        if any(isinstance(im, EncodedFrame) for im in images):
+            x, _ = preprocess_frames(images, bb.image_size, bb.mean, bb.std, device=self._device)
+            return x
         return preprocess_batch(images, bb.image_size, bb.mean, bb.std, device=self._device)
 
-    def _postprocess(self, size, product, score, amap, type_idx, image_types, candidates, prompts):
-        words = prompts.vocab.words
+    def _output(self, batch, i, score, image_types, explained, regions, small_map, small_types):
+        words = batch.prompts.vocab.words
+        candidates = batch.host_candidates[i]
         total = float(image_types.sum())
         probs = image_types / total if total > 0 else candidates / max(int(candidates.sum()), 1)
         defect_probs = {words[j]: float(probs[j]) for j in np.flatnonzero(candidates)}
-        explained = explain_thresholds(product, self.settings, prompts)
-        thresholds = (explained.warn, explained.reject)
-        cut = region_cut(float(amap.max()), explained.region, flagged=score >= thresholds[0])
-        if score >= thresholds[0]:
-            defect_type = words[int(np.argmax(probs))]
-            regions = self._regions(amap, type_idx, size, words, cut) if cut else []
-        else:  # judged normal: no defect to name, no region to report
-            defect_type, regions = None, []
+        # judged normal: no defect to name (and no region, see finish)
+        defect_type = words[int(np.argmax(probs))] if score >= explained.warn else None
         detection = Detection(
             anomaly_score=float(np.clip(score, 0.0, 1.0)),
             defect_type=defect_type,
@@ -346,27 +379,40 @@ class Detector:
             regions=regions,
             thresholds=explained,
         )
-        return DetectorOutput(detection, words, size, amap, type_idx, thresholds)
+        thresholds = (explained.warn, explained.reject)
+        return DetectorOutput(detection, words, batch.sizes[i], small_map, small_types, thresholds)
 
-    def _regions(self, amap, type_idx, size, words, threshold):
-        """Regions in image pixels, found on the map at a working resolution of at most
-        ``max(S, REGION_WORK_PX)`` on the long side: the map is an upsampled ViT patch grid, so finer
-        labelling would add cost (a full 12 MP frame) and no detail."""
-        w, h = size
-        scale = min(1.0, max(amap.shape[0], REGION_WORK_PX) / max(w, h))
+    def _regions(self, result: ModelOutput, i: int, threshold: float):
+        """Regions of image ``i`` in image pixels, found on its map at a working resolution of at
+        most ``max(S, REGION_WORK_PX)`` on the long side: the map is an upsampled ViT patch grid,
+        so finer labelling would add cost (a full 12 MP frame) and no detail. The map is resized on
+        the device and only this image's working maps are copied back; the connected components
+        are labelled here, on the CPU (a device labelling needs hundreds of propagation passes on
+        such a map, and the number of regions is only known on the host)."""
+        w, h = result.batch.sizes[i]
+        side = result.amap.shape[-1]
+        scale = min(1.0, max(side, REGION_WORK_PX) / max(w, h))
         ww, wh = max(1, round(w * scale)), max(1, round(h * scale))
         sx, sy = ww / w, wh / h
-        work_map = _resize(amap, (ww, wh), nearest=False)
-        work_types = _resize(type_idx, (ww, wh), nearest=True)
+        with torch.inference_mode(), self._finish_stream(result):
+            work_map = resize_map(result.amap[i : i + 1], (ww, wh))[0].cpu().numpy()
+            work_types = resize_types(result.type_idx[i], (ww, wh)).cpu().numpy()
         min_area = max(1, int(np.ceil(self.settings.region_min_area_px * sx * sy)))
+        words = result.batch.prompts.vocab.words
         found = find_regions(
-            work_map,
-            threshold,
-            min_area=min_area,
-            type_map=work_types,
-            words=words,
+            work_map, threshold, min_area=min_area, type_map=work_types, words=words
         )
         return found if (ww, wh) == (w, h) else scale_regions(found, sx, sy, w, h)
+
+    def _finish_stream(self, result: ModelOutput):
+        """On CUDA, a side stream that waits for this batch only, so the finish thread's resizes and
+        copies do not queue behind the next batch's forward on the default stream."""
+        if result.done is None:
+            return contextlib.nullcontext()
+        if self._side_stream is None:
+            self._side_stream = torch.cuda.Stream(self._device)
+        self._side_stream.wait_event(result.done)
+        return torch.cuda.stream(self._side_stream)
 
 
 def _image_score(out) -> torch.Tensor:
@@ -432,12 +478,20 @@ def _load_prompts(version: str, backbone, models_dir: Path) -> _Prompts:
     )
 
 
+def _no_prompt_version(backbone, models_dir: Path) -> str:
+    return (
+        f"no prompt version for backbone {backbone.name}: QC_PROMPT_VERSION is unset and "
+        f"{Path(models_dir) / 'prompts'} has no ACTIVE version; train one with "
+        f"`{train_command(backbone)} --activate` "
+        "(QC_PROMPT_VERSION=untrained runs random prompts, for tests and smoke runs only)"
+    )
+
+
 def _untrained(backbone) -> _Prompts:
     log.warning(
-        "NO PROMPT VERSION: no QC_PROMPT_VERSION and no models/prompts/ACTIVE; running an UNTRAINED DAPO "
-        "model (random prompts): scores and defect types are meaningless until a version is trained "
-        "(`QC_BACKBONE=%s qc-stream train --dataset PATH --activate`)",
-        backbone.name,
+        "QC_PROMPT_VERSION=untrained: random prompts (for tests and smoke runs); scores and defect "
+        "types are meaningless (`%s --activate` trains a version)",
+        train_command(backbone),
     )
 
     vocab = Vocabulary.catalog_default()

@@ -66,45 +66,21 @@ def load_detector(rt) -> None:
     """Runs first on the inference thread, so batches queue behind it; overlaps the group join."""
     from qc_stream.inference.detector import Detector
     from qc_stream.observability import metrics
+    from qc_stream.stream.prompt_source import choose_prompt_version
 
-    settings = rt.settings
-    if settings.prompt_version is None:
-        version = database_active_version(rt)
-        if version is not None:
-            settings = settings.model_copy(update={"prompt_version": version})
-    rt.detector = Detector.from_settings(settings)
+    choice = choose_prompt_version(
+        rt.settings, active_row=rt.active_version_row, registered=rt.registered_version
+    )
+    if choice.note:
+        log.warning("%s", choice.note)
+    rt.detector = Detector.from_settings(rt.settings, version=choice.version, source=choice.source)
     metrics.PROMPT_VERSION.labels(prompt_version=rt.detector.prompt_version).set(1)
     log.warning(
-        "detector ready: backbone %s, prompt version %s",
+        "detector ready: backbone %s, prompt version %s (from the %s)",
         rt.detector.model_version,
         rt.detector.prompt_version,
+        choice.source,
     )
-
-
-def database_active_version(rt) -> str | None:
-    """The active version by the database (the source of truth where one is configured), if this
-    worker may run it (registered, files matching the recorded sha256); else None: the models
-    folder's ACTIVE file decides, with a warning when the database named another version."""
-    from qc_stream.stream.service import PromptRefused, vet_prompt_version
-
-    if rt.active_version_row is None:
-        return None
-    try:
-        row = rt.active_version_row()
-    except Exception as e:  # no schema yet, database down: the worker still starts
-        log.warning("cannot read the active prompt version from the database (%s); using ACTIVE", e)
-        return None
-    if row is None:
-        return None
-    try:
-        vet_prompt_version(row.prompt_version, rt.settings.models_dir, rt.registered_version)
-    except PromptRefused as e:
-        log.warning("database's active prompt version refused (%s); using the ACTIVE file", e)
-        return None
-    except Exception as e:
-        log.warning("cannot check prompt version %s (%s); using ACTIVE", row.prompt_version, e)
-        return None
-    return row.prompt_version
 
 
 def build_worker_app(settings: Settings, rt, update_offsets: dict[int, int], health=None):

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
-from pathlib import Path
 
 
 def main(argv=None) -> int:
@@ -35,15 +33,13 @@ def main(argv=None) -> int:
     import torch
 
     from qc_stream.dapo.backbone import autocast
-    from qc_stream.devtools.bench import _frames, _prompts_fit, _untrained_models_dir
+    from qc_stream.devtools.bench import _frames, bench_prompts
     from qc_stream.inference.decode import decode_image, preprocess_batch
     from qc_stream.inference.detector import Detector
     from qc_stream.settings import Settings
 
     settings = Settings()
-    if not _prompts_fit(settings):  # as the bench does: untrained prompts cost the same
-        tmp = Path(tempfile.mkdtemp(prefix="qc-profile-"))
-        settings = settings.model_copy(update={"models_dir": _untrained_models_dir(settings, tmp)})
+    settings, _ = bench_prompts(settings)  # as the bench does: untrained prompts cost the same
     det = Detector.from_settings(settings)
     bb = det.backbone
     dev = det._device

@@ -23,6 +23,7 @@ def untrained_models(tmp_path_factory, monkeypatch):
     monkeypatch.setenv(
         "QC_MODELS_DIR", str(models_dir_without_prompts(tmp_path_factory.mktemp("models")))
     )
+    monkeypatch.setenv("QC_PROMPT_VERSION", "untrained")  # the explicit opt-in (else: a stop)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from qc_stream.producers.producer import FrameProducer
 from qc_stream.registry.events import EventPublisher
 from qc_stream.registry.service import DefectRegistry
 from qc_stream.registry.versions import PromptVersions
-from qc_stream.settings import DEFAULT_MODELS_DIR, load_settings
+from qc_stream.settings import SHIPPED_MODELS_DIR, load_settings
 from qc_stream.storage.db import make_engine
 from qc_stream.storage.defect_types import DefectTypeRepository
 from qc_stream.storage.inspections import InspectionRepository
@@ -53,7 +53,7 @@ def _seed_models(tmp_path):
 
     models = tmp_path / "models"
     models.mkdir()
-    (models / "backbones").symlink_to(DEFAULT_MODELS_DIR / "backbones")
+    (models / "backbones").symlink_to(SHIPPED_MODELS_DIR / "backbones")
     model = DapoModel(
         load_backbone("qc-test-tiny", models_dir=models), vocabulary=["crack", "scratch"]
     )

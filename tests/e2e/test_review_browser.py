@@ -101,6 +101,7 @@ def test_operator_works_three_frames_from_a_real_worker(
                 app_id=unique_app_id,
                 QC_BACKBONE="qc-test-tiny",
                 QC_MODELS_DIR=models,
+                QC_PROMPT_VERSION="untrained",
                 QC_FRAME_STORE_DIR=store.root,
                 QC_REVIEW_SAMPLE_OK="1",
             ),

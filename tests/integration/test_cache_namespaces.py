@@ -15,11 +15,11 @@ from qc_stream.storage.model_versions import ModelVersionRepository
 
 def make_models_dir(root):
     """A models/ folder of our own that sees the repository's backbones."""
-    from qc_stream.settings import DEFAULT_MODELS_DIR
+    from qc_stream.settings import SHIPPED_MODELS_DIR
 
     models = root / "models"
     models.mkdir()
-    (models / "backbones").symlink_to(DEFAULT_MODELS_DIR / "backbones")
+    (models / "backbones").symlink_to(SHIPPED_MODELS_DIR / "backbones")
     return models
 
 

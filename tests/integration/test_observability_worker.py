@@ -72,6 +72,7 @@ def worker_env(own_broker, unique_app_id, sqlite_url, tmp_path):
         "QC_GROUP_INSTANCE_ID": f"{unique_app_id}-pod-0",
         # The shipped prompt versions belong to qc-clip-tiny; the tiny test backbone runs untrained.
         "QC_MODELS_DIR": str(models_dir_without_prompts(tmp_path / "models")),
+        "QC_PROMPT_VERSION": "untrained",
     }
     subprocess.run([QC, "db", "upgrade"], env=env, check=True, capture_output=True)
     return env

@@ -1,7 +1,8 @@
 """`qc-stream predict` end to end (a real subprocess) on the tiny random-weight test backbone.
 
-No prompt version exists in the temporary models folder, so the detector runs an untrained DAPO
-model: the numbers are meaningless, the shape of every line is what is checked.
+No prompt version exists in the temporary models folder, so the detector runs untrained DAPO
+prompts through the explicit opt-in QC_PROMPT_VERSION=untrained (without it predict stops): the
+numbers are meaningless, the shape of every line is what is checked.
 """
 
 import json
@@ -25,6 +26,7 @@ CONTRACT_KEYS = {
     "regions",
     "model_version",
     "prompt_version",
+    "prompt_version_source",
     "thresholds",
     "candidate_words",
 }
@@ -50,7 +52,7 @@ def tiny_env(tmp_path):
             "OMP_NUM_THREADS": "2",
         }
     )
-    env.pop("QC_PROMPT_VERSION", None)
+    env["QC_PROMPT_VERSION"] = "untrained"
     return env
 
 
@@ -73,10 +75,10 @@ def _write_images(d: Path) -> list[Path]:
     return paths, junk, tiny
 
 
-def _run(args, env):
+def _run(args, env, cwd=None):
     qc_stream = Path(sys.executable).parent / "qc-stream"  # the installed console script
     return subprocess.run(
-        [str(qc_stream), *args], env=env, capture_output=True, text=True, timeout=300
+        [str(qc_stream), *args], env=env, capture_output=True, text=True, timeout=300, cwd=cwd
     )
 
 
@@ -119,7 +121,10 @@ def test_predict_prints_contract_lines_and_per_file_errors(tmp_path, tiny_env):
         assert CONTRACT_KEYS <= set(line)
         assert 0.0 <= line["anomaly_score"] <= 1.0
         assert line["verdict"] in ("warn", "reject")  # warn threshold 0
-        assert line["prompt_version"] == "untrained"
+        assert (line["prompt_version"], line["prompt_version_source"]) == (
+            "untrained",
+            "QC_PROMPT_VERSION",
+        )
         assert line["model_version"].startswith("qc-test-tiny@")
         # --product pill restricts the defect types to pill's
         assert set(line["defect_probs"]) == set(PRODUCTS["pill"].defects)
@@ -142,7 +147,23 @@ def test_predict_prints_contract_lines_and_per_file_errors(tmp_path, tiny_env):
             assert r["defect_type"] in PRODUCTS["pill"].defects
         overlay = Image.open(line["overlay"])
         assert overlay.size == (w, h) and Path(line["overlay"]).parent == overlays
-    assert "UNTRAINED" in proc.stderr  # the loud warning
+    assert "QC_PROMPT_VERSION=untrained: random prompts" in proc.stderr  # the loud warning
+
+
+def test_predict_without_a_prompt_version_stops_with_the_train_command(tmp_path, tiny_env):
+    """No QC_PROMPT_VERSION, no ACTIVE, no database: one line naming `qc-stream train`, exit 2,
+    nothing on stdout, and no database file made in the working folder by asking."""
+    good, _, _ = _write_images(tmp_path)
+    env = dict(tiny_env)
+    del env["QC_PROMPT_VERSION"]
+    env.pop("QC_DATABASE_URL", None)  # the default sqlite:///qc-stream.db, in the working folder
+    proc = _run(["predict", str(good[0])], env, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no prompt version for backbone qc-test-tiny")
+    assert "`qc-stream train --dataset PATH --backbone qc-test-tiny" in last
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "qc-stream.db").exists()
 
 
 def test_predict_unknown_product_is_one_line_error_unless_generic(tmp_path, tiny_env):

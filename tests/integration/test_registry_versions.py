@@ -9,7 +9,7 @@ from qc_stream.errors import QcError
 from qc_stream.registry.events import MODEL_UPDATES_TOPIC, EventPublisher
 from qc_stream.registry.service import DefectRegistry
 from qc_stream.registry.versions import PromptVersions
-from qc_stream.settings import DEFAULT_MODELS_DIR, load_settings
+from qc_stream.settings import SHIPPED_MODELS_DIR, load_settings
 from qc_stream.storage import migrate
 from qc_stream.storage.db import make_engine
 from qc_stream.storage.defect_types import DefectTypeRepository
@@ -20,7 +20,7 @@ def make_models_dir(tmp_path):
     """A models/ folder of our own that sees the repository's backbones."""
     models = tmp_path / "models"
     models.mkdir()
-    (models / "backbones").symlink_to(DEFAULT_MODELS_DIR / "backbones")
+    (models / "backbones").symlink_to(SHIPPED_MODELS_DIR / "backbones")
     return models
 
 
@@ -149,7 +149,7 @@ def test_activating_a_version_of_another_backbone_is_refused_and_changes_nothing
 
     settings, _, versions, seed = setup
     other = "dapo-qc-clip-tiny-cpu-v1"
-    shutil.copytree(DEFAULT_MODELS_DIR / "prompts" / other, settings.models_dir / "prompts" / other)
+    shutil.copytree(SHIPPED_MODELS_DIR / "prompts" / other, settings.models_dir / "prompts" / other)
     with pytest.raises(ConfigError, match="made for backbone qc-clip-tiny-cpu@") as e:
         versions.activate(other)
     assert e.value.exit_code == 2 and "nothing changed" in str(e.value)

@@ -16,7 +16,7 @@ from qc_stream.dapo.checkpoint import active_version
 from qc_stream.registry.events import MODEL_UPDATES_TOPIC, EventPublisher
 from qc_stream.registry.versions import PromptVersions
 from qc_stream.review.app import create_app
-from qc_stream.settings import DEFAULT_MODELS_DIR, load_settings
+from qc_stream.settings import SHIPPED_MODELS_DIR, load_settings
 from qc_stream.storage.db import make_engine
 from qc_stream.storage.defect_types import DefectTypeRepository
 from qc_stream.storage.migrate import upgrade
@@ -57,7 +57,7 @@ def make_station(pg_url, tmp_path, bootstrap: str, *, default_wiring: bool = Fal
     older = seed_version(models, words=("crack", "scratch"))
     newer = seed_version(models, words=("crack", "scratch", "dent"))  # ACTIVE on disk
     shutil.copytree(
-        DEFAULT_MODELS_DIR / "prompts" / OTHER_BACKBONE, models / "prompts" / OTHER_BACKBONE
+        SHIPPED_MODELS_DIR / "prompts" / OTHER_BACKBONE, models / "prompts" / OTHER_BACKBONE
     )
     add_user(engine, "olga", "operator")
     add_user(engine, "emil", "engineer")

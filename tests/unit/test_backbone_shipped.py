@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 
-from qc_stream.settings import DEFAULT_BACKBONE, DEFAULT_MODELS_DIR, Settings
+from qc_stream.settings import DEFAULT_BACKBONE, SHIPPED_MODELS_DIR, Settings
 from qc_stream.synth import PRODUCTS, generate
 from qc_stream.synth.captions import DEFECT_PHRASES
 
-FOLDER = DEFAULT_MODELS_DIR / "backbones" / DEFAULT_BACKBONE
+FOLDER = SHIPPED_MODELS_DIR / "backbones" / DEFAULT_BACKBONE
 
 
 @pytest.fixture(scope="module")

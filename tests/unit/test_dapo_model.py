@@ -73,9 +73,9 @@ def test_shipped_weights_load_and_interpolate_to_another_size(backbone, tmp_path
 
 
 def backbone_config_path():
-    from qc_stream.settings import DEFAULT_MODELS_DIR
+    from qc_stream.settings import SHIPPED_MODELS_DIR
 
-    return DEFAULT_MODELS_DIR / "backbones" / "qc-test-tiny" / "open_clip_config.json"
+    return SHIPPED_MODELS_DIR / "backbones" / "qc-test-tiny" / "open_clip_config.json"
 
 
 def test_backbone_bad_names_are_clear_errors(tmp_path):

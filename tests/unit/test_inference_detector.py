@@ -36,6 +36,7 @@ def _settings(models_dir, **kw):
         reject_threshold=0.9,
         region_threshold=0.01,
         region_min_area_px=4,
+        prompt_version="untrained",  # the explicit opt-in: no version on the tiny test backbone
     )
     base.update(kw)
     return load_settings(**base)
@@ -56,10 +57,11 @@ def _images():
     ]
 
 
-def test_untrained_fallback_identity_and_vocabulary(detector):
+def test_untrained_opt_in_identity_and_vocabulary(detector):
     from qc_stream.domain.catalog import DEFECT_TYPES, PRODUCTS
 
     assert detector.prompt_version == "untrained"
+    assert detector.prompt_source == "QC_PROMPT_VERSION"
     assert detector.model_version == detector.backbone_id and detector.model_version.startswith(
         "qc-test-tiny@"
     )
@@ -161,8 +163,8 @@ def test_active_version_loads_and_swap_prompts_changes_vocabulary(models_dir, de
     save_prompt_version(model, models_dir, "v-b", products={})
     set_active_version("v-a", models_dir)
     try:
-        det = Detector.from_settings(_settings(models_dir))
-        assert det.prompt_version == "v-a"
+        det = Detector.from_settings(_settings(models_dir, prompt_version=None))
+        assert (det.prompt_version, det.prompt_source) == ("v-a", "ACTIVE file")
         assert det.words_for("panel") == ("dent", "gouge")
         (first,) = det.detect(_images()[:1], ["panel"])
         assert set(first.detection.defect_probs) == {
@@ -223,7 +225,20 @@ def test_swap_during_detect_never_mixes_versions(models_dir, detector):
     assert det.prompt_version == "v-d"
 
 
-def test_untrained_fallback_is_deterministic_across_loads(models_dir, detector):
+def test_without_a_prompt_version_the_detector_stops_naming_the_train_command(tmp_path):
+    from qc_stream.inference.detector import Detector
+
+    models = tmp_path / "models"
+    models.mkdir()  # the shipped backbones are read in place; no prompt version at all
+    with pytest.raises(ConfigError) as e:
+        Detector.from_settings(_settings(models, prompt_version=None))
+    line = str(e.value)
+    assert "\n" not in line and "no prompt version for backbone qc-test-tiny" in line
+    assert "qc-stream train --dataset PATH --backbone qc-test-tiny" in line
+    assert "QC_PROMPT_VERSION=untrained" in line
+
+
+def test_untrained_opt_in_is_deterministic_across_loads(models_dir, detector):
     from qc_stream.inference.detector import Detector
 
     again = Detector.from_settings(_settings(models_dir))

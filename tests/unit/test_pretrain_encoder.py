@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from qc_stream.settings import DEFAULT_MODELS_DIR, REPO_ROOT
+from qc_stream.settings import REPO_ROOT, SHIPPED_MODELS_DIR
 
 torch = pytest.importorskip("torch")
 
@@ -32,7 +32,7 @@ def model():
 
     torch.manual_seed(0)
     m = open_clip.create_model(
-        f"local-dir:{DEFAULT_MODELS_DIR / 'backbones' / 'qc-test-tiny'}", load_weights=False
+        f"local-dir:{SHIPPED_MODELS_DIR / 'backbones' / 'qc-test-tiny'}", load_weights=False
     )
     return m.eval()
 
@@ -183,7 +183,7 @@ def test_trimmed_text_encoder_equals_open_clip(script, model):
     import open_clip
 
     tokenizer = open_clip.get_tokenizer(
-        f"local-dir:{DEFAULT_MODELS_DIR / 'backbones' / 'qc-test-tiny'}"
+        f"local-dir:{SHIPPED_MODELS_DIR / 'backbones' / 'qc-test-tiny'}"
     )
     tokens = tokenizer(
         [

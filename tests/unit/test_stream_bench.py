@@ -9,13 +9,12 @@ import pytest
 from qc_stream.devtools.bench import (
     _cpu_seconds,
     _frames,
-    _prompts_fit,
     _steady,
-    _untrained_models_dir,
+    bench_prompts,
     parse_frame_size,
 )
 from qc_stream.errors import QcError
-from qc_stream.settings import DEFAULT_MODELS_DIR, load_settings
+from qc_stream.settings import SHIPPED_MODELS_DIR, load_settings
 
 
 def test_steady_counts_frames_after_the_first_batch_over_the_span_of_batches():
@@ -36,19 +35,22 @@ def test_bench_uses_untrained_prompts_when_the_active_version_is_for_another_bac
 
     models = tmp_path / "models"
     models.mkdir()
-    (models / "backbones").symlink_to(DEFAULT_MODELS_DIR / "backbones")
+    (models / "backbones").symlink_to(SHIPPED_MODELS_DIR / "backbones")
+    no_db = f"sqlite:///{tmp_path / 'none.db'}"
+    empty = load_settings(backbone="qc-test-tiny", models_dir=models, database_url=no_db)
+    pinned, note = bench_prompts(empty)
+    assert pinned.prompt_version == "untrained" and "no prompt version" in note
     model = DapoModel(
         load_backbone("qc-test-tiny", models_dir=models), vocabulary=["crack", "scratch"]
     )
-    save_prompt_version(model, models, products={"pill": ["crack"]}, activate=True)
+    path = save_prompt_version(model, models, products={"pill": ["crack"]}, activate=True)
 
-    assert _prompts_fit(load_settings(backbone="qc-test-tiny", models_dir=models))
-    other = load_settings(backbone="ViT-L-14-336-quickgelu", pretrained="none", models_dir=models)
-    assert not _prompts_fit(other)
-    work = tmp_path / "work"
-    work.mkdir()
-    root = _untrained_models_dir(other, work)
-    assert (root / "backbones" / "qc-test-tiny").is_dir() and not (root / "prompts").exists()
+    pinned, note = bench_prompts(empty)
+    assert (pinned.prompt_version, note) == (path.name, None)  # the bare model and workers alike
+    other = empty.model_copy(update={"backbone": "ViT-L-14-336-quickgelu"})
+    pinned, note = bench_prompts(other)
+    assert pinned.prompt_version == "untrained" and "made for another backbone" in note
+    assert not (tmp_path / "none.db").exists()  # asking never creates a database
 
 
 def test_frame_size_is_a_side_or_width_by_height():
