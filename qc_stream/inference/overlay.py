@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from qc_stream.domain.inspection import Region
+from qc_stream.inference.device_decode import EncodedFrame, as_picture
 
 HEAT_ALPHA = 0.45
 # Absolute colour scale: map value 0 -> blue, HEAT_MAX and above -> red, the same on every frame
@@ -21,7 +22,7 @@ OUTLINE_COLOR = (255, 0, 255)  # RGB: magenta, visible on the JET map and on mos
 
 
 def render_overlay(
-    image: Image.Image,
+    image: Image.Image | EncodedFrame,
     anomaly_map: np.ndarray,
     regions: Sequence[Region] = (),
     caption: str | None = None,
@@ -31,9 +32,9 @@ def render_overlay(
 
     Each region gets its outline, bbox and a label ``"<defect type> <peak score>"``; ``caption``
     (e.g. verdict and image score) goes in the bottom-left corner. Returns a new RGB picture the
-    size of ``image``.
+    size of ``image`` (a frame left encoded for the device is decoded here, on the CPU).
     """
-    rgb = np.asarray(image.convert("RGB"))
+    rgb = np.asarray(as_picture(image).convert("RGB"))
     h, w = rgb.shape[:2]
     amap = np.asarray(anomaly_map, dtype=np.float32)
     if amap.shape != (h, w):
@@ -93,7 +94,7 @@ def _label(
 
 def save_overlay(
     path: str | Path,
-    image: Image.Image,
+    image: Image.Image | EncodedFrame,
     anomaly_map: np.ndarray,
     regions: Sequence[Region] = (),
     caption: str | None = None,

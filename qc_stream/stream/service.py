@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from qc_stream.domain.inspection import FrameMeta, InspectionResult
-from qc_stream.errors import QcError
+from qc_stream.errors import InputError, QcError
 from qc_stream.settings import Settings
 from qc_stream.storage.frame_store import keeps
 from qc_stream.wire.codec import (
@@ -102,10 +102,13 @@ def outputs_of(outcome: BatchOutcome, settings: Settings) -> list[Outgoing]:
     return out
 
 
-def _default_decoder() -> Callable[[bytes], Any]:
+def _default_decoder(settings: Settings) -> Callable[[bytes], Any]:
+    """The CPU decoder, or with QC_DEVICE_DECODE on, one that leaves the frames the model's device
+    decodes encoded (they are decoded in the detector's batch; see inference.device_decode)."""
     from qc_stream.inference.decode import decode_image
+    from qc_stream.inference.device_decode import defer_decode, device_decode_on
 
-    return decode_image
+    return defer_decode if device_decode_on(settings) else decode_image
 
 
 @dataclass
@@ -134,7 +137,7 @@ def prepare_batch(
     frames: Sequence[RawFrame], settings: Settings, *, decode: Callable[[bytes], Any] | None = None
 ) -> PreparedBatch:
     """Stage 1 (CPU, any thread): validate headers and size, decode the images."""
-    decode = decode or _default_decoder()
+    decode = decode or _default_decoder(settings)
     out = PreparedBatch()
     t0 = time.perf_counter()
     for frame in frames:
@@ -283,6 +286,9 @@ def _detect_isolating_failures(detector, images, products, metas, frames, out: B
                     continue
                 except Exception as e:
                     error = e
+            if isinstance(error, InputError):  # a frame left encoded for the device is corrupt
+                out.dead.append(DeadLetter(frame, f"undecodable image: {error}", "decode"))
+                continue
             out.dead.append(
                 DeadLetter(frame, f"inference failed: {type(error).__name__}: {error}", "inference")
             )
