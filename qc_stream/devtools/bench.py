@@ -491,6 +491,8 @@ def _run_bench(
     echo,
     workdir: Path,
 ) -> dict:
+    from qc_stream.inference.device_decode import device_decode_on
+
     if frames < 3 * batch:
         raise QcError(
             f"--frames must be at least {3 * batch} for --batch-size {batch} (three batches per round)"
@@ -508,6 +510,11 @@ def _run_bench(
     bare = BareModel(settings, items, batch)
     info = bare.info
     echo(f"  {info['backbone']} on {info['device']}, prompts {info['prompt_version']}")
+    device_decode = device_decode_on(settings)
+    echo(
+        f"  the worker decodes JPEGs on {'the model device' if device_decode else 'the CPU'} "
+        f"(QC_DEVICE_DECODE={settings.device_decode})"
+    )
     try:
         m = measure(
             settings,
@@ -555,6 +562,8 @@ def _run_bench(
             "prompt_version": info["prompt_version"],
             "image_size": settings.image_size,
             "precision": settings.precision,
+            # the worker's JPEG decode: on the model's device (QC_DEVICE_DECODE) or the CPU
+            "device_decode": "on" if device_decode else "off",
             "database": m["database"],
             "rounds": m["rounds"],
             "latency_frames": m["latency_frames"],

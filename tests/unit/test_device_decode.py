@@ -154,31 +154,51 @@ def test_qc_device_decode_auto_follows_the_models_device():
 SCORE_TOL, MAP_TOL, TYPE_PIXELS_TOL, AREA_TOL = 5e-4, 0.01, 0.02, 0.02
 
 
-def test_the_worker_with_device_decode_on_gives_the_default_paths_results(tmp_path):
+def _tiny_detector(models, device: str):
+    """The tiny random-weight test backbone with seeded untrained prompts on ``device``; warn 0 and
+    a pixel threshold the maps reach: every frame is flagged and has regions to compare."""
     import shutil
     from pathlib import Path
 
-    from qc_stream.devtools.bench import _frames
-    from qc_stream.domain.inspection import FrameMeta
     from qc_stream.inference.detector import Detector
-    from qc_stream.stream.service import RawFrame, inspect_batch
-    from qc_stream.wire.codec import meta_to_headers
 
-    models = tmp_path / "models"
     tiny = Path(__file__).resolve().parents[2] / "models" / "backbones" / "qc-test-tiny"
-    shutil.copytree(tiny, models / "backbones" / "qc-test-tiny")
-    # warn 0 and a low pixel threshold: every frame is flagged and has regions to compare
+    if not (models / "backbones" / "qc-test-tiny").exists():
+        shutil.copytree(tiny, models / "backbones" / "qc-test-tiny")
     settings = load_settings(
         backbone="qc-test-tiny",
         models_dir=models,
         prompt_version="untrained",
-        device="cpu",
+        device=device,
         database_url="sqlite://",
         warn_threshold=0.0,
         reject_threshold=0.9,
         region_threshold=0.3,
     )
-    detector = Detector.from_settings(settings)
+    return Detector.from_settings(settings)
+
+
+def _check_outputs(got, want) -> None:
+    """Detector outputs of the same frames, decoded two ways, within the stated tolerance."""
+    for a, b in zip(got, want, strict=True):
+        assert a.size == b.size
+        assert a.detection.anomaly_score == pytest.approx(b.detection.anomaly_score, abs=SCORE_TOL)
+        assert a.detection.defect_type == b.detection.defect_type
+        assert np.abs(a.model_map - b.model_map).max() <= MAP_TOL
+        assert (a.model_type_map != b.model_type_map).mean() <= TYPE_PIXELS_TOL
+        assert len(a.detection.regions) == len(b.detection.regions) >= 1
+        for ra, rb in zip(a.detection.regions, b.detection.regions, strict=True):
+            assert ra.area_px == pytest.approx(rb.area_px, rel=AREA_TOL)
+
+
+def test_the_worker_with_device_decode_on_gives_the_default_paths_results(tmp_path):
+    from qc_stream.devtools.bench import _frames
+    from qc_stream.domain.inspection import FrameMeta
+    from qc_stream.stream.service import RawFrame, inspect_batch
+    from qc_stream.wire.codec import meta_to_headers
+
+    detector = _tiny_detector(tmp_path, "cpu")
+    settings = detector.settings
     camera = _frames(4, (320, 240), seed=5)
     jpeg = camera[0][1].data
     datas = [f.data for _, f in camera] + [_encode(_rgb(), "PNG"), jpeg[:-100]]
@@ -216,10 +236,8 @@ def test_the_worker_with_device_decode_on_gives_the_default_paths_results(tmp_pa
     products = [p for p, _ in camera]
     got = detector.detect([defer_decode(d) for d in datas[:4]], products)
     want = detector.detect([decode_image(d) for d in datas[:4]], products)
-    for a, b in zip(got, want, strict=True):
-        assert a.size == b.size == (320, 240)
-        assert np.abs(a.model_map - b.model_map).max() <= MAP_TOL
-        assert (a.model_type_map != b.model_type_map).mean() <= TYPE_PIXELS_TOL
+    assert [o.size for o in got] == [(320, 240)] * 4
+    _check_outputs(got, want)
 
 
 @pytest.mark.skipif(
@@ -233,3 +251,21 @@ def test_nvjpeg_run_matches_the_cpu_path_within_the_tolerance():
     want, want_sizes = _cpu_path(datas, 224)
     assert sizes == want_sizes
     _check_parity(_grey_levels(x), _grey_levels(want))
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available(),
+    reason="no CUDA device here: the detector with nvJPEG decode and device post-processing is "
+    "tested where there is one",
+)
+def test_the_gpu_detector_on_frames_decoded_there_matches_the_cpu_detector(tmp_path):
+    from qc_stream.devtools.bench import _frames
+
+    camera = _frames(4, (640, 480), seed=5)
+    datas, products = [f.data for _, f in camera], [p for p, _ in camera]
+    gpu, cpu = _tiny_detector(tmp_path, "cuda"), _tiny_detector(tmp_path, "cpu")
+    assert device_decode_on(gpu.settings)  # auto: on with the model on CUDA
+    _check_outputs(
+        gpu.detect([defer_decode(d) for d in datas], products),
+        cpu.detect([decode_image(d) for d in datas], products),
+    )
