@@ -99,17 +99,34 @@ def _train(backbone, args, data=None, words=None):
     return model
 
 
-def _report(model, sets, label: str) -> None:
+def _score(model, items, words: list[str]) -> dict[str, np.ndarray]:
+    """The raw outputs of ``qc-stream eval``'s scoring pass: image scores [B], anomaly maps
+    [B, H, W] at the frames' size, image type distributions [B, N]."""
+    from qc_stream.evaluation.dataset_eval import score_items
+
+    rows = list(score_items(model, items, words, batch_size=16))
+    return {
+        "score": np.array([r[0] for r in rows]),
+        "map": np.stack([r[1] for r in rows]),
+        "types": np.stack([r[3] for r in rows]),
+    }
+
+
+def _by_product(data) -> dict[str, list]:
+    """The held-out data set's items per product (its benchmark order)."""
+    return {p: [i for i in data.items if i.product == p] for p in data.products}
+
+
+def _report(model, data, label: str) -> None:
     from qc_stream.evaluation.metrics import image_metrics, pixel_metrics, type_metrics, type_scores
-    from qc_stream.evaluation.runner import score
-    from qc_stream.synth import PRODUCTS
 
     model.eval()
+    words_of = data.product_words()
     rows = {}
-    for p, ts in sets.items():
-        words = list(PRODUCTS[p].defects)
-        r = score(model, ts.all, words)
-        y = np.array([s.defect_type is not None for s in ts.all], int)
+    for p, items in _by_product(data).items():
+        words = words_of[p]
+        r = _score(model, items, words)
+        y = np.array([s.defect_type is not None for s in items], int)
         flat = r["map"].reshape(len(y), -1)
         top1 = np.sort(flat, 1)[:, -max(1, flat.shape[1] // 100) :].mean(1)
         rules = {
@@ -122,9 +139,9 @@ def _report(model, sets, label: str) -> None:
             f"image_auroc[{k}]": image_metrics(y, v)["image_auroc"] for k, v in rules.items()
         }
         rows[p]["image_ap[cls]"] = image_metrics(y, r["score"])["image_ap"]
-        rows[p].update(pixel_metrics([s.mask for s in ts.all], r["map"]))
+        rows[p].update(pixel_metrics([s.mask for s in items], r["map"]))
         rows[p]["type_f1"] = type_metrics(
-            [s.defect_type for s in ts.all], type_scores(r["score"], r["types"]), words
+            [s.defect_type for s in items], type_scores(r["score"], r["types"]), words
         )["type_f1"]
         print(f"  {p:12s} {json.dumps({k: round(v, 3) for k, v in rows[p].items()})}", flush=True)
     print(f"{label} mean: {json.dumps(_mean(rows))}", flush=True)
@@ -133,7 +150,7 @@ def _report(model, sets, label: str) -> None:
 def ceiling(args) -> None:
     from qc_stream.dapo import load_backbone
     from qc_stream.synth import PRODUCTS, generate
-    from qc_stream.synth.datasets import test_sets
+    from qc_stream.synth.datasets import held_out_dataset
     from qc_stream.synth.split import load_split
 
     split = load_split()
@@ -146,17 +163,17 @@ def ceiling(args) -> None:
     words = sorted({t for p in split.held_out_products for t in PRODUCTS[p].defects})
     _report(
         _train(backbone, args, data, words),
-        test_sets("quick"),
+        held_out_dataset("quick"),
         f"ceiling ({backbone.backbone_id}, test seed)",
     )
 
 
 def _validation_sets():
-    from qc_stream.synth.datasets import test_sets
+    from qc_stream.synth.datasets import held_out_dataset
     from qc_stream.synth.split import load_split
 
     split = load_split()
-    return test_sets(
+    return held_out_dataset(
         "quick",
         split=dataclasses.replace(split, seeds={**split.seeds, "test": split.seeds["validation"]}),
     )
@@ -186,21 +203,26 @@ def versions(args) -> None:
 
 
 def types(args) -> None:
-    from qc_stream.dapo import load_backbone, load_prompt_version
+    from qc_stream.dapo import (
+        HandcraftedBaseline,
+        HandcraftedConfig,
+        load_backbone,
+        load_prompt_version,
+    )
     from qc_stream.evaluation.metrics import type_metrics, type_scores
-    from qc_stream.evaluation.runner import handcrafted_for, score
-    from qc_stream.synth import PRODUCTS
 
     if len(args.names) != 1:
         raise SystemExit("types: name exactly one DAPO prompt version (see models/prompts/)")
     backbone = load_backbone(args.backbone, models_dir=args.models_dir)
     dapo = load_prompt_version(args.names[0], backbone, args.models_dir).model.eval()
-    handcrafted = handcrafted_for(backbone)
+    data = _validation_sets()
+    words_of, nouns = data.product_words(), data.object_names()
     rows = {}
-    for p, ts in _validation_sets().items():
-        words = list(PRODUCTS[p].defects)
-        rd, rh = score(dapo, ts.all, words), score(handcrafted(p), ts.all, words)
-        truth = [s.defect_type for s in ts.all]
+    for p, items in _by_product(data).items():
+        words = words_of[p]
+        handcrafted = HandcraftedBaseline(backbone, HandcraftedConfig(object_name=nouns[p])).eval()
+        rd, rh = _score(dapo, items, words), _score(handcrafted, items, words)
+        truth = [s.defect_type for s in items]
         defective = [i for i, t in enumerate(truth) if t is not None]
         rows[p] = {}
         # w = weight of the hand-crafted type distribution; the image score stays DAPO's throughout

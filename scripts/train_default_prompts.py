@@ -77,8 +77,8 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from qc_stream.dapo import load_backbone, save_prompt_version
-    from qc_stream.evaluation.runner import evaluate
-    from qc_stream.synth.datasets import test_sets
+    from qc_stream.evaluation.dataset_eval import evaluate_dataset
+    from qc_stream.synth.datasets import held_out_dataset
     from qc_stream.training.recipe import Recipe, train_method
 
     backbone = load_backbone(args.backbone, models_dir=args.models_dir, device=args.device)
@@ -95,7 +95,20 @@ def main() -> None:
         if v is not None
     }
     ablation = {}
-    sets = test_sets("quick")
+    data = held_out_dataset("quick")
+
+    def evaluate(model, name: str) -> dict:
+        """``qc-stream eval --quick``'s measurement of one model: the means over the held-out
+        products (all, then "seen" and "novel") and each product's own."""
+        res = evaluate_dataset(
+            lambda _p: model, data, "product", 16, log=print, name=name, subsets=data.subsets()
+        )
+        per_product = {
+            p: {k: v for k, v in m.items() if k != "subsets"}
+            for p, m in res["per_category"].items()
+        }
+        return {**res["mean"], **res["subsets"], "per_product": per_product}
+
     print(f"backbone {backbone.backbone_id}; recipe {recipe.to_dict()}", flush=True)
     for method in args.methods.split(","):
         t0 = time.perf_counter()
@@ -123,9 +136,7 @@ def main() -> None:
             f"{method}: trained {len(history.steps)} steps in {train_s:.0f} s; evaluating on held-out products",
             flush=True,
         )
-        metrics = evaluate(lambda p, m=model: m, sets, log=print, name=method)
-        summary = {k: v for k, v in metrics.items() if k != "per_product"}
-        summary["per_product"] = {p: r["all"] for p, r in metrics["per_product"].items()}
+        summary = evaluate(model, method)
         summary["train_seconds"] = train_s
         summary["benchmark"] = "qc-stream eval --quick (held-out products)"
         version = f"{method}-{backbone.name}-{args.tag}"
@@ -158,7 +169,7 @@ def main() -> None:
         t0 = time.perf_counter()
         model, history, _ = train_method(backbone, "dapo", "joint", recipe, progress=False)
         train_s = time.perf_counter() - t0
-        metrics = evaluate(lambda p: model, sets, log=print, name="dapo-joint")
+        metrics = evaluate(model, "dapo-joint")
         ablation["joint"] = {k: v for k, v in metrics.items() if k != "per_product"} | {
             "train_seconds": train_s
         }

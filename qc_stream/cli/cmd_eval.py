@@ -1,8 +1,10 @@
-"""`qc-stream eval [--quick] [--json PATH]`: the quality benchmark on held-out synthetic products.
+"""`qc-stream eval [--quick] [--dataset PATH] [--json PATH] [--markdown PATH]`: the quality benchmark.
 
 DAPO (the active prompt version) vs the hand-crafted WinCLIP-style ensemble vs the object-agnostic
-learned prompts, on the same backbone; seen and novel defect types separately; per product and
-mean. Full mode adds the staged-vs-joint training ablation. Progress goes to stderr, the table to
+learned prompts, on the same backbone, per product (category) and mean. Without ``--dataset`` the
+data are the held-out synthetic products (``evaluation.benchmark``: also seen and novel defect
+types, goals, regions; full mode adds the staged-vs-joint ablation); with it, a dataset on disk
+(``evaluation.dataset_eval``, which scores both). Progress goes to stderr, the Markdown report to
 stdout. Heavy imports happen inside the command.
 """
 
@@ -46,128 +48,110 @@ def register(app: typer.Typer) -> None:
         ),
         layout: str = typer.Option("auto", "--layout", help="With --dataset: the layout."),
         products: str | None = typer.Option(
-            None, "--products", help="With --dataset: comma-separated categories (default: all)."
+            None,
+            "--products",
+            help="Comma-separated categories, or held-out products without --dataset (default: all).",
         ),
-        vocabulary: str = typer.Option(
-            "dataset",
+        vocabulary: str | None = typer.Option(
+            None,
             "--vocabulary",
-            help="With --dataset: score against all the dataset's defect words, or each product's.",
+            help="dataset: score every product against all the defect words of the data; product: "
+            "against its own (default: dataset with --dataset, product on the synthetic benchmark).",
         ),
-        methods: str = typer.Option(
-            "dapo,handcrafted",
+        methods: str | None = typer.Option(
+            None,
             "--methods",
-            help="With --dataset: comma-separated from dapo, handcrafted, agnostic.",
+            help="Comma-separated from dapo, handcrafted, agnostic (default: dapo,handcrafted with "
+            "--dataset, all three on the synthetic benchmark).",
         ),
-        batch_size: int = typer.Option(8, "--batch-size", min=1, help="With --dataset."),
+        batch_size: int | None = typer.Option(
+            None,
+            "--batch-size",
+            min=1,
+            help="Images per forward (default: 8 with --dataset, else 16).",
+        ),
         markdown_path: Path | None = typer.Option(
-            None, "--markdown", metavar="PATH", help="Write the per-category tables as Markdown."
+            None, "--markdown", metavar="PATH", help="Write the report's tables as Markdown."
         ),
     ) -> None:
-        """Benchmark DAPO against its baselines on the held-out products (seen vs novel defect types),
-        or with --dataset on a dataset's categories (the paper's protocol)."""
-        from qc_stream.evaluation.benchmark import (
-            goals_text,
-            regions_text,
-            run_benchmark,
-            table,
-            to_json_safe,
-        )
+        """Benchmark DAPO against its baselines on the held-out synthetic products (seen vs novel
+        defect types), or with --dataset on a dataset's categories (the paper's protocol); both run
+        through the same scoring and metrics."""
+        import sys
+
+        from qc_stream.errors import InputError
         from qc_stream.settings import load_settings
 
         settings = load_settings()
-        if dataset is not None:
-            _eval_dataset(
-                settings,
-                dataset,
-                layout,
-                products,
-                vocabulary,
-                methods,
-                batch_size,
-                prompt_version or settings.prompt_version,
-                agnostic,
-                json_path,
-                markdown_path,
+        chosen = _methods(
+            methods or ("dapo,handcrafted" if dataset else "dapo,handcrafted,agnostic")
+        )
+        vocabulary = vocabulary or ("dataset" if dataset else "product")
+        if vocabulary not in ("dataset", "product"):
+            raise InputError(f"--vocabulary must be dataset or product, got {vocabulary!r}")
+        wanted = [p.strip() for p in products.split(",") if p.strip()] if products else None
+        if dataset is not None and (quick or ablation is not None):
+            raise InputError(
+                "--quick and --ablation apply to the synthetic benchmark, not --dataset"
             )
-            return
-        report = run_benchmark(
-            quick=quick,
-            backbone_name=settings.backbone,
+        if dataset is None and layout != "auto":
+            raise InputError("--layout applies to --dataset only")
+        data = None
+        if dataset is not None:
+            from qc_stream.datasets import read_dataset
+
+            data = read_dataset(dataset, layout, wanted)  # every file checked before a model loads
+
+        from qc_stream.dapo import load_backbone
+        from qc_stream.evaluation.dataset_eval import markdown, run_dataset_eval, to_json_safe
+
+        backbone = load_backbone(
+            settings.backbone,
+            pretrained=settings.pretrained,
+            image_size=settings.image_size,
             models_dir=settings.models_dir,
-            dapo_version=prompt_version or settings.prompt_version,
-            agnostic_version=agnostic,
-            ablation=ablation,
+            device=settings.device,
         )
-        report["command"] = "qc-stream eval" + (" --quick" if quick else "")
-        typer.echo(table(report))
-        typer.echo("")
-        typer.echo(regions_text(report))
-        typer.echo("")
-        typer.echo(goals_text(report))
-        typer.echo(
-            f"\n{report['mode']} benchmark on {report['backbone']} took {report['seconds']:.0f} s"
-        )
+        version = prompt_version or settings.prompt_version
+        if data is not None:
+            report = run_dataset_eval(
+                data, backbone, settings.models_dir, chosen, version, agnostic, vocabulary,
+                batch_size or 8, log=_log,
+            )  # fmt: skip
+            text = markdown(report)
+        else:
+            from qc_stream.evaluation.benchmark import BATCH_SIZE, benchmark_markdown, run_benchmark
+
+            report = run_benchmark(
+                backbone, settings.models_dir, quick, version, agnostic, ablation, chosen,
+                vocabulary, wanted, batch_size or BATCH_SIZE, log=_log,
+            )  # fmt: skip
+            text = benchmark_markdown(report)
+        report["command"] = " ".join(["qc-stream", *sys.argv[1:]])
+        typer.echo(text)
+        if data is None:
+            typer.echo(
+                f"\n{report['mode']} benchmark on {report['backbone']} took {report['seconds']:.0f} s"
+            )
         if json_path is not None:
             write_json(json_path, to_json_safe(report))
             typer.echo(f"wrote {json_path}", err=True)
+        if markdown_path is not None:
+            markdown_path.write_text(text + "\n")
+            typer.echo(f"wrote {markdown_path}", err=True)
 
 
-def _eval_dataset(
-    settings,
-    dataset,
-    layout,
-    products,
-    vocabulary,
-    methods,
-    batch_size,
-    prompt_version,
-    agnostic,
-    json_path,
-    markdown_path,
-) -> None:
+def _log(message: str) -> None:
     import sys
 
+    print(message, file=sys.stderr, flush=True)
+
+
+def _methods(spec: str) -> list[str]:
     from qc_stream.errors import InputError
 
-    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    chosen = [m.strip() for m in spec.split(",") if m.strip()]
     unknown = sorted(set(chosen) - {"dapo", "handcrafted", "agnostic"})
     if unknown or not chosen:
         raise InputError(f"--methods: unknown method {unknown[0] if unknown else '(none)'!r}")
-    if vocabulary not in ("dataset", "product"):
-        raise InputError(f"--vocabulary must be dataset or product, got {vocabulary!r}")
-    from qc_stream.datasets import read_dataset
-
-    wanted = [p.strip() for p in products.split(",") if p.strip()] if products else None
-    data = read_dataset(dataset, layout, wanted)  # every file checked before a model loads
-
-    from qc_stream.dapo import load_backbone
-    from qc_stream.evaluation.benchmark import to_json_safe
-    from qc_stream.evaluation.dataset_eval import markdown, run_dataset_eval
-
-    backbone = load_backbone(
-        settings.backbone,
-        pretrained=settings.pretrained,
-        image_size=settings.image_size,
-        models_dir=settings.models_dir,
-        device=settings.device,
-    )
-    report = run_dataset_eval(
-        data,
-        backbone,
-        settings.models_dir,
-        chosen,
-        prompt_version,
-        agnostic,
-        vocabulary,
-        batch_size,
-        log=lambda m: print(m, file=sys.stderr, flush=True),
-    )
-    report["command"] = " ".join(["qc-stream", *sys.argv[1:]])
-    text = markdown(report)
-    typer.echo(text)
-    if json_path is not None:
-        write_json(json_path, to_json_safe(report))
-        typer.echo(f"wrote {json_path}", err=True)
-    if markdown_path is not None:
-        markdown_path.write_text(text + "\n")
-        typer.echo(f"wrote {markdown_path}", err=True)
+    return chosen

@@ -60,6 +60,10 @@ class DatasetItem:
     defect_type: str | None  # defect word; None = a defect-free image
     mask_path: Path | None = None  # None: no pixel labels (or a good image)
     folder: str = ""  # the type folder's own name (``retrain --examples`` matches registered types)
+    # A generated data set (the synthetic benchmark's) keeps its pixels in memory: uint8 HxWx3 and
+    # HxW (non-zero = defect); ``load_image`` / ``load_mask`` return them instead of reading files.
+    image: np.ndarray | None = field(default=None, compare=False, repr=False)
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> int:
@@ -367,6 +371,8 @@ def read_dataset(
 
 def load_image(item: DatasetItem | Path) -> np.ndarray:
     """uint8 HxWx3 RGB."""
+    if isinstance(item, DatasetItem) and item.image is not None:
+        return item.image
     path = item.path if isinstance(item, DatasetItem) else Path(item)
     try:
         with Image.open(path) as im:
@@ -380,18 +386,21 @@ def load_mask(item: DatasetItem, shape: tuple[int, int]) -> np.ndarray | None:
     defective image without a mask (image-level label only)."""
     if item.defect_type is None:
         return np.zeros(shape, dtype=np.uint8)
-    if item.mask_path is None:
+    if item.mask is not None:
+        mask = (np.asarray(item.mask) > 0).astype(np.uint8)
+    elif item.mask_path is None:
         return None
-    try:
-        with Image.open(item.mask_path) as im:
-            mask = (np.asarray(im.convert("L")) > 0).astype(np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise InputError(
-            f"{item.mask_path}: not a readable mask image ({e.__class__.__name__})"
-        ) from None
+    else:
+        try:
+            with Image.open(item.mask_path) as im:
+                mask = (np.asarray(im.convert("L")) > 0).astype(np.uint8)
+        except (UnidentifiedImageError, OSError) as e:
+            raise InputError(
+                f"{item.mask_path}: not a readable mask image ({e.__class__.__name__})"
+            ) from None
     if mask.shape != tuple(shape):
         raise InputError(
-            f"{item.mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
+            f"{item.mask_path or item.path}: mask is {mask.shape[1]}x{mask.shape[0]} but its image is "
             f"{shape[1]}x{shape[0]}"
         )
     return mask

@@ -1,5 +1,7 @@
 """The quality benchmark: DAPO vs hand-crafted vs object-agnostic prompts under distribution shift.
 
-Data and protocol come from ``qc_stream.synth`` (``split.json``); metrics from ``qc_stream.evaluation.metrics``.
-Importing ``qc_stream.evaluation.runner`` imports torch; the CLI does so inside the command body.
+``dataset_eval`` scores and measures any dataset (``qc_stream.datasets``); ``benchmark`` runs it on the
+synthetic held-out products (``qc_stream.synth``, ``split.json``) and adds seen/novel subsets, goals,
+regions and the ablation; metrics come from ``metrics``. Both import torch; the CLI imports them
+inside the command body.
 """

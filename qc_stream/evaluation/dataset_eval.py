@@ -14,23 +14,22 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qc_stream.dapo import HandcraftedBaseline, HandcraftedConfig, active_version
+from qc_stream.dapo import HandcraftedBaseline, HandcraftedConfig, active_version, list_versions
 from qc_stream.dapo.checkpoint import load_prompt_version, read_manifest
 from qc_stream.datasets import Dataset, DatasetItem, load_image, load_mask
 from qc_stream.errors import QcError
-from qc_stream.evaluation.benchmark import find_version
 from qc_stream.evaluation.metrics import (
-    PixelCounts,
     PixelTypeCounts,
-    _thresholds,
     image_metrics,
     mean_over_products,
+    pixel_metrics,
     type_metrics,
     type_scores,
 )
@@ -86,39 +85,65 @@ def _class_map(mask: np.ndarray, cls: int, size: tuple[int, int]) -> np.ndarray:
 
 
 def category_metrics(
-    model, items: Sequence[DatasetItem], words: list[str], batch_size: int = 8
-) -> dict[str, float]:
-    labels, scores, type_probs, true_types = [], [], [], []
-    maps, masks = [], []
+    model,
+    items: Sequence[DatasetItem],
+    words: list[str],
+    batch_size: int = 8,
+    subsets: Mapping[str, Callable[[DatasetItem], bool]] | None = None,
+) -> dict:
+    """``METRICS`` of one category from one scoring pass, plus ``images`` and ``defective``. With
+    ``subsets`` (name -> which items belong), the same metrics of each subset that holds a defective
+    item under ``"subsets"``, from the same scores."""
+    groups = {"all": lambda _item: True, **(subsets or {})}
+    members = {g: [k for k, item in enumerate(items) if keep(item)] for g, keep in groups.items()}
+    member_sets = {g: set(ks) for g, ks in members.items()}
     index = {w: k for k, w in enumerate(words)}
-    pixel_types = PixelTypeCounts(1 + len(words))
-    for item, (s, amap, classes, tprobs, mask) in zip(
-        items, score_items(model, items, words, batch_size)
+    pixel_types = {g: PixelTypeCounts(1 + len(words)) for g in groups}
+    scores, type_probs, maps, masks = [], [], [], []
+    for k, (item, (s, amap, classes, tprobs, mask)) in enumerate(
+        zip(items, score_items(model, items, words, batch_size))
     ):
-        labels.append(item.label)
         scores.append(s)
         type_probs.append(tprobs)
-        true_types.append(item.defect_type)
+        maps.append(None if mask is None else amap)  # no mask: no pixel metric needs the map
+        masks.append(mask)
         if mask is not None:
-            maps.append(amap)
-            masks.append(mask)
             cls = 0 if item.defect_type is None else 1 + index[item.defect_type]
-            pixel_types.add(_class_map(mask, cls, classes.shape[1:]), classes)
-    out = image_metrics(labels, scores)
-    if maps:
-        counts = PixelCounts(_thresholds(maps, 4096))
-        for mask, amap in zip(masks, maps):
-            counts.add(mask, amap)
+            counts = pixel_types["all"].counts(_class_map(mask, cls, classes.shape[1:]), classes)
+            for g, ks in member_sets.items():
+                if k in ks:
+                    pixel_types[g].add_counts(counts)
+
+    def metrics(ks: list[int], pixel_type_counts: PixelTypeCounts) -> dict[str, float]:
+        labels = [items[k].label for k in ks]
+        out = image_metrics(labels, [scores[k] for k in ks])
+        labelled = [k for k in ks if masks[k] is not None]
+        if labelled:
+            out.update(pixel_metrics([masks[k] for k in labelled], [maps[k] for k in labelled]))
+            out.update(pixel_type_counts.metrics())
+        else:
+            out.update({m: math.nan for m in METRICS if m.startswith("pixel")})
         out.update(
-            pixel_auroc=counts.auroc(), pixel_aupro=counts.aupro(), pixel_f1_max=counts.f1_max()
+            type_metrics(
+                [items[k].defect_type for k in ks],
+                type_scores(
+                    np.array([scores[k] for k in ks]), np.array([type_probs[k] for k in ks])
+                ),
+                words,
+            )
         )
-        out.update(pixel_types.metrics())
-    else:
-        out.update({k: math.nan for k in METRICS if k.startswith("pixel")})
-    out.update(type_metrics(true_types, type_scores(np.array(scores), np.array(type_probs)), words))
-    out["images"] = len(items)
-    out["defective"] = int(sum(labels))
-    return out
+        out["images"] = len(ks)
+        out["defective"] = int(sum(labels))
+        return out
+
+    result = metrics(members["all"], pixel_types["all"])
+    if subsets:
+        result["subsets"] = {
+            g: metrics(members[g], pixel_types[g])
+            for g in subsets
+            if any(items[k].label for k in members[g])
+        }
+    return result
 
 
 def evaluate_dataset(
@@ -128,9 +153,11 @@ def evaluate_dataset(
     batch_size: int = 8,
     log: Callable[[str], None] | None = None,
     name: str = "",
+    subsets: Mapping[str, Callable[[DatasetItem], bool]] | None = None,
 ) -> dict:
     """Metrics of one method on ``data``'s test split: ``per_category``, the ``mean`` over
-    categories, ``seconds``. ``model_for(category)`` returns the detector for a category."""
+    categories, ``seconds``; with ``subsets``, also their means under ``"subsets"`` (each category's
+    own under its ``"subsets"``). ``model_for(category)`` returns the detector for a category."""
     if vocabulary not in VOCABULARIES:
         raise ValueError(f"vocabulary must be one of {VOCABULARIES}")
     started = time.perf_counter()
@@ -142,21 +169,30 @@ def evaluate_dataset(
         t0 = time.perf_counter()
         items = [i for i in test.items if i.product == category]
         words = all_words if vocabulary == "dataset" else (product_words[category] or all_words)
-        per[category] = category_metrics(model_for(category), items, words, batch_size)
+        per[category] = category_metrics(model_for(category), items, words, batch_size, subsets)
         if log:
             m = per[category]
             log(
                 f"  {name:12s} {category:14s} image AUROC {m['image_auroc']:.3f}  pixel AUROC "
-                f"{m['pixel_auroc']:.3f}  AUPRO {m['pixel_aupro']:.3f}  px-type F1 "
-                f"{m['pixel_type_f1']:.3f}  ({time.perf_counter() - t0:.1f} s)"
+                f"{m['pixel_auroc']:.3f}  AUPRO {m['pixel_aupro']:.3f}  type F1 {m['type_f1']:.3f}  "
+                f"px-type F1 {m['pixel_type_f1']:.3f}  ({time.perf_counter() - t0:.1f} s)"
             )
-    return {
-        "mean": mean_over_products(
-            {c: {k: v for k, v in m.items() if k in METRICS} for c, m in per.items()}
-        ),
-        "per_category": per,
-        "seconds": time.perf_counter() - started,
-    }
+    out = {"mean": _mean(per.values()), "per_category": per}
+    if subsets:
+        out["subsets"] = {
+            g: _mean(m["subsets"][g] for m in per.values() if g in m["subsets"]) for g in subsets
+        }
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def _mean(per_category: Iterable[Mapping]) -> dict[str, float]:
+    return mean_over_products(
+        {
+            str(k): {m: v for m, v in metrics.items() if m in METRICS}
+            for k, metrics in enumerate(per_category)
+        }
+    )
 
 
 def _fmt(v) -> str:
@@ -203,6 +239,21 @@ def _object_name(category: str) -> str:
     return category.replace("_", " ").replace("-", " ")
 
 
+def find_version(models_dir: Path, method: str, backbone) -> str:
+    """The newest saved version of ``method`` made for this backbone."""
+    found = [
+        m["version"]
+        for m in list_versions(models_dir)
+        if m.get("method") == method
+        and m.get("backbone", {}).get("weights_sha256") == backbone.weights_sha256
+    ]
+    if not found:
+        raise QcError(
+            f"no {method} prompt version for backbone {backbone.backbone_id} under {models_dir}/prompts"
+        )
+    return found[-1]
+
+
 def run_dataset_eval(
     data: Dataset,
     backbone,
@@ -213,8 +264,12 @@ def run_dataset_eval(
     vocabulary: str = "dataset",
     batch_size: int = 8,
     log: Callable[[str], None] | None = None,
+    subsets: Mapping[str, Callable[[DatasetItem], bool]] | None = None,
+    object_names: Mapping[str, str] | None = None,
 ) -> dict:
-    """Evaluate ``methods`` on ``data`` with ``backbone``; the report ``qc-stream eval --dataset`` writes."""
+    """Evaluate ``methods`` on ``data`` with ``backbone``: the report ``qc-stream eval`` writes.
+    ``subsets``: see ``category_metrics``; ``object_names``: what the hand-crafted baseline calls
+    each category (default: its folder name in words)."""
     started = time.perf_counter()
     detectors: dict[str, Callable[[str], object]] = {}
     versions: dict[str, str] = {}
@@ -224,7 +279,8 @@ def run_dataset_eval(
 
             def handcrafted(category: str, cache=cache):
                 if category not in cache:
-                    cfg = HandcraftedConfig(object_name=_object_name(category))
+                    name = (object_names or {}).get(category) or _object_name(category)
+                    cfg = HandcraftedConfig(object_name=name)
                     cache[category] = HandcraftedBaseline(backbone, cfg).eval()
                 return cache[category]
 
@@ -267,7 +323,18 @@ def run_dataset_eval(
         if log:
             log(f"{method}:")
         report["methods"][method] = evaluate_dataset(
-            model_for, data, vocabulary, batch_size, log=log, name=method
+            model_for, data, vocabulary, batch_size, log=log, name=method, subsets=subsets
         )
     report["seconds"] = time.perf_counter() - started
     return report
+
+
+def to_json_safe(obj):
+    """NaN -> null so the file is strict JSON."""
+    if isinstance(obj, float):
+        return None if math.isnan(obj) or math.isinf(obj) else obj
+    if isinstance(obj, dict):
+        return {str(k): to_json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json_safe(v) for v in obj]
+    return obj

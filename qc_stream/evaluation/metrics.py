@@ -340,6 +340,13 @@ class PixelTypeCounts:
 
     def add(self, true_class: np.ndarray, scores: np.ndarray) -> None:
         """``true_class`` HxW ints in [0, n); ``scores`` [n, H, W]."""
+        self.add_counts(self.counts(true_class, scores))
+
+    def counts(
+        self, true_class: np.ndarray, scores: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """One image's (positive, negative, confusion) counts, for ``add_counts`` (an image that
+        belongs to several subsets is binned once)."""
         true_class = np.asarray(true_class).astype(np.int64)
         scores = np.asarray(scores, dtype=np.float32)
         if scores.shape != (self.n, *true_class.shape):
@@ -347,15 +354,24 @@ class PixelTypeCounts:
                 f"scores {scores.shape} do not fit {self.n} classes x {true_class.shape}"
             )
         pred = scores.argmax(axis=0)
-        self.confusion += np.bincount(
+        confusion = np.bincount(
             (true_class * self.n + pred).ravel(), minlength=self.n * self.n
         ).reshape(self.n, self.n)
         size = self.edges.size
+        pos = np.zeros_like(self.pos)
+        neg = np.zeros_like(self.neg)
         for c in range(self.n):
             bins = _bin_index(scores[c], self.edges)
             is_c = true_class == c
-            self.pos[c] += np.bincount(bins[is_c], minlength=size)
-            self.neg[c] += np.bincount(bins[~is_c], minlength=size)
+            pos[c] = np.bincount(bins[is_c], minlength=size)
+            neg[c] = np.bincount(bins[~is_c], minlength=size)
+        return pos, neg, confusion
+
+    def add_counts(self, counts: tuple[np.ndarray, np.ndarray, np.ndarray]) -> None:
+        pos, neg, confusion = counts
+        self.pos += pos
+        self.neg += neg
+        self.confusion += confusion
 
     def _auroc(self, c: int) -> float:
         tp, fp = _at_or_above(self.pos[c]), _at_or_above(self.neg[c])

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from qc_stream.datasets import DatasetItem, load_image, load_mask
 from qc_stream.domain.inspection import Region, decide_verdict
 
 REGION_KEYS = ("flagged", "regions_shown", "region_hit_rate", "region_iou")
@@ -46,25 +47,31 @@ def frame_region_scores(regions: Sequence[Region], truth: np.ndarray) -> tuple[b
     return hit, float((union & truth).sum() / denom) if denom else 0.0
 
 
-def region_quality(detector, samples_by_product: dict, batch_size: int = 16) -> dict:
-    """``REGION_KEYS`` per product (its defective samples: ``.image`` uint8 HxWx3, ``.mask``,
-    ``.defect_type``) and pooled over every product's frames under ``"all"``; nan where nothing
-    was flagged."""
+def region_quality(detector, items: Sequence[DatasetItem], batch_size: int = 16) -> dict:
+    """``REGION_KEYS`` per product over its defective items (pixels from ``load_image`` /
+    ``load_mask``) and pooled over every product's frames under ``"all"``; nan where nothing was
+    flagged."""
+    by_product: dict[str, list[DatasetItem]] = {}
+    for item in items:
+        by_product.setdefault(item.product, []).append(item)
     per_product: dict[str, dict] = {}
-    for product, samples in samples_by_product.items():
-        defective = [s for s in samples if s.defect_type is not None]
+    for product, product_items in by_product.items():
+        defective = [i for i in product_items if i.defect_type is not None]
         flagged = shown = hits = 0
         ious: list[float] = []
         for start in range(0, len(defective), batch_size):
             chunk = defective[start : start + batch_size]
-            images = [Image.fromarray(s.image) for s in chunk]
-            for s, out in zip(chunk, detector.detect(images, [product] * len(chunk))):
+            pixels = [load_image(i) for i in chunk]
+            images = [Image.fromarray(p) for p in pixels]
+            for item, image, out in zip(
+                chunk, pixels, detector.detect(images, [product] * len(chunk))
+            ):
                 det = out.detection
                 if decide_verdict(det.anomaly_score, *out.thresholds).value == "ok":
                     continue
                 flagged += 1
                 shown += bool(det.regions)
-                hit, iou = frame_region_scores(det.regions, s.mask)
+                hit, iou = frame_region_scores(det.regions, load_mask(item, image.shape[:2]))
                 hits += hit
                 ious.append(iou)
         per_product[product] = {

@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from qc_stream.cli.main import app
+from qc_stream.evaluation.dataset_eval import METRICS
 from qc_stream.settings import DEFAULT_BACKBONE
 
 
@@ -24,17 +25,22 @@ def tiny_modes(monkeypatch):
 
 
 def test_eval_quick_writes_the_json_contract(tiny_modes, tmp_path):
-    out = tmp_path / "eval.json"
-    result = CliRunner().invoke(app, ["eval", "--quick", "--json", str(out)])
+    out, md = tmp_path / "eval.json", tmp_path / "eval.md"
+    result = CliRunner().invoke(app, ["eval", "--quick", "--json", str(out), "--markdown", str(md)])
     assert result.exit_code == 0, result.output
     assert "| dapo | all |" in result.stdout
     report = json.loads(out.read_text())
+    # the synthetic benchmark is a dataset report (dataset_eval's) with its own sections on top
+    assert report["dataset"]["layout"] == "synthetic" and report["vocabulary"] == "product"
     assert set(report["methods"]) == {"dapo", "handcrafted", "agnostic"}
     for m in report["methods"].values():
-        for key in ("image_auroc", "image_ap", "pixel_auroc", "pixel_aupro", "type_f1"):
-            assert m[key] is None or 0.0 <= m[key] <= 1.0
-        assert set(m["per_product"]) == set(report["split"]["held_out_products"])
-        assert {"seen", "novel"} <= set(m)
+        for key in METRICS:
+            assert m["mean"][key] is None or 0.0 <= m["mean"][key] <= 1.0, key
+        assert set(m["per_category"]) == set(report["split"]["held_out_products"])
+        assert set(m["subsets"]) == {"seen", "novel"}
+        for row in m["per_category"].values():
+            assert row["images"] == 7 and set(row["subsets"]) == {"seen", "novel"}
+            assert row["subsets"]["novel"]["images"] == 5
     split = report["split"]
     assert set(split["auxiliary_products"]).isdisjoint(split["held_out_products"])
     assert split["novel_types"] and split["seen_types"]
@@ -47,6 +53,8 @@ def test_eval_quick_writes_the_json_contract(tiny_modes, tmp_path):
         value = regions["all"][key]
         assert value is None or 0.0 <= value <= 1.0
     assert "top region on the defect" in result.stdout and "mean IoU" in result.stdout
+    text = md.read_text()
+    assert "## dapo" in text and "| **mean** |" in text and "| agnostic | novel |" in text
 
 
 def test_eval_refuses_an_unknown_prompt_version(tiny_modes):
@@ -63,19 +71,30 @@ def test_shipped_prompts_beat_the_handcrafted_baseline_on_held_out_products():
     import torch
 
     torch.set_num_threads(2)
-    from qc_stream.dapo import active_version, load_backbone, load_prompt_version
-    from qc_stream.evaluation.runner import evaluate, handcrafted_for
-    from qc_stream.synth.datasets import MODES, test_sets
+    from qc_stream.dapo import (
+        HandcraftedBaseline,
+        HandcraftedConfig,
+        active_version,
+        load_backbone,
+        load_prompt_version,
+    )
+    from qc_stream.evaluation.dataset_eval import evaluate_dataset
+    from qc_stream.synth.datasets import MODES, held_out_dataset
 
     MODES["_test"] = (8, 4, 4)
     try:
-        sets = test_sets("_test")
+        data = held_out_dataset("_test")
     finally:
         del MODES["_test"]
     backbone = load_backbone(DEFAULT_BACKBONE)
     dapo = load_prompt_version(active_version(), backbone).model
-    d = evaluate(lambda p: dapo, sets)
-    h = evaluate(handcrafted_for(backbone), sets)
+    nouns = data.object_names()
+
+    def handcrafted(product: str):
+        return HandcraftedBaseline(backbone, HandcraftedConfig(object_name=nouns[product])).eval()
+
+    d = evaluate_dataset(lambda p: dapo, data, "product", 16)["mean"]
+    h = evaluate_dataset(handcrafted, data, "product", 16)["mean"]
     assert not math.isnan(d["pixel_auroc"])
     assert d["pixel_auroc"] > h["pixel_auroc"] + 0.05
     assert d["pixel_aupro"] > h["pixel_aupro"] + 0.1

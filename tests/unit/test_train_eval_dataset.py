@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -174,3 +175,63 @@ def test_pixel_type_metrics_match_a_hand_computed_case():
     assert m["pixel_type_f1"] == pytest.approx(want_f1)
     # by hand, class a: positive 0.25 vs negatives {0.25, 0.25, 0.5}: AUROC = (0 + 0.5 + 0.5) / 3
     assert roc_auc_score(flat_true == 1, flat[1]) == pytest.approx(1 / 3)
+
+
+@pytest.fixture
+def tiny_held_out(monkeypatch):
+    """The synthetic benchmark's held-out set, 2 normals + 1 seen + 1 novel defect per product."""
+    from qc_stream.synth import datasets as synth
+
+    monkeypatch.setitem(synth.MODES, "quick", (2, 1, 1))
+    return synth.held_out_dataset("quick", products=["capsule", "fabric"])
+
+
+def test_synthetic_benchmark_reads_like_its_folder_copy(tiny_held_out, tmp_path):
+    """The in-memory source yields the records and pixels the folder reader gives for the same set
+    written to disk: `eval` scores the synthetic benchmark like any folder dataset."""
+    from qc_stream.datasets import load_image, load_mask, read_dataset
+    from qc_stream.synth.datasets import write_folder
+
+    data = tiny_held_out
+    back = read_dataset(write_folder(data, tmp_path / "copy"))
+    assert back.layout == "folder"
+
+    def records(d):
+        return {str(i.path.relative_to(d.root)): i for i in d.items}
+
+    mine, read = records(data), records(back)
+    assert mine.keys() == read.keys() and len(mine) == 8
+    for name, a in mine.items():
+        b = read[name]
+        assert (a.product, a.split, a.defect_type, a.label, a.folder) == (
+            b.product, b.split, b.defect_type, b.label, b.folder,
+        )  # fmt: skip
+        assert (a.mask_path is None) == (b.mask_path is None)
+        if a.mask_path is not None:
+            assert a.mask_path.relative_to(data.root) == b.mask_path.relative_to(back.root)
+        image = load_image(a)
+        assert np.array_equal(image, load_image(b))
+        assert np.array_equal(load_mask(a, image.shape[:2]), load_mask(b, image.shape[:2]))
+    for keep in data.subsets().values():  # seen / novel select the same files on both
+        assert {n for n, i in mine.items() if keep(i)} == {n for n, i in read.items() if keep(i)}
+
+
+def test_subsets_come_from_the_one_scoring_pass(tiny_held_out):
+    """A subset's metrics (seen / novel) equal those of scoring the subset's items alone, and
+    asking for subsets leaves the whole set's metrics as they were."""
+    from qc_stream.dapo import HandcraftedBaseline, HandcraftedConfig
+    from qc_stream.evaluation.dataset_eval import evaluate_dataset
+
+    model = HandcraftedBaseline(load_backbone(TINY), HandcraftedConfig()).eval()
+    data = tiny_held_out
+    res = evaluate_dataset(lambda _p: model, data, "product", subsets=data.subsets())
+    plain = evaluate_dataset(lambda _p: model, data, "product")
+    assert res["mean"] == pytest.approx(plain["mean"], nan_ok=True)
+    assert set(res["subsets"]) == {"seen", "novel"}
+    for name, keep in data.subsets().items():
+        subset = replace(data, items=[i for i in data.items if keep(i)])
+        direct = evaluate_dataset(lambda _p: model, subset, "product")
+        for product, row in res["per_category"].items():
+            got = {k: v for k, v in row["subsets"][name].items() if k in METRICS}
+            want = {k: v for k, v in direct["per_category"][product].items() if k in METRICS}
+            assert got == pytest.approx(want, nan_ok=True), (name, product)
