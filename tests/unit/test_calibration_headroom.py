@@ -5,6 +5,8 @@ score, say when a product cannot be separated, and name the source of every thre
 """
 
 import json
+import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,6 +30,8 @@ from qc_stream.domain.thresholds import (
     score_from_logit,
 )
 from qc_stream.registry.calibration import calibrate_product
+
+SHIPPED = Path(__file__).resolve().parents[2] / "models" / "prompts"
 
 
 def test_score_from_logit_keeps_headroom_where_the_probability_saturates():
@@ -116,3 +120,30 @@ def test_thresholds_file_keeps_region_thresholds_overlap_and_flags(tmp_path):
     assert read_region_thresholds(tmp_path) == {"pill": 0.04, "screw": 0.06}
     meta = read_thresholds_meta(tmp_path)
     assert meta["flagged"] == [] and meta["overlap"] == {"screw": 0.2}
+
+
+def test_a_file_on_the_former_score_is_ignored_out_loud(tmp_path, caplog):
+    (tmp_path / THRESHOLDS_FILE).write_text(
+        '{"pill": [0.97, 1.0], "_meta": {"method": "normal-quantile"}}'
+    )
+    with caplog.at_level(logging.WARNING, logger="qc_stream.dapo.thresholds"):
+        assert read_thresholds(tmp_path) == {} and read_region_thresholds(tmp_path) == {}
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert str(tmp_path / THRESHOLDS_FILE) in warning.getMessage()
+    assert "qc-stream models calibrate" in warning.getMessage()
+
+
+def test_no_shipped_version_carries_thresholds_on_another_score():
+    """A shipped DAPO version is calibrated on the current score (never left to the global pair by
+    a stale file); the agnostic baselines are eval-only and carry no thresholds."""
+    versions = [d for d in sorted(SHIPPED.iterdir()) if (d / "manifest.json").is_file()]
+    assert versions
+    for d in versions:
+        method = json.loads((d / "manifest.json").read_text())["method"]
+        if method == "dapo":
+            assert read_thresholds_meta(d).get("score") == SCORE, d.name
+            pairs = read_thresholds(d)
+            assert pairs and all(w < r < 1.0 for w, r in pairs.values()), d.name  # both reachable
+            assert read_region_thresholds(d), d.name
+        else:
+            assert not (d / THRESHOLDS_FILE).exists(), d.name
