@@ -15,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,18 +27,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _copy_sources(dest: Path) -> None:
-    for name in ("pyproject.toml", "README.md"):
+    for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(REPO / name, dest / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(REPO / "qc_stream", dest / "qc_stream", ignore=ignore)
     shutil.copytree(REPO / "migrations", dest / "migrations", ignore=ignore)
-    active = (REPO / "models" / "prompts" / "ACTIVE").read_text().strip()
-    shutil.copytree(
-        REPO / "models" / "backbones" / DEFAULT_BACKBONE,
-        dest / "models" / "backbones" / DEFAULT_BACKBONE,
-    )
-    shutil.copytree(REPO / "models" / "prompts" / active, dest / "models" / "prompts" / active)
-    shutil.copy(REPO / "models" / "prompts" / "ACTIVE", dest / "models" / "prompts" / "ACTIVE")
+    shutil.copytree(REPO / "models", dest / "models")  # every shipped version: the wheel picks
+
+
+def _shipped(wheel: Path, kind: str) -> set[str]:
+    """Names of the models/<kind>/ entries the wheel carries as data files."""
+    marker = f"/share/qc-stream/models/{kind}/"
+    with zipfile.ZipFile(wheel) as zf:
+        return {n.split(marker)[1].split("/")[0] for n in zf.namelist() if marker in n}
 
 
 def test_wheel_in_a_fresh_venv_runs_predict_and_db_upgrade(tmp_path):
@@ -52,6 +54,10 @@ def test_wheel_in_a_fresh_venv_runs_predict_and_db_upgrade(tmp_path):
     )  # fmt: skip
     assert build.returncode == 0, build.stderr
     (wheel,) = dist.glob("qc_stream-*.whl")
+    active = (REPO / "models" / "prompts" / "ACTIVE").read_text().strip()
+    # the data files follow ACTIVE and the default backbone (setup.py): that version only
+    assert _shipped(wheel, "prompts") == {"ACTIVE", active}
+    assert _shipped(wheel, "backbones") == {DEFAULT_BACKBONE}
 
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
@@ -93,7 +99,6 @@ def test_wheel_in_a_fresh_venv_runs_predict_and_db_upgrade(tmp_path):
     predict = subprocess.run([qc, "predict", str(png), "-p", "pill"], **run)
     assert predict.returncode == 0, predict.stderr
     line = json.loads(predict.stdout)
-    active = (REPO / "models" / "prompts" / "ACTIVE").read_text().strip()
     assert line["prompt_version"] == active and line["verdict"] in ("ok", "warn", "reject")
     assert line["thresholds"]["source"] == f"calibrated:{active}"
     user_models = home / ".local" / "share" / "qc-stream" / "models"
