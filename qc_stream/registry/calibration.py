@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from qc_stream.dapo.checkpoint import active_version, resolve_version_path
+from qc_stream.dapo.checkpoint import resolve_version_path
 from qc_stream.dapo.thresholds import METHOD, write_thresholds
 from qc_stream.domain.inspection import decide_verdict
 from qc_stream.domain.thresholds import (
@@ -36,6 +36,7 @@ from qc_stream.errors import InputError, QcError
 from qc_stream.inference.decode import decode_image
 from qc_stream.inference.detector import Detector
 from qc_stream.producers.sources import encode_jpeg, regular_files
+from qc_stream.stream.prompt_source import choose_prompt_version
 from qc_stream.synth import PRODUCTS, generate
 
 log = logging.getLogger(__name__)
@@ -202,7 +203,8 @@ def calibrate_version(
         raise QcError(f"--quantile must be in [0.5, 1], got {quantile}")
     if not 0.0 <= margin <= 1.0:
         raise QcError(f"--margin must be in [0, 1], got {margin}")
-    version = version or settings.prompt_version or active_version(settings.models_dir)
+    # the version a worker or predict would start on (QC_PROMPT_VERSION, the database's, ACTIVE)
+    version = version or choose_prompt_version(settings).version
     if not version:
         raise QcError(
             "no prompt version to calibrate: give --prompt-version, or activate one (`qc-stream models activate`)"

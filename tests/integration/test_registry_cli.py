@@ -171,3 +171,41 @@ def test_models_commands_without_versions_and_unknown_version(env, tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: prompt version 'nope' not found")
     r = qc(env, "models", "refresh")
     assert r.returncode == 2 and "no active prompt version to refresh" in r.stderr
+
+
+def _shipped_state(models: Path) -> dict:
+    """What a command could change in the shipped models folder: its listings, ACTIVE, and the
+    files (mtime, size) of the backbones and of the active version."""
+    active = (models / "prompts" / "ACTIVE").read_text().strip()
+    watched = [models / "prompts" / "ACTIVE"]
+    watched += [p for p in (models / "backbones").rglob("*") if p.is_file()]
+    watched += [p for p in (models / "prompts" / active).rglob("*") if p.is_file()]
+    return {
+        "models": sorted(p.name for p in models.iterdir()),
+        "prompts": sorted(p.name for p in (models / "prompts").iterdir()),
+        "files": {str(p): (p.stat().st_mtime_ns, p.stat().st_size) for p in watched},
+    }
+
+
+def test_default_models_folder_is_the_users_and_the_checkout_is_never_written(env, tmp_path):
+    """With QC_MODELS_DIR unset, `defects add --refresh` and `models activate` write into the
+    per-user folder ($XDG_DATA_HOME/qc-stream/models, seeded from the shipped prompt versions);
+    the repository's models/ stays as it was."""
+    from qc_stream.settings import SHIPPED_MODELS_DIR
+
+    env = {**env, "XDG_DATA_HOME": str(tmp_path / "data")}
+    user = tmp_path / "data" / "qc-stream" / "models"
+    before = _shipped_state(SHIPPED_MODELS_DIR)
+    shipped_active = (SHIPPED_MODELS_DIR / "prompts" / "ACTIVE").read_text().strip()
+
+    r = qc(env, "defects", "add", "-p", "pill", "-n", "burr", "--refresh")
+    assert r.returncode == 0, r.stderr
+    new = (user / "prompts" / "ACTIVE").read_text().strip()
+    assert new != shipped_active and (user / "prompts" / new / "manifest.json").is_file()
+    assert (user / "prompts" / shipped_active).is_dir()  # seeded
+    assert not (user / "backbones").exists()  # the shipped weights are read in place
+
+    r = qc(env, "models", "activate", shipped_active)
+    assert r.returncode == 0, r.stderr
+    assert (user / "prompts" / "ACTIVE").read_text().strip() == shipped_active
+    assert _shipped_state(SHIPPED_MODELS_DIR) == before

@@ -164,3 +164,25 @@ def test_junk_goes_to_dead_letters_with_reason_and_the_worker_goes_on(
     send_synthetic(own_broker.bootstrap, [("cam-g", "pill", 3)])
     assert wait_for_rows(repo, 3, 60, workers=[w]) == 3
     assert len(read_topic(own_broker.bootstrap, RESULTS, timeout_s=3)) == 3
+
+
+def test_a_worker_without_a_prompt_version_stops_naming_the_train_command(
+    broker, sqlite_url, unique_app_id, worker_factory, monkeypatch
+):
+    """No QC_PROMPT_VERSION (the module's untrained opt-in removed), no ACTIVE, nothing active in
+    the database: the worker exits 2 with one line naming `qc-stream train` in its log."""
+    import time
+
+    monkeypatch.delenv("QC_PROMPT_VERSION")
+    upgrade(sqlite_url)
+    w = worker_factory(worker_env(broker.bootstrap, sqlite_url, app_id=unique_app_id, **TINY))
+    deadline = time.monotonic() + 120
+    while w.alive and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert w.proc.returncode == 2, w.log_tail()
+    # (Faust, running by then, prefixes what is printed on stderr with its log header)
+    errors = [x for x in w.log_tail(200).splitlines() if "error:" in x]
+    assert len(errors) == 1, w.log_tail()
+    line = errors[0].split("error: ", 1)[1]
+    assert line.startswith("no prompt version for backbone qc-test-tiny")
+    assert "`qc-stream train --dataset PATH --backbone qc-test-tiny" in line

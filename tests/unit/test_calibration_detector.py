@@ -372,12 +372,16 @@ def test_results_explain_their_thresholds_and_unknown_products_are_dead_letters(
     assert banana.candidate_words == ["crack", "scratch", "dent"]  # every word of the version
 
 
-def test_a_worker_starts_on_the_databases_active_version_not_the_active_file(models_dir, tmp_path):
+def test_a_worker_and_predict_start_on_the_databases_active_version_not_the_active_file(
+    models_dir, tmp_path
+):
     """The database is the source of truth: its active row wins over the models folder's ACTIVE
-    file when the two disagree (a rollback made from another machine); a database active version
-    whose files do not match its recorded sha256 is refused and ACTIVE is used."""
+    file when the two disagree (a rollback made from another machine), for a worker and for
+    predict alike, and both say so; a database active version whose files do not match its
+    recorded sha256 is refused and ACTIVE is used; without a database, ACTIVE."""
     from sqlalchemy import text
 
+    from qc_stream.cli.cmd_predict import run_predict
     from qc_stream.dapo.checkpoint import active_version, set_active_version
     from qc_stream.registry.versions import PromptVersions
     from qc_stream.storage import migrate
@@ -398,7 +402,20 @@ def test_a_worker_starts_on_the_databases_active_version_not_the_active_file(mod
         set_active_version("v-cal", models_dir)  # the file says otherwise
         rt = build_runtime(settings)
         load_detector(rt)
-        assert rt.detector.prompt_version == "v-strict"
+        assert (rt.detector.prompt_version, rt.detector.prompt_source) == ("v-strict", "database")
+        image = tmp_path / "part.png"
+        image.write_bytes(_png(0))
+
+        def predicted(settings) -> tuple[str, str]:
+            buf = io.StringIO()
+            assert run_predict([image], "pill", None, 1, settings, out=buf) == 0
+            line = json.loads(buf.getvalue())
+            return line["prompt_version"], line["prompt_version_source"]
+
+        assert predicted(settings) == ("v-strict", "database")
+        no_db = settings.model_copy(update={"database_url": f"sqlite:///{tmp_path / 'none.db'}"})
+        assert predicted(no_db) == ("v-cal", "ACTIVE file")
+        assert not (tmp_path / "none.db").exists()  # asking never creates a database
 
         with engine.begin() as conn:  # its files no longer match the digest registered
             conn.execute(
@@ -407,6 +424,8 @@ def test_a_worker_starts_on_the_databases_active_version_not_the_active_file(mod
             )
         load_detector(rt)
         assert rt.detector.prompt_version == "v-cal"  # refused: the ACTIVE file decides
+        assert rt.detector.prompt_source == "ACTIVE file"
+        assert predicted(settings) == ("v-cal", "ACTIVE file")
     finally:
         set_active_version("v-cal", models_dir)
         engine.dispose()
