@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from qc_stream.cli.main import app
 from qc_stream.evaluation.dataset_eval import METRICS
-from qc_stream.settings import DEFAULT_BACKBONE
+from qc_stream.settings import DEFAULT_BACKBONE, SHIPPED_MODELS_DIR
 
 
 @pytest.fixture
@@ -87,7 +87,8 @@ def test_shipped_prompts_beat_the_handcrafted_baseline_on_held_out_products():
     finally:
         del MODES["_test"]
     backbone = load_backbone(DEFAULT_BACKBONE)
-    dapo = load_prompt_version(active_version(), backbone).model
+    shipped = SHIPPED_MODELS_DIR  # the default models folder is a per-user one
+    dapo = load_prompt_version(active_version(shipped), backbone, shipped).model
     nouns = data.object_names()
 
     def handcrafted(product: str):

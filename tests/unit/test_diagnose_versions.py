@@ -7,11 +7,11 @@ import subprocess
 import sys
 
 from qc_stream.dapo.checkpoint import active_version
-from qc_stream.settings import REPO_ROOT
+from qc_stream.settings import REPO_ROOT, SHIPPED_MODELS_DIR
 from qc_stream.synth.split import load_split
 
 SCRIPT = REPO_ROOT / "scripts" / "diagnose_quality.py"
-ACTIVE = active_version()  # the shipped one, made for the default backbone
+ACTIVE = active_version(SHIPPED_MODELS_DIR)  # the shipped one, made for the default backbone
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
