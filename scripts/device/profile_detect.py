@@ -36,9 +36,9 @@ def main(argv=None) -> int:
     from qc_stream.devtools.bench import _frames, bench_prompts
     from qc_stream.inference.decode import decode_image, preprocess_batch
     from qc_stream.inference.detector import Detector
-    from qc_stream.settings import Settings
+    from qc_stream.settings import load_settings
 
-    settings = Settings()
+    settings = load_settings()  # (seeds the per-user models folder on first use)
     settings, _ = bench_prompts(settings)  # as the bench does: untrained prompts cost the same
     det = Detector.from_settings(settings)
     bb = det.backbone

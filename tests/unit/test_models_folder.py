@@ -43,13 +43,25 @@ def test_seeding_copies_prompt_versions_and_active_once_and_never_overwrites(mon
     assert not (user / "backbones").exists()  # weights are read in place, not copied
 
     (user / "prompts" / "ACTIVE").write_text("v1\n")  # the user's choice from now on
-    (user / "prompts" / "v1" / "manifest.json").write_text("{}")  # and the user's files
-    (shipped / "prompts" / "v3").mkdir()  # a newer checkout or install brings a version
+    (user / "prompts" / "v1" / "thresholds.json").write_text("mine")  # `models calibrate`
+    # a newer checkout or install: a new version, recalibrated thresholds, a changed manifest
+    (shipped / "prompts" / "v3").mkdir()
+    for name in ("v1", "v2"):
+        (shipped / "prompts" / name / "thresholds.json").write_text("recalibrated")
+        (shipped / "prompts" / name / "manifest.json").write_text("{}")
     paths.seed_models_dir(user)
     assert (user / "prompts" / "ACTIVE").read_text() == "v1\n"
-    assert (user / "prompts" / "v1" / "manifest.json").read_text() == "{}"
     assert (user / "prompts" / "v3").is_dir()
-    assert not list((user / "prompts").glob(".*"))  # no seeding leftovers
+    assert (user / "prompts" / "v1" / "thresholds.json").read_text() == "mine"
+    assert (user / "prompts" / "v2" / "thresholds.json").read_text() == "recalibrated"
+    for name in ("v1", "v2"):  # covered by the registry's digest: never replaced under a name
+        assert json.loads((user / "prompts" / name / "manifest.json").read_text()) == {
+            "version": name
+        }
+    (shipped / "prompts" / "v2" / "thresholds.json").write_text("again")
+    paths.seed_models_dir(user)
+    assert (user / "prompts" / "v2" / "thresholds.json").read_text() == "again"
+    assert not [p for p in (user / "prompts").rglob(".*") if p.name != paths.SEED_RECORD]
 
 
 def test_a_backbone_missing_from_the_models_folder_is_read_from_the_shipped_one(tmp_path):
