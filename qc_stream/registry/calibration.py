@@ -55,14 +55,16 @@ def normal_scores(
 def scores_and_maps(
     detector, images: Sequence, product: str | None, batch_size: int = 16
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Image scores and the anomaly maps (at the model's resolution) of ``images``."""
+    """Image scores and the anomaly maps of ``images`` at the model's resolution: the maps region
+    cuts are applied to (a result carries them at OVERLAY_MAP_PX at most), read off the device."""
     scores: list[float] = []
     maps: list[np.ndarray] = []
     for start in range(0, len(images), batch_size):
         chunk = list(images[start : start + batch_size])
-        for o in detector.detect(chunk, [product] * len(chunk)):
+        result = detector.forward(detector.prepare(chunk, [product] * len(chunk)))
+        for i, o in enumerate(detector.finish(result)):
             scores.append(o.detection.anomaly_score)
-            maps.append(o.model_map)
+            maps.append(result.amap[i].float().cpu().numpy())
     return np.asarray(scores, dtype=np.float64), maps
 
 
