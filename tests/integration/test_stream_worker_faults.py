@@ -305,11 +305,13 @@ def test_sigterm_while_a_database_outage_is_retried_exits_and_loses_nothing(
 
 
 def test_forged_model_updates_are_refused_by_a_running_worker(
-    own_broker, pg_url, unique_app_id, tmp_path
+    own_broker, pg_url, unique_app_id, tmp_path, monkeypatch
 ):
     from qc_stream.registry.events import EventPublisher
     from tests.integration.test_registry_versions import make_models_dir, seed_version
 
+    # not the module's untrained opt-in: this worker runs the ACTIVE version
+    monkeypatch.delenv("QC_PROMPT_VERSION")
     upgrade(pg_url)
     (tmp_path / "served").mkdir()
     (tmp_path / "elsewhere").mkdir()
