@@ -107,7 +107,12 @@ def main() -> None:
             p: {k: v for k, v in m.items() if k != "subsets"}
             for p, m in res["per_category"].items()
         }
-        return {**res["mean"], **res["subsets"], "per_product": per_product}
+        return {
+            **res["mean"],
+            **res["subsets"],
+            "per_product": per_product,
+            "seconds": res["seconds"],
+        }
 
     print(f"backbone {backbone.backbone_id}; recipe {recipe.to_dict()}", flush=True)
     for method in args.methods.split(","):
