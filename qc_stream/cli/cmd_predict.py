@@ -32,6 +32,7 @@ CSV_COLUMNS = (
     "top_region_bbox",
     "top_region_score",
     "prompt_version",
+    "prompt_version_source",
     "overlay",
     "error",
 )
@@ -333,6 +334,7 @@ class _RunFolder:
                 "top_region_bbox": " ".join(map(str, top.get("bbox") or [])),
                 "top_region_score": top.get("score", ""),
                 "prompt_version": obj.get("prompt_version", ""),
+                "prompt_version_source": obj.get("prompt_version_source") or "",
                 "overlay": obj.get("overlay", ""),
                 "error": obj.get("error", ""),
             }

@@ -202,6 +202,7 @@ def test_predict_folder_tree_and_glob_write_a_run_folder(tmp_path, tiny_env):
     errors = [r for r in rows if r["error"]]
     assert len(errors) == 1 and errors[0]["image"].endswith("junk.png")
     assert all(r["verdict"] and r["threshold_source"] == "global" for r in rows if not r["error"])
+    assert all(r["prompt_version_source"] == "QC_PROMPT_VERSION" for r in rows if not r["error"])
     lines = [json.loads(x) for x in (run / "results.jsonl").read_text().splitlines()]
     assert lines == [json.loads(x) for x in proc.stdout.splitlines()]
     overlays = sorted(p.name for p in (run / "overlays").iterdir())
