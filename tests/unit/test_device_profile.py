@@ -18,9 +18,7 @@ def _load():
     return module
 
 
-def test_profile_reports_every_stage_and_detect_costs_at_least_the_forward(
-    tmp_path, monkeypatch, capsys
-):
+def test_profile_reports_every_stage(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("QC_BACKBONE", "qc-test-tiny")
     monkeypatch.setenv("QC_DEVICE", "cpu")
     monkeypatch.setenv("QC_PRECISION", "fp32")
@@ -54,10 +52,5 @@ def test_profile_reports_every_stage_and_detect_costs_at_least_the_forward(
         "detect (pictures)",
     }
     assert all(s["ms_per_batch"] > 0 and s["fps"] > 0 for s in stages.values())
-    # detect does the DAPO forward plus preprocessing and post-processing: it cannot be cheaper
-    assert (
-        stages["detect (pictures)"]["ms_per_batch"]
-        > stages["DAPO forward on a ready tensor"]["ms_per_batch"]
-    )
     assert report["backbone"].startswith("qc-test-tiny@") and report["batch"] == 8
     assert "function calls" in capsys.readouterr().out  # the cProfile listing
