@@ -171,6 +171,12 @@ class Settings(BaseSettings):
     # short on the embedded broker, whose restart recreates the topics (auto-created ones with its
     # default of 4 partitions); Kafka's 300 s otherwise. None: by QC_BROKER_PROFILE.
     broker_metadata_max_age_s: float | None = Field(None, gt=0, le=86_400)
+    # A worker that holds no batch, acks nothing and sees frames waiting for its group (lag > 0)
+    # for this long is stalled (a broker restart can leave the Kafka client consuming nothing):
+    # /healthz turns 503, partitions committed past their log end are rewound, else the stacks
+    # are logged and the worker restarts itself in place (same pid; unacked frames are replayed).
+    # None: by QC_BROKER_PROFILE; 0: off (stream/stall.py).
+    stall_restart_s: float | None = Field(None, ge=0, le=86_400)
     # /healthz, /readyz, /metrics of a worker; 0 picks a free port, -1 disables.
     health_port: int = Field(8000, ge=-1, le=65535)
     # /healthz answers 503 when the worker's event loop or inference thread made no heartbeat for
@@ -351,6 +357,14 @@ class Settings(BaseSettings):
         if self.broker_metadata_max_age_s is not None:
             return self.broker_metadata_max_age_s
         return 3.0 if self.broker_profile == "embedded" else 300.0
+
+    @property
+    def stall_restart_after_s(self) -> float | None:
+        """Seconds of stall before a worker restarts itself (QC_STALL_RESTART_S, else by profile:
+        10 s on the embedded broker, 60 s otherwise: above a slow CPU batch or a prompt swap)."""
+        if self.stall_restart_s is not None:
+            return self.stall_restart_s or None
+        return 10.0 if self.broker_profile == "embedded" else 60.0
 
     @property
     def group_timeouts(self) -> tuple[float, float, float]:

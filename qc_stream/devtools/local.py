@@ -158,9 +158,13 @@ def read_topic(
     return records
 
 
-def read_topic_to_end(bootstrap: str, topic: str) -> list:
+def read_topic_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> list:
     """Every record of ``topic`` up to its current end, read without a consumer group (assign, seek
-    to the beginning, read until each partition reaches the end offset noted at the start)."""
+    to the beginning, read until each partition reaches the end offset noted at the start).
+    Raises TimeoutError after ``timeout_s``: a restarted embedded broker can keep an end offset
+    whose records it no longer serves, and the reader must not wait for them for ever."""
+    import time
+
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
@@ -170,7 +174,14 @@ def read_topic_to_end(bootstrap: str, topic: str) -> list:
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
         records = []
+        deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                behind = {tp.partition: (consumer.position(tp), end[tp]) for tp in tps}
+                raise TimeoutError(
+                    f"{topic} not readable to its end within {timeout_s:.0f} s "
+                    f"(partition: (position, end) {behind})"
+                )
             for batch in consumer.poll(timeout_ms=1000).values():
                 records += batch
         return records

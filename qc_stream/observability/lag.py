@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 from kafka import KafkaConsumer, TopicPartition
 
@@ -25,8 +26,11 @@ def read_lag(
     topic: str,
     timeout_s: float = 10.0,
     client_kwargs: dict | None = None,
-) -> dict[int, int]:
-    """Return {partition: records behind} for ``group_id`` on ``topic``.
+    *,
+    committed: bool = False,
+) -> dict[int, Any]:
+    """Return {partition: records behind} for ``group_id`` on ``topic``; with ``committed``,
+    {partition: (records behind, committed offset or -1, log start offset, log end offset)}.
 
     A partition the group has never committed counts from the log start offset (all of it waits).
     """
@@ -51,9 +55,11 @@ def read_lag(
         lag = {}
         for tp in tps:
             done = consumer.committed(tp)
+            mark = -1 if done is None else done
             if done is None or done < 0:
                 done = starts[tp]
-            lag[tp.partition] = max(0, ends[tp] - done)
+            behind = max(0, ends[tp] - done)
+            lag[tp.partition] = (behind, mark, starts[tp], ends[tp]) if committed else behind
         return lag
     finally:
         consumer.close(autocommit=False)

@@ -70,8 +70,12 @@ class WorkerRuntime:
     repeats: RepeatLimiter = field(default_factory=lambda: RepeatLimiter(10.0))
     # Set on SIGTERM/SIGINT: a batch being retried gives up at once (unacked: it is replayed).
     stopping: threading.Event = field(default_factory=threading.Event)
-    # Batches between inference and ack (finish tasks of the inspect agent).
-    inflight: set = field(default_factory=set)
+    # Batches between inference and ack (finish tasks of the inspect agent) -> monotonic start.
+    inflight: dict = field(default_factory=dict)
+    # For the stall watchdog (stream/stall.py): when a batch was last acked, and how many batches
+    # are being retried through an outage now (that is waited out, not a stall).
+    last_ack: float = field(default_factory=time.monotonic)
+    retrying: int = 0
     # prompt version name -> its model_versions row (None: not registered); qc.model-updates
     # swaps only to registered versions whose files match the recorded sha256.
     registered_version: Callable[[str], Any] | None = None
@@ -87,9 +91,13 @@ class WorkerRuntime:
         )
 
     def track(self, task: asyncio.Future) -> asyncio.Future:
-        self.inflight.add(task)
-        task.add_done_callback(self.inflight.discard)
+        self.inflight[task] = time.monotonic()
+        task.add_done_callback(lambda t: self.inflight.pop(t, None))
         return task
+
+    def oldest_inflight_started(self) -> float | None:
+        """When the oldest batch in flight started (None: none); read from another thread."""
+        return min(list(self.inflight.values()), default=None)
 
     async def drain(self, timeout_s: float) -> None:
         """On stop: let the batches in flight finish (stored, published, acked) for up to
@@ -111,48 +119,54 @@ class WorkerRuntime:
         s = self.settings
         delays = backoff_delays(s.worker_retry_base_s, s.worker_retry_cap_s)
         started, failures = time.monotonic(), 0
-        while True:
-            try:
-                result = await attempt()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:
-                if not is_outage(e):
+        try:
+            while True:
+                try:
+                    result = await attempt()
+                except asyncio.CancelledError:
                     raise
-                failures += 1
-                delay = next(delays)
-                reason = f"{type(e).__name__}: {_first_line(e)}"
-                metrics.WORKER_RETRIES.labels(what=what).inc()
-                if self.health is not None:
-                    self.health.set_problem(what, reason, stuck_after_s=s.worker_stuck_s)
-                self.repeats.log(
-                    log,
-                    logging.ERROR,
-                    what,
-                    "%s unavailable (%s); batch held, retrying in %.1f s (attempt %d)",
-                    what,
-                    reason,
-                    delay,
-                    failures,
-                )
-                until = time.monotonic() + delay
-                while not self.stopping.is_set() and time.monotonic() < until:
-                    await asyncio.sleep(min(0.25, max(0.0, until - time.monotonic())))
-                if self.stopping.is_set():
-                    log.warning("stopping: %s batch left unacked, it will be replayed", what)
-                    raise asyncio.CancelledError from e
-                continue
-            if failures:
-                self.repeats.reset(what)
-                if self.health is not None:
-                    self.health.clear_problem(what)
-                log.warning(
-                    "%s recovered after %d failed attempt(s) in %.1f s",
-                    what,
-                    failures,
-                    time.monotonic() - started,
-                )
-            return result
+                except Exception as e:
+                    if not is_outage(e):
+                        raise
+                    if not failures:
+                        self.retrying += 1
+                    failures += 1
+                    delay = next(delays)
+                    reason = f"{type(e).__name__}: {_first_line(e)}"
+                    metrics.WORKER_RETRIES.labels(what=what).inc()
+                    if self.health is not None:
+                        self.health.set_problem(what, reason, stuck_after_s=s.worker_stuck_s)
+                    self.repeats.log(
+                        log,
+                        logging.ERROR,
+                        what,
+                        "%s unavailable (%s); batch held, retrying in %.1f s (attempt %d)",
+                        what,
+                        reason,
+                        delay,
+                        failures,
+                    )
+                    until = time.monotonic() + delay
+                    while not self.stopping.is_set() and time.monotonic() < until:
+                        await asyncio.sleep(min(0.25, max(0.0, until - time.monotonic())))
+                    if self.stopping.is_set():
+                        log.warning("stopping: %s batch left unacked, it will be replayed", what)
+                        raise asyncio.CancelledError from e
+                    continue
+                if failures:
+                    self.repeats.reset(what)
+                    if self.health is not None:
+                        self.health.clear_problem(what)
+                    log.warning(
+                        "%s recovered after %d failed attempt(s) in %.1f s",
+                        what,
+                        failures,
+                        time.monotonic() - started,
+                    )
+                return result
+        finally:
+            if failures:  # the batch is no longer held (done, failed or cancelled)
+                self.retrying -= 1
 
     def fatal(self, error: BaseException) -> None:
         if self.on_fatal is not None:
@@ -282,3 +296,54 @@ def _first_line(error: BaseException) -> str:
 
 def _safe_name(frame_id: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in frame_id)[:120]
+
+
+def consumer_state(app) -> str:
+    """The Kafka consumer's view, for a stall report: Faust's flow control and rebalance flags, the
+    group membership, and per assigned partition its position, highwater and whether it is paused.
+    Read from another thread without calling into the consumer; best effort."""
+    parts: list[str] = []
+    try:
+        fc = app.consumer
+        parts.append(
+            f"rebalancing={app.rebalancing} flow_active={app.flow_control.is_active()} "
+            f"can_resume_flow={fc.can_resume_flow.is_set()} "
+            f"faust_assignment={sorted(str(tp) for tp in app.assignor.assigned_actives())}"
+        )
+        consumer = fc._thread._consumer
+        co = consumer._coordinator
+        parts.append(
+            f"member={getattr(co, 'member_id', '?')} generation={getattr(co, 'generation', '?')} "
+            f"coordinator={getattr(co, 'coordinator_id', '?')} "
+            f"rejoin_needed={getattr(getattr(co, '_rejoin_needed_fut', None), 'done', lambda: '?')()}"
+        )
+        paused = consumer.paused()
+        assignment = consumer._subscription.subscription.assignment
+        for tp in sorted(consumer.assignment()):
+            st = assignment.state_value(tp)
+            parts.append(
+                f"{tp.topic}[{tp.partition}] position={getattr(st, '_position', '?')} "
+                f"highwater={getattr(st, 'highwater', '?')} paused={tp in paused}"
+            )
+    except Exception as e:  # diagnostics only
+        parts.append(f"(consumer state unreadable: {type(e).__name__}: {e})")
+    return "; ".join(parts)
+
+
+def rewind_frames(app, offsets: dict[int, int]) -> None:
+    """Seek this worker's consumer to ``offsets`` ({qc.frames partition: offset}) for the partitions
+    it holds, from any thread (scheduled on the app's loop; Faust's seek also resets its own read
+    offset). The partitions it does not hold are left to their holder's watchdog."""
+    from faust.types import TP
+
+    from qc_stream.wire.topics import FRAMES
+
+    async def seek_held() -> None:
+        held = app.consumer.assignment()
+        for partition, offset in offsets.items():
+            tp = TP(FRAMES, partition)
+            if tp in held:
+                await app.consumer.seek(tp, offset)
+                log.warning("qc.frames[%d] rewound to offset %d", partition, offset)
+
+    asyncio.run_coroutine_threadsafe(seek_held(), app.loop)

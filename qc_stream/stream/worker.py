@@ -170,6 +170,13 @@ def _worker_class(faust):
         def _on_sigint(self) -> None:
             self._stopping("SIGINT", super()._on_sigint)
 
+        def _on_sigusr1(self) -> None:
+            # `kill -USR1 <pid>`: every task of every loop and every thread into the log (mode's
+            # own dump shows the main loop only and goes to stderr with all local variables).
+            from qc_stream.observability.stackdump import log_stacks
+
+            log_stacks("SIGUSR1")
+
         def _stopping(self, why: str, stop) -> None:
             # Faust does not wait for unacked events (stream_wait_empty=False, see app.py): the
             # batches in flight are finished here first, a batch held for an outage is not.
@@ -240,6 +247,14 @@ def run_worker(settings: Settings, *, loglevel: str | None = None) -> None:
         log.warning("health server on :%d (/healthz /readyz /metrics)", health.port)
     rt.health = health
     app = build_worker_app(settings, rt, offsets, health)
+    if settings.stall_restart_after_s is not None:
+        from qc_stream.stream.runtime import consumer_state, rewind_frames
+        from qc_stream.stream.stall import GroupLag, StallWatchdog
+
+        watchdog = StallWatchdog(rt, settings.stall_restart_after_s, GroupLag(settings))
+        watchdog.describe = lambda: consumer_state(app)
+        watchdog.rewind = lambda offsets: rewind_frames(app, offsets)
+        watchdog.start()
     worker = _worker_class(faust)(
         app, loglevel=(loglevel or settings.log_level).lower(), quiet=True
     )

@@ -119,6 +119,11 @@ def test_consumer_lag_counts_records_behind_the_groups_commit(broker, unique_app
     )
     consumer.commit({TopicPartition(topic, 0): OffsetAndMetadata(3, "", -1)})
     consumer.close(autocommit=False)
+    # The stall watchdog's reading: behind, committed offset (-1: none), log start and end.
+    assert read_lag(broker.bootstrap, unique_app_id, topic, committed=True) == {
+        0: (2, 3, 0, 5),
+        1: (5, -1, 0, 5),
+    }
 
     monitor = LagMonitor(broker.bootstrap, unique_app_id, topic, interval_s=60)
     assert monitor.refresh() == {0: 2, 1: 5}

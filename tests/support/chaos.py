@@ -534,6 +534,10 @@ def broker_restart(p: Pipeline, n: int = 40, outage_s: float = 3.0) -> ChaosRow:
     pre-crash position in a partition skips the rebuilt log's first records until it rejoins (so
     the streaming camera writes to another partition, and starts sending only at the crash, after
     connecting). qc.results before the restart is gone too: results are checked for duplicates only.
+    When the worker commits its pre-crash offset into the rebuilt group, that partition is
+    committed past its log end, tansu never resets the consumer (Kafka would: OFFSET_OUT_OF_RANGE)
+    and it fetched nothing more, the streaming camera's partition included ("25 of 25 frames not
+    stored"); the stall watchdog (qc_stream/stream/stall.py) rewinds such a partition, or restarts.
 
     The crash comes while the worker is idle (every result of the first camera published);
     :func:`broker_restart_mid_batch` crashes it while the worker is busy.
@@ -619,9 +623,11 @@ def broker_restart_mid_batch(p: Pipeline, n: int = 40, outage_s: float = 3.0) ->
     broker held unconsumed dies with it. Its frames are checked for being stored at most once, and
     the row's label says how many died.
 
-    Open: in some runs the worker still stores nothing after "OffsetCommit failed ...
-    UnknownMemberIdError ..., will rejoin" / "Timer commit is overlapping" (its event loop idle in
-    select, by py-spy: every task waiting on another), so this scenario is soak-only.
+    In some runs (3 of 6 here) the worker still stores nothing after "OffsetCommit failed ...
+    UnknownMemberIdError ..., will rejoin": its consumer holds qc.frames[0-1] of generation 0 with
+    no rejoin pending while the frames sit in [2-3]. The stall watchdog (QC_STALL_RESTART_S, 10 s
+    on the embedded profile; qc_stream/stream/stall.py) restarts it in place (the log says
+    "stalled: ..."). Soak-only: it adds ~30 s to the chaos tier.
     """
     busy = "cam-a"
     later = next(f"cam-{i}" for i in range(100) if partition_of(f"cam-{i}", 4) >= PARTITIONS)
@@ -701,8 +707,8 @@ SCENARIOS: dict[str, Callable[..., ChaosRow]] = {
     "worker-kill": worker_sigkill,
 }
 
-# Soak-only (scripts/soak.py --only broker-mid-batch), not in the chaos tier: with the metadata
-# refresh it passed 9 runs in 13 here; the others left the worker silent (open, see its docstring).
+# Soak-only (scripts/soak.py --only broker-mid-batch), not in the chaos tier (time budget): with the
+# metadata refresh alone it passed 9 runs in 13; the stall watchdog recovers the others.
 SOAK_ONLY: dict[str, Callable[..., ChaosRow]] = {
     "broker-mid-batch": broker_restart_mid_batch,
 }

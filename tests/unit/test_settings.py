@@ -81,3 +81,12 @@ def test_metadata_refresh_is_short_on_the_embedded_broker_and_reaches_faust(monk
     app = build_app(load_settings(), broker="kafka://127.0.0.1:9")  # never contacted
     assert app.conf.consumer_metadata_max_age_ms == 7500
     assert app.conf.producer_metadata_max_age_ms == 7500
+
+
+def test_stall_window_by_profile_and_off_at_zero(monkeypatch):
+    monkeypatch.setenv("QC_BROKER_PROFILE", "embedded")
+    assert load_settings().stall_restart_after_s == 10
+    monkeypatch.setenv("QC_BROKER_PROFILE", "production")
+    assert load_settings().stall_restart_after_s == 60
+    monkeypatch.setenv("QC_STALL_RESTART_S", "0")
+    assert load_settings().stall_restart_after_s is None

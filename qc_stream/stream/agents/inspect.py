@@ -149,6 +149,7 @@ async def finish(
             await previous
         for event in events:
             await stream.ack(event)
+        rt.last_ack = time.monotonic()  # progress, for the stall watchdog (stream/stall.py)
         log.debug(
             "batch of %d: wait for model %.3f s (model %.3f, decode %.3f), store %.3f s, publish %.3f s",
             len(events),
