@@ -168,13 +168,20 @@ def read_topic_to_end(bootstrap: str, topic: str, timeout_s: float = 60.0) -> li
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    deadline = time.monotonic() + timeout_s
     try:
         tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        known_by = time.monotonic() + min(10.0, timeout_s)
+        while not tps and time.monotonic() < known_by:
+            # A restarted embedded broker may not know the topic yet: no partitions, no records.
+            time.sleep(0.5)
+            tps = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        if not tps:
+            return []
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
         end = consumer.end_offsets(tps)
         records = []
-        deadline = time.monotonic() + timeout_s
         while any(consumer.position(tp) < end[tp] for tp in tps):
             if time.monotonic() > deadline:
                 behind = {tp.partition: (consumer.position(tp), end[tp]) for tp in tps}

@@ -564,8 +564,10 @@ def broker_restart(p: Pipeline, n: int = 40, outage_s: float = 3.0) -> ChaosRow:
     back_at = time.monotonic()
     snapshot = list(cam.sent_ids)
     recovery = p.wait_stored(snapshot, 90, since=back_at)
-    stats = cam.join()
-    assert stats.retries >= 1, "the camera never replaced its producer"
+    cam.join()
+    # Whether the camera had to replace its producer is a race (3 s down against its 3 s stall
+    # limit; the client may deliver its buffer to the restarted broker by itself), which failed 1
+    # run in 19 here (probably 2); the point is that every frame it sent is stored, once.
     p.wait_stored(cam.sent_ids, 60)
     return p.verdict(
         f"broker restarted ({outage_s:.0f} s down), camera running",
